@@ -1,0 +1,3 @@
+from streaming.cli import main
+
+raise SystemExit(main())

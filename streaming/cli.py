@@ -1,0 +1,214 @@
+"""The ``streaming`` command: run, broker, topics, produce, demo.
+
+Every error says what was wrong and what to do; exit codes: 0 done, 1 failed while running,
+2 bad config, bad arguments or a start-up check that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from streaming.config import ConfigError, PipelineConfig, load_config
+
+DEFAULT_CONFIG = "pipelines/fraud/pipeline.yaml"
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"streaming: error: {message}", file=sys.stderr)
+    return code
+
+
+def _load(args: argparse.Namespace) -> PipelineConfig:
+    return load_config(args.config, bootstrap=getattr(args, "bootstrap", None))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streaming.logs import setup_logging
+    from streaming.metrics import WorkerMetrics
+    from streaming.worker import FatalWorkerError, StartupError, Worker, default_worker_id
+
+    cfg = _load(args)
+    worker_id = default_worker_id()
+    setup_logging(worker_id, args.log_level)
+    metrics = WorkerMetrics(cfg.name)
+    port = args.metrics_port if args.metrics_port is not None else cfg.worker.metrics_port
+    if port:
+        metrics.serve(port)
+    worker = Worker(cfg, max_events=args.max_events, idle_exit_s=args.idle_exit,
+                    worker_id=worker_id, metrics=metrics)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop())
+    try:
+        stats = worker.run()
+    except StartupError as exc:
+        return _fail(str(exc))
+    except FatalWorkerError as exc:
+        return _fail(f"{exc}; offsets were committed only up to what was delivered", 1)
+    logging.getLogger("streaming.worker").info(
+        "stopped: %d consumed, %d predictions, %d dead letters", stats.consumed,
+        stats.predictions, sum(stats.dead_letters.values()),
+        extra={"consumed": stats.consumed, "predictions": stats.predictions,
+               "dead_letters": dict(stats.dead_letters)})
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streaming.broker import BrokerError, EmbeddedBroker
+
+    broker = EmbeddedBroker(args.port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        broker.start()
+    except BrokerError as exc:
+        return _fail(f"{exc}; is port {args.port} free?", 1)
+    print(f"embedded broker (Tansu, memory storage) on {broker.bootstrap}; Ctrl-C stops it",
+          flush=True)
+    print(f"bootstrap: {broker.bootstrap}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if broker.process is not None and broker.process.poll() is not None:
+                return _fail(f"the broker exited with code {broker.process.returncode}", 1)
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streaming.topics import create_topics
+
+    cfg = _load(args)
+    try:
+        result = create_topics(cfg, args.partitions)
+    except RuntimeError as exc:
+        return _fail(str(exc), 1)
+    for name, state in result.items():
+        print(f"{state:8} {name}")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streaming.produce import produce_events
+    from streaming.progress import Progress
+
+    cfg = _load(args)
+    progress = Progress()
+
+    def show(sent: int, seconds: float) -> None:
+        rate = sent / seconds if seconds > 0 else 0.0
+        progress.update(f"produced {sent:,}/{args.events:,} events ({rate:,.0f}/s)")
+
+    try:
+        result = produce_events(cfg, args.events, rate=args.rate,
+                                invalid_ratio=args.invalid_ratio, seed=args.seed,
+                                on_progress=show)
+    except (ValueError, RuntimeError) as exc:
+        return _fail(str(exc), 1)
+    progress.done(f"produced {result.produced:,} events ({result.invalid:,} invalid) to "
+                  f"{cfg.topics.input} in {result.seconds:.1f} s")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streaming.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        config=Path(args.config), bootstrap=args.bootstrap, events=args.events,
+        invalid_ratio=args.invalid_ratio, live_events=args.live_events,
+        live_rate=args.live_rate, seed=args.seed)
+    return run_demo(options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streaming", description="Streaming inference workers on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                       help=f"pipeline config (default {DEFAULT_CONFIG})")
+        p.add_argument("--bootstrap", help="Kafka bootstrap servers; overrides the config and "
+                       "STREAMING_BOOTSTRAP")
+
+    p = sub.add_parser("run", help="run a worker")
+    with_config(p)
+    p.add_argument("--max-events", type=_positive_int, help="stop after this many events")
+    p.add_argument("--idle-exit", type=_positive_float, metavar="SECONDS",
+                   help="stop after this long with no new events")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (development)")
+    p.add_argument("--port", type=int, default=9092)
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="manage the pipeline's topics")
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = tsub.add_parser("create", help="create the pipeline's topics (existing ones are kept)")
+    with_config(c)
+    c.add_argument("--partitions", type=_positive_int,
+                   help="partitions of the input, prediction and dead-letter topics")
+    c.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("produce", help="produce synthetic events")
+    with_config(p)
+    p.add_argument("--events", type=_non_negative_int, required=True)
+    p.add_argument("--rate", type=_positive_float, help="events/s (default: as fast as possible)")
+    p.add_argument("--invalid-ratio", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("demo", help="broker, topics, worker and events, bounded, with a summary")
+    with_config(p)
+    p.add_argument("--events", type=_positive_int, default=200_000,
+                   help="events in all (default 200,000)")
+    p.add_argument("--invalid-ratio", type=float, default=0.01)
+    p.add_argument("--live-events", type=_non_negative_int, default=20_000,
+                   help="of the events, how many are sent live at --live-rate for latency")
+    p.add_argument("--live-rate", type=_positive_float, default=2_000.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The pipeline config: typed, documented, strict, frozen once loaded.
+
+A typo or a bad value fails at start with the field's dotted path and what was expected.
+Kafka settings are librdkafka's own dotted names, passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_BOOTSTRAP = "STREAMING_BOOTSTRAP"
+"""Overrides ``kafka.bootstrap``; ``--bootstrap`` on the command line overrides both."""
+
+KafkaValue = str | int | float | bool
+
+
+class ConfigError(ValueError):
+    """The config file is missing, unreadable or invalid; the message says where and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Strict):
+    bootstrap: str = Field(min_length=1)
+    """host:port[,host:port...] of the Kafka cluster."""
+    group: str = Field(min_length=1)
+    """Consumer group of the workers: partitions are spread over its members."""
+    common: dict[str, KafkaValue] = Field(default_factory=dict)
+    """librdkafka settings for every client (security.protocol, sasl.*, ssl.*)."""
+    consumer: dict[str, KafkaValue] = Field(default_factory=dict)
+    """librdkafka settings for the worker's consumer (fetch.wait.max.ms, session.timeout.ms)."""
+    producer: dict[str, KafkaValue] = Field(default_factory=dict)
+    """librdkafka settings for the worker's producer (linger.ms, compression.type)."""
+
+    @field_validator("common", "consumer", "producer")
+    @classmethod
+    def _no_managed_keys(cls, value: dict[str, KafkaValue]) -> dict[str, KafkaValue]:
+        managed = {"bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"}
+        clash = sorted(managed & value.keys())
+        if clash:
+            raise ValueError(
+                f"{', '.join(clash)} is managed by the worker (use kafka.bootstrap / kafka.group; "
+                "offsets are always committed by the worker after delivery)"
+            )
+        return value
+
+
+class TopicsConfig(_Strict):
+    input: str = Field(min_length=1)
+    """Feature events: key = entity id, value = JSON of the pipeline's schema."""
+    predictions: str = Field(min_length=1)
+    dead_letters: str = Field(min_length=1)
+    telemetry: str = Field(min_length=1)
+    control: str = Field(min_length=1)
+    """Compacted: key = model name, value = routing weights."""
+    partitions: int = Field(default=4, ge=1, le=10_000)
+    """Partitions for ``streaming topics create``; the upper bound on useful worker replicas."""
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class PipelineRef(_Strict):
+    module: str = Field(min_length=1)
+    """Importable module that defines ``PIPELINE`` (a streaming.pipeline.PipelineSpec)."""
+    max_event_bytes: int = Field(default=65_536, ge=64)
+    """Larger values go to the dead letters (stage decode) before any parsing."""
+
+
+class VersionConfig(_Strict):
+    version: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    runtime: Literal["onnx", "torch"] = "onnx"
+    device: str = "cpu"
+    """cpu, cuda or cuda:N."""
+    threads: int = Field(default=1, ge=1, le=256)
+    """Intra-op threads of the runtime; the worker's own I/O needs a core too."""
+    weight: float = Field(default=100.0, ge=0)
+    """Share of traffic, relative to the other versions' weights."""
+    path: str | None = None
+    """Artifact folder; default ``<models_dir>/<model name>/<version>``."""
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value == "cpu" or value == "cuda":
+            return value
+        if value.startswith("cuda:") and value[5:].isdigit():
+            return value
+        raise ValueError("expected 'cpu', 'cuda' or 'cuda:N'")
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    versions: tuple[VersionConfig, ...] = Field(min_length=1)
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    """Scores at or above it are flagged in the prediction."""
+
+    @model_validator(mode="after")
+    def _versions_unique_and_routable(self) -> ModelConfig:
+        names = [v.version for v in self.versions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"versions: {', '.join(dupes)} listed twice")
+        if not any(v.weight > 0 for v in self.versions):
+            raise ValueError("versions: every weight is 0; give at least one version weight > 0")
+        return self
+
+
+class BatchingConfig(_Strict):
+    max_batch_size: int = Field(default=256, ge=1, le=65_536)
+    max_delay_ms: float = Field(default=2.0, ge=0, le=10_000)
+    """The longest an event waits for company when the model is busy or the batch is small."""
+    warmup_batch_sizes: tuple[int, ...] = (1, 8, 32, 128, 256)
+
+
+class WorkerConfig(_Strict):
+    poll_batch: int = Field(default=2_000, ge=1, le=100_000)
+    """Messages taken from the consumer per poll."""
+    poll_timeout_ms: int = Field(default=50, ge=1, le=10_000)
+    max_in_flight: int = Field(default=50_000, ge=1)
+    """Events consumed but not yet acknowledged downstream; above it partitions are paused."""
+    commit_interval_ms: int = Field(default=500, ge=10)
+    drain_timeout_s: float = Field(default=20.0, gt=0)
+    """On SIGTERM, idle exit or revoke: how long to wait for in-flight outputs to be acked."""
+    telemetry_interval_s: float = Field(default=1.0, gt=0)
+    metrics_port: int = Field(default=0, ge=0, le=65_535)
+    """Prometheus /metrics port; 0 = off. ``--metrics-port`` overrides."""
+
+
+class PipelineConfig(_Strict):
+    """One pipeline: where events come from, how they are scored, where results go."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    pipeline: PipelineRef
+    kafka: KafkaConfig
+    topics: TopicsConfig
+    model: ModelConfig
+    models_dir: str = "models"
+    """Where ``<model>/<version>/`` artifacts live; relative to the working directory."""
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+
+    def version_dir(self, version: VersionConfig) -> Path:
+        return Path(version.path or Path(self.models_dir) / self.model.name / version.version)
+
+    def with_overrides(self, **changes: Any) -> PipelineConfig:
+        """A copy with dotted-path overrides applied and re-validated (``kafka.bootstrap=...``)."""
+        data = self.model_dump()
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return PipelineConfig.model_validate(data)
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line per problem: ``file: dotted.path: what is wrong (got X)``."""
+    lines = [f"{source}: invalid pipeline config:"]
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = err.get("input")
+        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling against README.md, Pipeline config"
+        lines.append(f"  {path}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, bootstrap: str | None = None) -> PipelineConfig:
+    """Read, validate and freeze a pipeline config; bootstrap from arg > env > file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    override = bootstrap or os.environ.get(ENV_BOOTSTRAP)
+    if override:
+        raw.setdefault("kafka", {})
+        if isinstance(raw["kafka"], dict):
+            raw["kafka"]["bootstrap"] = override
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from None

@@ -1,0 +1,106 @@
+"""Bytes -> validated records, or a dead letter that says which stage refused the event and why."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+STAGE_DECODE = "decode"
+STAGE_VALIDATE = "validate"
+STAGE_PREPROCESS = "preprocess"
+STAGE_INFERENCE = "inference"
+STAGES = (STAGE_DECODE, STAGE_VALIDATE, STAGE_PREPROCESS, STAGE_INFERENCE)
+
+_MAX_REASON = 480
+_MAX_INPUT_REPR = 40
+
+
+class SourceMessage(Protocol):
+    """The part of confluent_kafka.Message the worker reads."""
+
+    def value(self) -> bytes | None: ...
+    def key(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one event cannot be scored. ``reason_class`` is a bounded label for metrics."""
+
+    stage: str
+    reason: str
+    reason_class: str
+
+
+def too_large(size: int, limit: int) -> Rejection:
+    return Rejection(
+        STAGE_DECODE,
+        f"value of {size} bytes exceeds pipeline.max_event_bytes ({limit})",
+        "too_large",
+    )
+
+
+def explain_validation_error(exc: ValidationError) -> Rejection:
+    """Name the stage (bad JSON is ``decode``, a schema mismatch ``validate``) and the fields."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]["type"] if errors else "invalid"
+    if first == "json_invalid":
+        return Rejection(STAGE_DECODE, _clip(errors[0]["msg"]), "json_invalid")
+    parts = []
+    for err in errors[:5]:
+        path = ".".join(str(p) for p in err["loc"]) or "event"
+        shown = "" if err["type"] in ("missing", "model_type") else f" (got {_short(err['input'])})"
+        parts.append(f"{path}: {err['msg']}{shown}")
+    if len(errors) > 5:
+        parts.append(f"and {len(errors) - 5} more")
+    return Rejection(STAGE_VALIDATE, _clip("; ".join(parts)), first)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_INPUT_REPR else text[: _MAX_INPUT_REPR - 1] + "…"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
+
+
+class Decoder:
+    """Validates raw values against the pipeline's schema, a poll batch at a time."""
+
+    def __init__(self, schema: type[BaseModel], max_event_bytes: int) -> None:
+        self._validate = schema.model_validate_json
+        self._max = max_event_bytes
+
+    def decode(
+        self, messages: Sequence[SourceMessage]
+    ) -> tuple[list[int], list[BaseModel], list[tuple[int, Rejection]]]:
+        """Return (indexes of valid messages, their records, (index, rejection) of the rest)."""
+        validate, limit = self._validate, self._max
+        good_idx: list[int] = []
+        records: list[BaseModel] = []
+        bad: list[tuple[int, Rejection]] = []
+        for i, msg in enumerate(messages):
+            value = msg.value()
+            if value is None:
+                bad.append((i, Rejection(STAGE_DECODE, "no value (tombstone)", "empty")))
+                continue
+            if len(value) > limit:
+                bad.append((i, too_large(len(value), limit)))
+                continue
+            try:
+                records.append(validate(value))
+            except ValidationError as exc:
+                bad.append((i, explain_validation_error(exc)))
+                continue
+            except (ValueError, RecursionError) as exc:  # defensive: parser limits
+                bad.append((i, Rejection(STAGE_DECODE, _clip(f"unparseable: {exc}"), "unparseable")))
+                continue
+            good_idx.append(i)
+        return good_idx, records, bad

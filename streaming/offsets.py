@@ -1,0 +1,185 @@
+"""Which input offsets may be committed: only those whose every output the broker acknowledged.
+
+Offsets are consumed in order per partition but acknowledged in any order (predictions and
+dead letters travel different paths). A partition's commit point is its lowest offset still
+waiting for an output; everything below it is durable downstream.
+
+Each assignment of a partition gets a fresh :class:`PartitionLedger`; a delivery report for
+a revoked assignment lands on the old ledger and cannot move the new one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+
+
+class PartitionLedger:
+    """Outstanding outputs of one assigned partition, and its commit point."""
+
+    __slots__ = (
+        "_failed",
+        "_lock",
+        "_order",
+        "_outstanding",
+        "_tracker",
+        "committed",
+        "next_commit",
+        "partition",
+        "topic",
+    )
+
+    def __init__(self, topic: str, partition: int, tracker: OffsetTracker) -> None:
+        self.topic = topic
+        self.partition = partition
+        self._tracker = tracker
+        self._lock = threading.Lock()
+        self._order: deque[int] = deque()
+        self._outstanding: dict[int, int] = {}
+        self._failed: set[int] = set()
+        self.next_commit: int | None = None
+        """Offset of the next message to read once everything before it is durable."""
+        self.committed: int | None = None
+        """The last commit point sent to the group coordinator."""
+
+    def register(self, offset: int, outputs: int = 1) -> None:
+        """A consumed message that will produce ``outputs`` records before it may be committed."""
+        with self._lock:
+            if self._order and offset <= self._order[-1]:
+                raise ValueError(
+                    f"{self.topic}[{self.partition}]: offset {offset} registered after "
+                    f"{self._order[-1]}; offsets must arrive in order"
+                )
+            self._order.append(offset)
+            self._outstanding[offset] = outputs
+            tracker = self._tracker
+        tracker._adjust(1)
+
+    def expect_more(self, offset: int, outputs: int) -> None:
+        """The message will produce ``outputs`` more records (e.g. a shadow copy)."""
+        with self._lock:
+            if offset in self._outstanding:
+                self._outstanding[offset] += outputs
+
+    def ack(self, offset: int) -> None:
+        """One output of ``offset`` is durable downstream."""
+        with self._lock:
+            left = self._outstanding.get(offset)
+            if left is None:
+                return
+            if left > 1:
+                self._outstanding[offset] = left - 1
+                return
+            del self._outstanding[offset]
+            # Read under the lock: detach() swaps it under the same lock, so this offset is
+            # counted down exactly once, either here or by detach().
+            tracker = self._tracker
+        tracker._adjust(-1)
+
+    def fail(self, offset: int) -> None:
+        """An output of ``offset`` could not be delivered: never commit at or past it."""
+        with self._lock:
+            self._failed.add(offset)
+
+    def advance(self) -> int | None:
+        """Move the commit point over durable offsets; return it if it moved since last commit."""
+        with self._lock:
+            order, outstanding = self._order, self._outstanding
+            while order and order[0] not in outstanding and order[0] not in self._failed:
+                self.next_commit = order.popleft() + 1
+            if self.next_commit is not None and self.next_commit != self.committed:
+                return self.next_commit
+            return None
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._outstanding)
+
+    @property
+    def blocked(self) -> bool:
+        """True when a failed delivery holds the commit point back."""
+        with self._lock:
+            return bool(self._failed)
+
+
+class OffsetTracker:
+    """All ledgers of the current assignment, and the worker-wide in-flight count."""
+
+    def __init__(self) -> None:
+        self._ledgers: dict[tuple[str, int], PartitionLedger] = {}
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._drained = threading.Condition(self._lock)
+
+    def ledger(self, topic: str, partition: int) -> PartitionLedger:
+        """The ledger of the current assignment of a partition (created on first use)."""
+        key = (topic, partition)
+        ledger = self._ledgers.get(key)
+        if ledger is None:
+            with self._lock:
+                ledger = self._ledgers.setdefault(key, PartitionLedger(topic, partition, self))
+        return ledger
+
+    def detach(self, partitions: Iterable[tuple[str, int]]) -> list[PartitionLedger]:
+        """Forget revoked partitions; late acks go to the detached ledgers and change nothing."""
+        out = []
+        for key in partitions:
+            with self._lock:
+                ledger = self._ledgers.pop(key, None)
+            if ledger is None:
+                continue
+            with ledger._lock:
+                still_out = len(ledger._outstanding)
+                ledger._tracker = _DETACHED
+            self._adjust(-still_out)
+            out.append(ledger)
+        return out
+
+    def ledgers(self) -> list[PartitionLedger]:
+        with self._lock:
+            return list(self._ledgers.values())
+
+    def commit_points(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, offset) for every partition whose commit point moved."""
+        points = []
+        for ledger in self.ledgers():
+            offset = ledger.advance()
+            if offset is not None:
+                points.append((ledger.topic, ledger.partition, offset))
+        return points
+
+    @property
+    def in_flight(self) -> int:
+        """Messages consumed whose outputs are not all durable yet."""
+        return self._in_flight
+
+    def wait_drained(self, timeout: float, partitions: set[tuple[str, int]] | None = None) -> bool:
+        """Block until nothing (of ``partitions``, or at all) is in flight, or the timeout."""
+
+        def done() -> bool:
+            if partitions is None:
+                return self._in_flight <= 0
+            return all(
+                not self._ledgers[k]._outstanding for k in partitions if k in self._ledgers
+            )
+
+        with self._drained:
+            return self._drained.wait_for(done, timeout)
+
+    def _adjust(self, delta: int) -> None:
+        with self._lock:
+            self._in_flight += delta
+            if delta <= 0:
+                self._drained.notify_all()
+
+
+class _Detached(OffsetTracker):
+    """Where a revoked ledger reports: its counts no longer belong to the worker."""
+
+    def _adjust(self, delta: int) -> None:
+        return None
+
+
+_DETACHED = _Detached()

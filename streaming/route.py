@@ -1,0 +1,45 @@
+"""Each event -> one model version, by weight, sticky by key.
+
+A key hashes to one of 10,000 buckets; versions own consecutive bucket ranges in proportion to
+their weights. A card therefore stays on its version while weights hold, and raising a canary
+from 10% to 20% moves only the cards in the 10% of buckets that change hands.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+BUCKETS = 10_000
+
+
+class Router:
+    """Maps keys to version indexes; rebuilt (cheaply) whenever weights change."""
+
+    def __init__(self, versions: Sequence[str], weights: Mapping[str, float]) -> None:
+        unknown = sorted(set(weights) - set(versions))
+        if unknown:
+            raise ValueError(f"weights name unknown versions: {', '.join(unknown)}")
+        w = np.array([max(0.0, float(weights.get(v, 0.0))) for v in versions])
+        if w.sum() <= 0:
+            raise ValueError("every weight is 0; at least one version needs weight > 0")
+        self.versions = tuple(versions)
+        self.weights = {v: float(x) for v, x in zip(versions, w, strict=True)}
+        edges = np.round(np.cumsum(w) / w.sum() * BUCKETS).astype(np.int64)
+        # bucket b goes to the first version whose edge is above b
+        self._owner = np.searchsorted(edges, np.arange(BUCKETS), side="right").astype(np.int16)
+        self._only = int(np.flatnonzero(w)[0]) if np.count_nonzero(w) == 1 else None
+
+    def route(self, keys: Sequence[bytes | None]) -> np.ndarray:
+        """Version index per key. Events without a key are spread by position."""
+        if self._only is not None:
+            return np.full(len(keys), self._only, dtype=np.int16)
+        crc = zlib.crc32
+        buckets = np.fromiter(
+            (crc(k) % BUCKETS if k is not None else i % BUCKETS for i, k in enumerate(keys)),
+            dtype=np.int64,
+            count=len(keys),
+        )
+        return self._owner[buckets]

@@ -1,0 +1,1 @@
+"""Model runtimes. Each framework is imported only inside its own module."""

@@ -1,0 +1,67 @@
+"""One idempotent producer for every output, and the thread that serves its delivery reports.
+
+Delivery reports run only on the poller thread (and in the final flush, after it stopped), so
+the callbacks never race each other.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+class Publisher:
+    """Produces records and runs their delivery callbacks; never drops a record on a full queue."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._producer = Producer(settings)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_loop, name="delivery", daemon=True)
+        self.queue_full_waits = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        on_delivery: DeliveryCallback | None,
+    ) -> None:
+        """Queue one record; when librdkafka's queue is full, wait for deliveries to free it."""
+        produce = self._producer.produce
+        while True:
+            try:
+                if headers:
+                    produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                else:
+                    produce(topic, value, key, on_delivery=on_delivery)
+                return
+            except BufferError:
+                # The poller thread frees the queue; polling here too would run callbacks on
+                # two threads at once.
+                self.queue_full_waits += 1
+                time.sleep(0.002)
+
+    def _poll_loop(self) -> None:
+        poll = self._producer.poll
+        while not self._stop.is_set():
+            poll(0.05)
+
+    def in_queue(self) -> int:
+        return len(self._producer)
+
+    def close(self, timeout: float) -> int:
+        """Stop the poller, then flush; return how many records were still not delivered."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        return int(self._producer.flush(max(0.0, timeout)))

@@ -1,0 +1,45 @@
+"""Create the pipeline's topics (idempotent: existing topics are left as they are)."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streaming import kafka
+from streaming.config import PipelineConfig
+
+
+def create_topics(cfg: PipelineConfig, partitions: int | None = None, timeout: float = 15.0
+                  ) -> dict[str, str]:
+    """Return topic -> 'created' | 'exists'. The control topic is compacted."""
+    admin = AdminClient(kafka.admin_settings(cfg.kafka))
+    t = cfg.topics
+    n = partitions or t.partitions
+    wanted = {
+        t.input: NewTopic(t.input, n, t.replication_factor),
+        t.predictions: NewTopic(t.predictions, n, t.replication_factor),
+        t.dead_letters: NewTopic(t.dead_letters, n, t.replication_factor),
+        t.telemetry: NewTopic(t.telemetry, 1, t.replication_factor),
+        t.control: NewTopic(t.control, 1, t.replication_factor,
+                            config={"cleanup.policy": "compact"}),
+    }
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise RuntimeError(
+            f"cannot reach Kafka at {cfg.kafka.bootstrap} ({exc}); is the broker running? "
+            "(for development: streaming broker --port 9092)"
+        ) from None
+    result = {name: "exists" for name in wanted if name in existing}
+    todo = [topic for name, topic in wanted.items() if name not in existing]
+    if todo:
+        for name, fut in admin.create_topics(todo, operation_timeout=timeout).items():
+            try:
+                fut.result(timeout)
+                result[name] = "created"
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" in str(exc):
+                    result[name] = "exists"
+                else:
+                    raise RuntimeError(f"creating topic {name}: {exc}") from None
+    return result

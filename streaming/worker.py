@@ -1,0 +1,665 @@
+"""The worker: consume, decode, preprocess, route, infer, publish, commit (DESIGN.md, data flow).
+
+Three kinds of thread overlap the stages: the main thread polls, decodes, preprocesses and
+routes a poll batch while each model version's inference thread scores earlier rows, and the
+delivery thread acknowledges what the broker has taken. onnxruntime, torch and librdkafka
+release the GIL, so the stages truly run at once.
+
+At-least-once: an input offset is committed only once every record it produced is acked
+(see streaming.offsets). Memory is bounded: above ``worker.max_in_flight`` the partitions are
+paused, not buffered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streaming import kafka
+from streaming.batcher import Chunk, Lane
+from streaming.config import PipelineConfig, VersionConfig
+from streaming.decode import STAGE_INFERENCE, STAGE_PREPROCESS, Decoder, Rejection
+from streaming.latency import LatencyRecorder
+from streaming.metrics import WorkerMetrics
+from streaming.offsets import OffsetTracker, PartitionLedger
+from streaming.pipeline import PipelineSpec, Preprocessor, load_pipeline
+from streaming.records import dead_letter_headers, encode_json, encode_predictions
+from streaming.route import Router
+from streaming.runtimes.base import ModelLoadError, Runtime
+from streaming.runtimes.registry import create_runtime
+from streaming.sink import Publisher
+
+log = logging.getLogger("streaming.worker")
+
+
+class StartupError(RuntimeError):
+    """The worker cannot start; the message names the fix. Nothing was committed."""
+
+
+class FatalWorkerError(RuntimeError):
+    """The worker must stop without committing past what is durable."""
+
+
+def default_worker_id() -> str:
+    return os.environ.get("STREAMING_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class WorkerStats:
+    """Counts for the progress line and the summary; written by one thread at a time."""
+
+    consumed: int = 0
+    predictions: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    delivery_errors: int = 0
+    batches: int = 0
+    batch_rows: int = 0
+    first_consumed: float | None = None
+    last_output: float | None = None
+    end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
+
+    @property
+    def outputs(self) -> int:
+        return self.predictions + sum(self.dead_letters.values())
+
+    def rate(self) -> float:
+        """Events/s from the first consumed event to the last acknowledged output."""
+        if self.first_consumed is None or self.last_output is None:
+            return 0.0
+        span = self.last_output - self.first_consumed
+        return self.outputs / span if span > 0 else 0.0
+
+
+@dataclass
+class _Version:
+    config: VersionConfig
+    runtime: Runtime
+    preprocessor: Preprocessor
+    lane: Lane
+    thread: threading.Thread | None = None
+    telemetry: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker:
+    """One worker process's pipeline; ``run()`` blocks until stopped, drained and committed."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        max_events: int | None = None,
+        idle_exit_s: float | None = None,
+        worker_id: str | None = None,
+        metrics: WorkerMetrics | None = None,
+        pipeline: PipelineSpec | None = None,
+    ) -> None:
+        self.config = config
+        self.worker_id = worker_id or default_worker_id()
+        self.max_events = max_events
+        self.idle_exit_s = idle_exit_s
+        self.pipeline = pipeline or load_pipeline(config.pipeline.module)
+        self.metrics = metrics or WorkerMetrics(config.name)
+        self.stats = WorkerStats()
+        self.tracker = OffsetTracker()
+        self._stop = threading.Event()
+        self._fatal: str | None = None
+        self._paused = False
+        self._closing = False
+        self._versions: list[_Version] = []
+        self._router: Router | None = None
+        self._publisher: Publisher | None = None
+        self._consumer: Consumer | None = None
+        self._ready = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """Ask the worker to stop fetching, drain, commit and return (signal-safe)."""
+        self._stop.set()
+
+    @property
+    def ready(self) -> bool:
+        """Models warmed up and the consumer subscribed."""
+        return self._ready.is_set()
+
+    def run(self) -> WorkerStats:
+        """Start, process until stopped / max events / idle, then drain and commit."""
+        self._start()
+        try:
+            self._loop()
+            self._drain()
+        finally:
+            self._close()
+        if self._fatal:
+            raise FatalWorkerError(self._fatal)
+        return self.stats
+
+    def _start(self) -> None:
+        cfg = self.config
+        self._preflight()
+        self._versions = [self._load_version(v) for v in cfg.model.versions]
+        self._router = Router(
+            [v.version for v in cfg.model.versions],
+            {v.version: v.weight for v in cfg.model.versions},
+        )
+        for v in self._versions:
+            self.metrics.routing_weight.labels(cfg.name, cfg.model.name, v.config.version).set(
+                self._router.weights[v.config.version])
+        self._decoder = Decoder(self.pipeline.schema, cfg.pipeline.max_event_bytes)
+        self._publisher = Publisher(kafka.producer_settings(cfg.kafka, self.worker_id))
+        self._publisher.start()
+        for v in self._versions:
+            v.thread = threading.Thread(
+                target=self._infer_loop, args=(v,), name=f"infer-{v.config.version}", daemon=True
+            )
+            v.thread.start()
+        self._consumer = Consumer(
+            kafka.consumer_settings(cfg.kafka, self.worker_id),
+            logger=logging.getLogger("streaming.librdkafka"),
+        )
+        self._consumer.subscribe(
+            [cfg.topics.input], on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self._ready.set()
+        log.info("worker started", extra={"worker": self.worker_id, "topic": cfg.topics.input})
+
+    def _preflight(self) -> None:
+        """Fail before joining the group if the cluster or the topics are not there."""
+        cfg = self.config
+        admin = AdminClient(kafka.admin_settings(cfg.kafka))
+        try:
+            meta = admin.list_topics(timeout=10)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            name = err.name() if isinstance(err, KafkaError) else ""
+            raise StartupError(
+                f"cannot reach Kafka at {cfg.kafka.bootstrap}: {exc}. "
+                f"{kafka.hint(name) or 'Is the broker running and kafka.bootstrap right?'}"
+            ) from None
+        t = cfg.topics
+        missing = [n for n in (t.input, t.predictions, t.dead_letters, t.telemetry)
+                   if n not in meta.topics or meta.topics[n].error is not None]
+        if missing:
+            raise StartupError(
+                f"topics missing on {cfg.kafka.bootstrap}: {', '.join(missing)}; create them "
+                f"with: streaming topics create -c CONFIG"
+            )
+
+    def _load_version(self, vc: VersionConfig) -> _Version:
+        cfg = self.config
+        directory = cfg.version_dir(vc)
+        try:
+            runtime = create_runtime(vc.runtime, directory, vc.device, vc.threads)
+            runtime.load()
+        except ModelLoadError as exc:
+            raise StartupError(f"model {cfg.model.name}/{vc.version}: {exc}") from None
+        meta = runtime.metadata
+        pre = self.pipeline.make_preprocessor(meta.preprocessing)
+        if tuple(pre.feature_names) != tuple(meta.feature_names) or meta.input_dim != len(
+            pre.feature_names
+        ):
+            raise StartupError(
+                f"model {cfg.model.name}/{vc.version} expects {meta.input_dim} inputs "
+                f"({', '.join(meta.feature_names[:4])}…) but the pipeline's preprocessing makes "
+                f"{len(pre.feature_names)}; rebuild the model (make models) for this pipeline"
+            )
+        sizes = tuple(sorted({s for s in cfg.batching.warmup_batch_sizes
+                              if s <= cfg.batching.max_batch_size} | {1}))
+        runtime.warm_up(sizes)
+        return _Version(vc, runtime, pre, Lane(cfg.batching.max_batch_size))
+
+    # ------------------------------------------------------------------ main loop
+
+    def _loop(self) -> None:
+        cfg = self.config.worker
+        consumer = self._consumer
+        assert consumer is not None
+        commit_every = cfg.commit_interval_ms / 1000.0
+        next_commit = time.monotonic() + commit_every
+        last_message = time.monotonic()
+        poll_timeout = cfg.poll_timeout_ms / 1000.0
+        while not self._stop.is_set():
+            if self._fatal:
+                break
+            self._backpressure()
+            messages = consumer.consume(num_messages=cfg.poll_batch, timeout=poll_timeout)
+            now = time.monotonic()
+            if messages:
+                last_message = now
+                self._handle(messages)
+            elif (
+                self.idle_exit_s is not None
+                and now - last_message >= self.idle_exit_s
+                and self.tracker.in_flight == 0
+            ):
+                log.info("idle for %.1f s: stopping", self.idle_exit_s)
+                break
+            if now >= next_commit:
+                self._commit(asynchronous=True)
+                next_commit = now + commit_every
+            self.metrics.in_flight.labels(self.config.name).set(self.tracker.in_flight)
+
+    def _backpressure(self) -> None:
+        """Pause every assigned partition above the in-flight limit; resume below half of it."""
+        limit = self.config.worker.max_in_flight
+        in_flight = self.tracker.in_flight
+        consumer = self._consumer
+        assert consumer is not None
+        if not self._paused and in_flight >= limit:
+            assigned = consumer.assignment()
+            consumer.pause(assigned)
+            self._paused = True
+            self.metrics.paused_partitions.labels(self.config.name).set(len(assigned))
+            log.info("paused %d partitions: %d events in flight", len(assigned), in_flight)
+        elif self._paused and in_flight <= limit // 2:
+            consumer.resume(consumer.assignment())
+            self._paused = False
+            self.metrics.paused_partitions.labels(self.config.name).set(0)
+
+    def _handle(self, messages: list[Message]) -> None:
+        good: list[Message] = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+            elif err.fatal():
+                self._fatal = f"consumer error: {err}"
+            else:
+                log.warning("consumer error: %s", err)
+        if self.max_events is not None:
+            room = self.max_events - self.stats.consumed
+            if len(good) >= room:
+                # The rest is left uncommitted for the next run to read.
+                good = good[:room]
+                self._stop.set()
+        if not good:
+            return
+        stats = self.stats
+        if stats.first_consumed is None:
+            stats.first_consumed = time.monotonic()
+        stats.consumed += len(good)
+        self.metrics.events_consumed.labels(self.config.name, self.config.topics.input).inc(
+            len(good))
+
+        ledgers = self._register(good)
+        idx, records, rejected = self._decoder.decode(good)
+        for i, rejection in rejected:
+            self._dead_letter(good[i], ledgers[i], rejection)
+        if not records:
+            return
+        msgs = [good[i] for i in idx]
+        led = [ledgers[i] for i in idx]
+        assert self._router is not None
+        routes = self._router.route([m.key() for m in msgs])
+        now = time.monotonic()
+        for vi, version in enumerate(self._versions):
+            rows = np.flatnonzero(routes == vi) if len(self._versions) > 1 else None
+            if rows is not None and rows.size == 0:
+                continue
+            sel_msgs = msgs if rows is None else [msgs[r] for r in rows]
+            sel_recs = records if rows is None else [records[r] for r in rows]
+            sel_led = led if rows is None else [led[r] for r in rows]
+            self._preprocess_and_queue(version, sel_msgs, sel_recs, sel_led, now)
+
+    def _register(self, messages: list[Message]) -> list[PartitionLedger]:
+        """Enter every message in its partition's ledger before any output can be acked."""
+        tracker = self.tracker
+        out: list[PartitionLedger] = []
+        cache: dict[tuple[str, int], PartitionLedger] = {}
+        for msg in messages:
+            key = (msg.topic(), msg.partition())
+            ledger = cache.get(key)
+            if ledger is None:
+                ledger = cache[key] = tracker.ledger(*key)  # type: ignore[arg-type]
+            ledger.register(msg.offset())  # type: ignore[arg-type]
+            out.append(ledger)
+        return out
+
+    def _preprocess_and_queue(
+        self,
+        version: _Version,
+        msgs: list[Message],
+        records: list[Any],
+        ledgers: list[PartitionLedger],
+        enqueued: float,
+    ) -> None:
+        ok, features = self._preprocess(version.preprocessor, msgs, records, ledgers)
+        if not ok:
+            return
+        spec = self.pipeline
+        id_field, ts_field = spec.id_field, spec.ts_field
+        sel = [(msgs[i], records[i], ledgers[i]) for i in ok] if len(ok) != len(msgs) else None
+        if sel is not None:
+            msgs = [s[0] for s in sel]
+            records = [s[1] for s in sel]
+            ledgers = [s[2] for s in sel]
+        version.lane.put(Chunk(
+            features=features,
+            event_ids=[getattr(r, id_field) for r in records],
+            ts_ms=[getattr(r, ts_field) for r in records],
+            keys=[m.key() for m in msgs],
+            values=[m.value() for m in msgs],  # type: ignore[misc]
+            headers=[m.headers() for m in msgs],
+            ledgers=ledgers,
+            offsets=[m.offset() for m in msgs],  # type: ignore[misc]
+            enqueued=enqueued,
+        ))
+
+    def _preprocess(
+        self,
+        pre: Preprocessor,
+        msgs: list[Message],
+        records: list[Any],
+        ledgers: list[PartitionLedger],
+    ) -> tuple[list[int], np.ndarray]:
+        """Vectorised over the batch; a failing batch is retried row by row to find the culprit."""
+        try:
+            features = pre.transform(records)
+            good_rows = np.isfinite(features).all(axis=1)
+        except Exception:  # noqa: BLE001 - isolate the rows that break the pipeline's code
+            rows, keep = [], []
+            for i, rec in enumerate(records):
+                try:
+                    rows.append(pre.transform([rec])[0])
+                    keep.append(i)
+                except Exception as exc:  # noqa: BLE001
+                    self._dead_letter(msgs[i], ledgers[i], Rejection(
+                        STAGE_PREPROCESS, f"{type(exc).__name__}: {exc}"[:480],
+                        type(exc).__name__))
+            if not rows:
+                return [], np.empty((0, len(pre.feature_names)), np.float32)
+            sub = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+            finite = np.isfinite(sub).all(axis=1)
+            for j in np.flatnonzero(~finite):
+                i = keep[j]
+                self._dead_letter(msgs[i], ledgers[i], _non_finite(pre, sub[j]))
+            return [keep[j] for j in np.flatnonzero(finite)], sub[finite]
+        if good_rows.all():
+            return list(range(len(records))), features
+        for i in np.flatnonzero(~good_rows):
+            self._dead_letter(msgs[i], ledgers[i], _non_finite(pre, features[i]))
+        ok = np.flatnonzero(good_rows)
+        return ok.tolist(), np.ascontiguousarray(features[ok])
+
+    # ------------------------------------------------------------------ inference
+
+    def _infer_loop(self, version: _Version) -> None:
+        lane = version.lane
+        while True:
+            chunks = lane.take(timeout=0.1)
+            if chunks is None:
+                return
+            if chunks:
+                try:
+                    self._score(version, chunks)
+                except Exception as exc:
+                    log.exception("inference thread failed")
+                    self._fatal = f"inference thread for {version.config.version} failed: {exc!r}"
+                    return
+            self._maybe_telemetry(version)
+
+    def _score(self, version: _Version, chunks: list[Chunk]) -> None:
+        cfg = self.config
+        vc = version.config
+        features = chunks[0].features if len(chunks) == 1 else np.concatenate(
+            [c.features for c in chunks])
+        n = features.shape[0]
+        started = time.monotonic()
+        queue_delay = started - chunks[0].enqueued
+        try:
+            scores = version.runtime.predict(features)
+            error = None
+        except Exception as exc:  # noqa: BLE001 - a model error dead-letters its batch only
+            scores, error = None, exc
+        took = time.monotonic() - started
+        labels = (cfg.name, cfg.model.name, vc.version)
+        m = self.metrics
+        m.batch_size.labels(*labels).observe(n)
+        m.queue_delay.labels(*labels).observe(queue_delay)
+        m.inference_time.labels(*labels).observe(took)
+        self.stats.batches += 1
+        self.stats.batch_rows += n
+        tele = version.telemetry
+        tele["batches"] = tele.get("batches", 0) + 1
+        tele["events"] = tele.get("events", 0) + n
+        tele["max_batch"] = max(tele.get("max_batch", 0), n)
+        tele["inference_s"] = tele.get("inference_s", 0.0) + took
+        tele["queue_delay_max_s"] = max(tele.get("queue_delay_max_s", 0.0), queue_delay)
+
+        if error is not None:
+            tele["errors"] = tele.get("errors", 0) + n
+            rejection = Rejection(
+                STAGE_INFERENCE, f"{vc.version}: {type(error).__name__}: {error}"[:480],
+                type(error).__name__)
+            for c in chunks:
+                for i in range(len(c)):
+                    self._dead_letter_row(c, i, rejection)
+            return
+        assert scores is not None
+        tele.setdefault("scores", []).append(scores)
+        publisher = self._publisher
+        assert publisher is not None
+        topic = cfg.topics.predictions
+        on_prediction = self._on_prediction
+        finite = np.isfinite(scores)
+        all_finite = bool(finite.all())
+        start = 0
+        scored_ms = int(time.time() * 1000)
+        for c in chunks:
+            part = scores[start:start + len(c)]
+            part_finite = finite[start:start + len(c)]
+            start += len(c)
+            payloads = encode_predictions(
+                c.event_ids, c.ts_ms, np.where(part_finite, part, 0.0),
+                model=cfg.model.name, version=vc.version, threshold=cfg.model.threshold,
+                scored_ms=scored_ms, worker=self.worker_id)
+            for i, payload in enumerate(payloads):
+                if not all_finite and not part_finite[i]:
+                    self._dead_letter_row(c, i, Rejection(
+                        STAGE_INFERENCE, f"{vc.version}: non-finite score {part[i]!r}",
+                        "non_finite_score"))
+                    continue
+                publisher.produce(
+                    topic, payload, c.keys[i], c.headers[i],
+                    partial(on_prediction, c.ledgers[i], c.offsets[i], c.ts_ms[i], labels))
+
+    def _maybe_telemetry(self, version: _Version) -> None:
+        """One record per version per interval: batch sizes, delays, model time, scores."""
+        tele = version.telemetry
+        now = time.monotonic()
+        started = tele.setdefault("_since", now)
+        if now - started < self.config.worker.telemetry_interval_s or not tele.get("batches"):
+            return
+        scores = np.concatenate(tele.pop("scores", [np.empty(0, np.float32)]))
+        record = {
+            "worker": self.worker_id,
+            "pipeline": self.config.name,
+            "model": self.config.model.name,
+            "version": version.config.version,
+            "interval_s": round(now - started, 3),
+            "ts_ms": int(time.time() * 1000),
+            "batches": tele["batches"],
+            "events": tele["events"],
+            "batch_size_mean": round(tele["events"] / tele["batches"], 2),
+            "batch_size_max": tele["max_batch"],
+            "queue_delay_max_ms": round(tele["queue_delay_max_s"] * 1000, 3),
+            "inference_ms_mean": round(tele["inference_s"] / tele["batches"] * 1000, 4),
+            "errors": tele.get("errors", 0),
+            "score": _score_summary(scores, self.config.model.threshold),
+        }
+        version.telemetry = {"_since": now}
+        assert self._publisher is not None
+        # Telemetry is best effort: it holds no input offset back.
+        self._publisher.produce(self.config.topics.telemetry, encode_json(record),
+                                self.config.model.name.encode(), None, None)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _dead_letter(self, msg: Message, ledger: PartitionLedger, rejection: Rejection) -> None:
+        assert self._publisher is not None
+        headers = dead_letter_headers(
+            msg.headers(), rejection, msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
+            self.worker_id)
+        self._publisher.produce(
+            self.config.topics.dead_letters, msg.value(), msg.key(), headers,
+            partial(self._on_dead_letter, ledger, msg.offset(), rejection))
+
+    def _dead_letter_row(self, chunk: Chunk, i: int, rejection: Rejection) -> None:
+        """Dead-letter a row that got past decoding, with its original bytes unchanged."""
+        assert self._publisher is not None
+        ledger = chunk.ledgers[i]
+        headers = dead_letter_headers(
+            chunk.headers[i], rejection, ledger.topic, ledger.partition, chunk.offsets[i],
+            self.worker_id)
+        self._publisher.produce(
+            self.config.topics.dead_letters, chunk.values[i], chunk.keys[i], headers,
+            partial(self._on_dead_letter, ledger, chunk.offsets[i], rejection))
+
+    def _on_prediction(
+        self, ledger: PartitionLedger, offset: int, ts_ms: int, labels: tuple[str, str, str],
+        err: KafkaError | None, _msg: Message,
+    ) -> None:
+        if err is not None:
+            self._delivery_failed(ledger, offset, err)
+            return
+        ledger.ack(offset)
+        now = time.time()
+        e2e = now - ts_ms / 1000.0
+        stats = self.stats
+        stats.predictions += 1
+        stats.last_output = time.monotonic()
+        stats.end_to_end_ms.record(e2e * 1000.0)
+        self.metrics.predictions.labels(*labels).inc()
+        self.metrics.end_to_end.labels(*labels).observe(e2e)
+
+    def _on_dead_letter(
+        self, ledger: PartitionLedger, offset: int, rejection: Rejection,
+        err: KafkaError | None, _msg: Message,
+    ) -> None:
+        if err is not None:
+            self._delivery_failed(ledger, offset, err)
+            return
+        ledger.ack(offset)
+        self.stats.dead_letters[rejection.stage] += 1
+        self.stats.last_output = time.monotonic()
+        self.metrics.dead_letters.labels(self.config.name, rejection.stage,
+                                         rejection.reason_class).inc()
+
+    def _delivery_failed(self, ledger: PartitionLedger, offset: int, err: KafkaError) -> None:
+        # After librdkafka's own retries: never commit past this offset; stop so that a
+        # restart reprocesses it.
+        ledger.fail(offset)
+        self.stats.delivery_errors += 1
+        self.metrics.delivery_errors.labels(self.config.name, "?").inc()
+        if self._fatal is None:
+            self._fatal = f"delivery failed for {ledger.topic}[{ledger.partition}]@{offset}: {err}"
+        log.error("delivery failed: %s", err)
+
+    # ------------------------------------------------------------------ commits & rebalance
+
+    def _commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        points = [p for p in self.tracker.commit_points() if only is None or p[:2] in only]
+        if not points:
+            return
+        offsets = [TopicPartition(t, p, o) for t, p, o in points]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
+                return
+            log.warning("offset commit failed (retried at the next commit): %s", exc)
+            return
+        for t, p, o in points:
+            ledger = self.tracker.ledger(t, p)
+            ledger.committed = o
+        self.metrics.commits.labels(self.config.name).inc()
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Backpressure is re-decided on the next turn for the new assignment (Arroyo PR 299:
+        # state carried across a rebalance double-submits).
+        self._paused = False
+        self.metrics.paused_partitions.labels(self.config.name).set(0)
+        log.info("assigned %s", _names(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit revoked partitions only up to what is delivered, then forget them."""
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        # At close the drain has already run and the producer is gone: nothing more will ack.
+        wait = 0.0 if self._closing else self.config.worker.drain_timeout_s
+        drained = self.tracker.wait_drained(wait, keys)
+        if not drained and not self._closing:
+            log.warning("revoke: in-flight events of %s not all delivered in time; the next "
+                        "owner will reprocess them", _names(partitions))
+        self._commit(asynchronous=False, only=keys)
+        self.tracker.detach(keys)
+        log.info("revoked %s", _names(partitions))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Lost partitions are someone else's already: commit nothing, forget them."""
+        self.tracker.detach({(tp.topic, tp.partition) for tp in partitions})
+        log.warning("lost %s", _names(partitions))
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _drain(self) -> None:
+        """Finish in-flight events and commit what is durable, within the drain deadline."""
+        deadline = time.monotonic() + self.config.worker.drain_timeout_s
+        if not self._fatal:
+            self.tracker.wait_drained(max(0.0, deadline - time.monotonic()))
+        self._commit(asynchronous=False)
+
+    def _close(self) -> None:
+        for v in self._versions:
+            v.lane.close()
+        for v in self._versions:
+            if v.thread is not None:
+                v.thread.join(timeout=10)
+        if self._publisher is not None:
+            left = self._publisher.close(timeout=5)
+            if left:
+                log.warning("%d records were not delivered at close", left)
+        if self._consumer is not None:
+            self._commit(asynchronous=False)
+            self._closing = True
+            self._consumer.close()
+            self._consumer = None
+
+
+def _non_finite(pre: Preprocessor, row: np.ndarray) -> Rejection:
+    names = [pre.feature_names[j] for j in np.flatnonzero(~np.isfinite(row))][:5]
+    return Rejection(STAGE_PREPROCESS, f"non-finite feature(s): {', '.join(names)}",
+                     "non_finite_feature")
+
+
+def _score_summary(scores: np.ndarray, threshold: float) -> dict[str, float]:
+    if scores.size == 0:
+        return {}
+    q = np.quantile(scores, [0.5, 0.9, 0.99])
+    return {
+        "mean": round(float(scores.mean()), 6),
+        "p50": round(float(q[0]), 6),
+        "p90": round(float(q[1]), 6),
+        "p99": round(float(q[2]), 6),
+        "flagged_share": round(float((scores >= threshold).mean()), 6),
+    }
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return json.dumps(sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))

@@ -1,0 +1,120 @@
+"""Shared helpers of the integration tests: configs per test, the worker as a subprocess,
+reading a topic back. Everything talks to the real embedded broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Consumer
+
+from streaming.config import PipelineConfig, load_config
+from streaming.kafka import reader_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_CONFIG = ROOT / "pipelines" / "fraud" / "pipeline.yaml"
+
+
+def write_config(tmp_path: Path, bootstrap: str, **overrides: Any) -> tuple[Path, PipelineConfig]:
+    """The fraud pipeline with unique topics and group for one test; dotted-key overrides."""
+    raw = yaml.safe_load(BASE_CONFIG.read_text())
+    tag = uuid.uuid4().hex[:8]
+    raw["kafka"]["bootstrap"] = bootstrap
+    raw["kafka"]["group"] = f"g-{tag}"
+    for key in ("input", "predictions", "dead_letters", "telemetry", "control"):
+        raw["topics"][key] = f"t-{tag}.{key}"
+    raw["models_dir"] = str(ROOT / "models")
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path = tmp_path / f"pipeline-{tag}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, load_config(path)
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[str]
+    log_path: Path
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited ({self.proc.returncode}):\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not in the worker's log after {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def start_worker(config: Path, tmp_path: Path, *args: str) -> WorkerProcess:
+    """``streaming run`` in a child process, its log in a file."""
+    log_path = tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streaming", "run", "-c", str(config), *args],
+            stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return WorkerProcess(proc, log_path)
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+
+
+def read_topic(cfg: PipelineConfig, topic: str, expected: int, timeout: float = 60.0,
+               settle: float = 1.5) -> list[Record]:
+    """Read a topic from the start until ``expected`` records came and nothing more for
+    ``settle`` seconds (so duplicates beyond ``expected`` are seen too)."""
+    consumer = Consumer(reader_settings(cfg.kafka, f"reader-{uuid.uuid4().hex[:8]}"))
+    consumer.subscribe([topic])
+    out: list[Record] = []
+    deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(num_messages=5000, timeout=0.5)
+            for msg in batch:
+                if msg.error():
+                    continue
+                out.append(Record(msg.key(), msg.value() or b"", dict(msg.headers() or []),
+                                  msg.partition() or 0, msg.offset() or 0))
+            if batch:
+                last_new = time.monotonic()
+            elif len(out) >= expected and time.monotonic() - last_new >= settle:
+                break
+    finally:
+        consumer.close()
+    return out

@@ -1,0 +1,73 @@
+"""Bad config fails at start with the field's path and what is expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streaming.config import ENV_BOOTSTRAP, ConfigError, load_config
+
+BASE = Path(__file__).resolve().parents[2] / "pipelines" / "fraud" / "pipeline.yaml"
+
+
+def write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
+    raw = yaml.safe_load(BASE.read_text())
+    mutate(raw)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_shipped_config_is_valid_and_frozen() -> None:
+    cfg = load_config(BASE)
+    assert cfg.topics.input and cfg.kafka.group
+    with pytest.raises(Exception, match="frozen"):
+        cfg.kafka.group = "x"  # type: ignore[misc]
+
+
+def test_bootstrap_precedence_argument_over_env_over_file(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv(ENV_BOOTSTRAP, "env:1")
+    assert load_config(BASE).kafka.bootstrap == "env:1"
+    assert load_config(BASE, bootstrap="arg:2").kafka.bootstrap == "arg:2"
+    monkeypatch.delenv(ENV_BOOTSTRAP)
+    assert load_config(BASE).kafka.bootstrap == "127.0.0.1:9092"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda r: r["batching"].update(max_delay_ms=-1), "batching.max_delay_ms"),
+        (lambda r: r["topics"].update(inptu="x"), "topics.inptu: unknown key"),
+        (lambda r: r["topics"].pop("predictions"), "topics.predictions: Field required"),
+        (lambda r: r["model"]["versions"][0].update(device="gpu"), "model.versions.0.device"),
+        (lambda r: r["model"]["versions"][0].update(runtime="tf"), "model.versions.0.runtime"),
+        (lambda r: r["model"]["versions"][0].update(weight=0), "every weight is 0"),
+        (lambda r: r["kafka"]["consumer"].update({"enable.auto.commit": True}),
+         "managed by the worker"),
+        (lambda r: r["worker"].update(max_in_flight="lots"), "worker.max_in_flight"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path: Path, mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, mutate))
+    assert expected in str(info.value)
+    assert str(tmp_path / "p.yaml") in str(info.value)
+
+
+def test_duplicate_versions_are_refused(tmp_path: Path) -> None:
+    def twice(raw) -> None:  # type: ignore[no-untyped-def]
+        raw["model"]["versions"].append(dict(raw["model"]["versions"][0]))
+
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_config(write(tmp_path, twice))
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kafka: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
