@@ -1,19 +1,16 @@
-"""Hands preprocessed rows from the source to one model version's inference thread.
-
-A lane gives the inference thread everything queued, up to ``max_batch_size`` rows, as soon as
-the model is free: under light load an event waits for nobody, under load the queue fills
-while the model runs, so batches grow by themselves.
-"""
+"""Hands preprocessed rows from the source to one model version's inference thread."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from streaming.batching import ArrivalRate, BatchPolicy, decide
 from streaming.offsets import PartitionLedger
 from streaming.records import Headers
 
@@ -45,25 +42,40 @@ class Chunk:
 
 
 class Lane:
-    """A FIFO of chunks for one model version; order is kept, so per-key order is kept."""
+    """A FIFO of chunks for one model version, batched by :mod:`streaming.batching`'s policy.
 
-    def __init__(self, max_batch_size: int) -> None:
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be >= 1")
-        self.max_batch_size = max_batch_size
+    FIFO, so per-key order is kept. ``put`` blocks while ``max_queued`` rows wait, so a slow
+    model pushes back on the source instead of growing the queue.
+    """
+
+    def __init__(self, policy: BatchPolicy, max_queued: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self.max_batch_size = policy.max_batch_size
+        self.max_queued = max_queued
+        self._clock = clock
         self._chunks: deque[Chunk] = deque()
         self._rows = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._arrivals = ArrivalRate()
 
-    def put(self, chunk: Chunk) -> None:
+    def put(self, chunk: Chunk, timeout: float | None = None) -> bool:
+        """Queue a chunk; False if the queue stayed full for ``timeout`` seconds."""
         with self._cond:
+            if self.max_queued is not None and not self._cond.wait_for(
+                lambda: self._rows == 0 or self._rows + len(chunk) <= self.max_queued,  # type: ignore[operator]
+                timeout,
+            ):
+                return False
             self._chunks.append(chunk)
             self._rows += len(chunk)
-            self._cond.notify()
+            self._arrivals.observe(len(chunk), self._clock())
+            self._cond.notify_all()
+            return True
 
     def close(self) -> None:
-        """No more puts; take() returns what is left, then None."""
+        """No more puts; take() hands out what is left without waiting, then None."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -73,27 +85,43 @@ class Lane:
         return self._rows
 
     def take(self, timeout: float = 0.1) -> list[Chunk] | None:
-        """Up to max_batch_size rows in order; [] on timeout; None once closed and empty."""
-        deadline = time.monotonic() + timeout
+        """The next batch by the policy; [] on timeout; None once closed and empty."""
+        clock = self._clock
+        deadline = clock() + timeout
         with self._cond:
-            while not self._chunks:
+            while True:
+                now = clock()
+                if not self._chunks:
+                    if self._closed:
+                        return None
+                    if now >= deadline:
+                        return []
+                    self._cond.wait(deadline - now)
+                    continue
                 if self._closed:
-                    return None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                    return self._pop(min(self._rows, self.max_batch_size))
+                decision = decide(self.policy, self._rows, self._chunks[0].enqueued, now,
+                                  self._arrivals.current(now))
+                if decision.take:
+                    return self._pop(decision.take)
+                wake = min(decision.wait_until or deadline, deadline)
+                if now >= deadline:
                     return []
-                self._cond.wait(remaining)
-            out: list[Chunk] = []
-            room = self.max_batch_size
-            while self._chunks and room > 0:
-                head = self._chunks[0]
-                if len(head) <= room:
-                    out.append(self._chunks.popleft())
-                    room -= len(head)
-                else:
-                    first, rest = head.split(room)
-                    self._chunks[0] = rest
-                    out.append(first)
-                    room = 0
-            self._rows -= self.max_batch_size - room
-            return out
+                self._cond.wait(max(0.0, wake - now))
+
+    def _pop(self, n: int) -> list[Chunk]:
+        out: list[Chunk] = []
+        room = n
+        while self._chunks and room > 0:
+            head = self._chunks[0]
+            if len(head) <= room:
+                out.append(self._chunks.popleft())
+                room -= len(head)
+            else:
+                first, rest = head.split(room)
+                self._chunks[0] = rest
+                out.append(first)
+                room = 0
+        self._rows -= n - room
+        self._cond.notify_all()
+        return out

@@ -112,10 +112,32 @@ class ModelConfig(_Strict):
 
 
 class BatchingConfig(_Strict):
+    """The dynamic batcher of each model version (see streaming/batching.py for the policy)."""
+
     max_batch_size: int = Field(default=256, ge=1, le=65_536)
     max_delay_ms: float = Field(default=2.0, ge=0, le=10_000)
-    """The longest an event waits for company when the model is busy or the batch is small."""
-    warmup_batch_sizes: tuple[int, ...] = (1, 8, 32, 128, 256)
+    """The longest an event waits for company; an idle model with a short queue waits less."""
+    preferred_batch_sizes: tuple[int, ...] = (8, 32, 128)
+    """Sizes formed when the queue allows; runtimes are warmed up (and cuda graphs captured)
+    at each of them, at 1 and at max_batch_size."""
+    max_queued_events: int = Field(default=20_000, ge=1)
+    """Rows waiting per version; when full, the source waits (and then pauses partitions)."""
+    deadline_ms: float | None = Field(default=None, gt=0)
+    """An event that waited longer than this in the queue is handled by ``deadline_policy``."""
+    deadline_policy: Literal["score", "dead_letter"] = "score"
+    """``score`` it anyway (late), or send it to the dead letters with stage ``timeout``."""
+
+    @model_validator(mode="after")
+    def _preferred_within_max(self) -> BatchingConfig:
+        bad = [p for p in self.preferred_batch_sizes if not 1 <= p <= self.max_batch_size]
+        if bad:
+            raise ValueError(
+                f"preferred_batch_sizes {bad} must lie in 1..max_batch_size "
+                f"({self.max_batch_size})")
+        return self
+
+    def warmup_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted({1, self.max_batch_size, *self.preferred_batch_sizes}))
 
 
 class WorkerConfig(_Strict):

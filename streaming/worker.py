@@ -29,8 +29,15 @@ from confluent_kafka.admin import AdminClient
 
 from streaming import kafka
 from streaming.batcher import Chunk, Lane
+from streaming.batching import BatchPolicy
 from streaming.config import PipelineConfig, VersionConfig
-from streaming.decode import STAGE_INFERENCE, STAGE_PREPROCESS, Decoder, Rejection
+from streaming.decode import (
+    STAGE_INFERENCE,
+    STAGE_PREPROCESS,
+    STAGE_TIMEOUT,
+    Decoder,
+    Rejection,
+)
 from streaming.latency import LatencyRecorder
 from streaming.metrics import WorkerMetrics
 from streaming.offsets import OffsetTracker, PartitionLedger
@@ -216,10 +223,13 @@ class Worker:
                 f"({', '.join(meta.feature_names[:4])}…) but the pipeline's preprocessing makes "
                 f"{len(pre.feature_names)}; rebuild the model (make models) for this pipeline"
             )
-        sizes = tuple(sorted({s for s in cfg.batching.warmup_batch_sizes
-                              if s <= cfg.batching.max_batch_size} | {1}))
-        runtime.warm_up(sizes)
-        return _Version(vc, runtime, pre, Lane(cfg.batching.max_batch_size))
+        runtime.warm_up(cfg.batching.warmup_sizes())
+        b = cfg.batching
+        policy = BatchPolicy(
+            max_batch_size=b.max_batch_size, max_delay_s=b.max_delay_ms / 1000.0,
+            preferred_sizes=b.preferred_batch_sizes,
+            deadline_s=b.deadline_ms / 1000.0 if b.deadline_ms is not None else None)
+        return _Version(vc, runtime, pre, Lane(policy, b.max_queued_events))
 
     # ------------------------------------------------------------------ main loop
 
@@ -411,9 +421,32 @@ class Worker:
                     return
             self._maybe_telemetry(version)
 
+    def _expire(self, chunks: list[Chunk]) -> list[Chunk]:
+        """With ``deadline_policy: dead_letter``, rows that waited too long are dead-lettered."""
+        b = self.config.batching
+        if b.deadline_ms is None or b.deadline_policy != "dead_letter":
+            return chunks
+        now = time.monotonic()
+        limit = b.deadline_ms / 1000.0
+        keep = []
+        for c in chunks:
+            waited = now - c.enqueued
+            if waited < limit:
+                keep.append(c)
+                continue
+            rejection = Rejection(
+                STAGE_TIMEOUT, f"waited {waited * 1000:.1f} ms in the batch queue, over "
+                f"batching.deadline_ms ({b.deadline_ms:g})", "deadline")
+            for i in range(len(c)):
+                self._dead_letter_row(c, i, rejection)
+        return keep
+
     def _score(self, version: _Version, chunks: list[Chunk]) -> None:
         cfg = self.config
         vc = version.config
+        chunks = self._expire(chunks)
+        if not chunks:
+            return
         features = chunks[0].features if len(chunks) == 1 else np.concatenate(
             [c.features for c in chunks])
         n = features.shape[0]

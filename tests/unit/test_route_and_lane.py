@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from streaming.batcher import Chunk, Lane
+from streaming.batching import BatchPolicy
 from streaming.route import Router
 
 KEYS = [f"card-{i}".encode() for i in range(20_000)]
@@ -43,7 +44,7 @@ def chunk(start: int, n: int) -> Chunk:
 
 
 def test_lane_caps_batches_and_keeps_order() -> None:
-    lane = Lane(max_batch_size=4)
+    lane = Lane(BatchPolicy(max_batch_size=4, max_delay_s=0.0))
     lane.put(chunk(0, 3))
     lane.put(chunk(3, 3))
     first = lane.take()
@@ -60,7 +61,7 @@ def test_lane_caps_batches_and_keeps_order() -> None:
 
 
 def test_take_returns_as_soon_as_something_is_queued() -> None:
-    lane = Lane(max_batch_size=256)
+    lane = Lane(BatchPolicy(max_batch_size=256, max_delay_s=0.0))
     got: list[list[Chunk] | None] = []
     t = threading.Thread(target=lambda: got.append(lane.take(timeout=5)))
     t.start()
