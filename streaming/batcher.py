@@ -35,9 +35,20 @@ class Chunk:
 
     def split(self, n: int) -> tuple[Chunk, Chunk]:
         """The first n rows, and the rest (which keeps its original enqueue time)."""
+
         def part(s: slice) -> Chunk:
-            return Chunk(self.features[s], self.event_ids[s], self.ts_ms[s], self.keys[s],
-                         self.values[s], self.headers[s], self.ledgers[s], self.offsets[s], self.enqueued)
+            return Chunk(
+                self.features[s],
+                self.event_ids[s],
+                self.ts_ms[s],
+                self.keys[s],
+                self.values[s],
+                self.headers[s],
+                self.ledgers[s],
+                self.offsets[s],
+                self.enqueued,
+            )
+
         return part(slice(0, n)), part(slice(n, None))
 
 
@@ -48,8 +59,12 @@ class Lane:
     model pushes back on the source instead of growing the queue.
     """
 
-    def __init__(self, policy: BatchPolicy, max_queued: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        policy: BatchPolicy,
+        max_queued: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.policy = policy
         self.max_batch_size = policy.max_batch_size
         self.max_queued = max_queued
@@ -100,8 +115,13 @@ class Lane:
                     continue
                 if self._closed:
                     return self._pop(min(self._rows, self.max_batch_size))
-                decision = decide(self.policy, self._rows, self._chunks[0].enqueued, now,
-                                  self._arrivals.current(now))
+                decision = decide(
+                    self.policy,
+                    self._rows,
+                    self._chunks[0].enqueued,
+                    now,
+                    self._arrivals.current(now),
+                )
                 if decision.take:
                     return self._pop(decision.take)
                 wake = min(decision.wait_until or deadline, deadline)

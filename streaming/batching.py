@@ -36,7 +36,8 @@ class BatchPolicy:
             raise ValueError("max_delay_ms must be >= 0")
         if any(p < 1 or p > self.max_batch_size for p in self.preferred_sizes):
             raise ValueError(
-                f"preferred_batch_sizes must lie in 1..max_batch_size ({self.max_batch_size})")
+                f"preferred_batch_sizes must lie in 1..max_batch_size ({self.max_batch_size})"
+            )
         if self.deadline_s is not None and self.deadline_s <= 0:
             raise ValueError("deadline_ms must be > 0")
         object.__setattr__(self, "preferred_sizes", tuple(sorted(set(self.preferred_sizes))))
@@ -51,8 +52,9 @@ class Decision:
     reason: str = ""
 
 
-def decide(policy: BatchPolicy, queued: int, oldest_enqueued: float, now: float,
-           arrival_rate: float) -> Decision:
+def decide(
+    policy: BatchPolicy, queued: int, oldest_enqueued: float, now: float, arrival_rate: float
+) -> Decision:
     """The next step for an idle model with ``queued`` rows waiting (see the module doc)."""
     if queued <= 0:
         return Decision(0, None, "empty")

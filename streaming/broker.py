@@ -52,8 +52,16 @@ class EmbeddedBroker:
 
     def command(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.port}"
-        return [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+        return [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         if self.log_path is not None:
@@ -77,8 +85,9 @@ class EmbeddedBroker:
                     f"the broker exited with code {self.process.returncode} at start"
                     + (f"; its log: {self.log_path}" if self.log_path else "")
                 )
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.5
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
             ):
                 admin = AdminClient({"bootstrap.servers": self.bootstrap})
                 try:

@@ -40,8 +40,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     port = args.metrics_port if args.metrics_port is not None else cfg.worker.metrics_port
     if port:
         metrics.serve(port)
-    worker = Worker(cfg, max_events=args.max_events, idle_exit_s=args.idle_exit,
-                    worker_id=worker_id, metrics=metrics)
+    worker = Worker(
+        cfg,
+        max_events=args.max_events,
+        idle_exit_s=args.idle_exit,
+        worker_id=worker_id,
+        metrics=metrics,
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     try:
@@ -51,10 +56,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except FatalWorkerError as exc:
         return _fail(f"{exc}; offsets were committed only up to what was delivered", 1)
     logging.getLogger("streaming.worker").info(
-        "stopped: %d consumed, %d predictions, %d dead letters", stats.consumed,
-        stats.predictions, sum(stats.dead_letters.values()),
-        extra={"consumed": stats.consumed, "predictions": stats.predictions,
-               "dead_letters": dict(stats.dead_letters)})
+        "stopped: %d consumed, %d predictions, %d dead letters",
+        stats.consumed,
+        stats.predictions,
+        sum(stats.dead_letters.values()),
+        extra={
+            "consumed": stats.consumed,
+            "predictions": stats.predictions,
+            "dead_letters": dict(stats.dead_letters),
+        },
+    )
     return 0
 
 
@@ -69,8 +80,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
         broker.start()
     except BrokerError as exc:
         return _fail(f"{exc}; is port {args.port} free?", 1)
-    print(f"embedded broker (Tansu, memory storage) on {broker.bootstrap}; Ctrl-C stops it",
-          flush=True)
+    print(
+        f"embedded broker (Tansu, memory storage) on {broker.bootstrap}; Ctrl-C stops it",
+        flush=True,
+    )
     print(f"bootstrap: {broker.bootstrap}", flush=True)
     try:
         while not stop.wait(0.5):
@@ -106,13 +119,20 @@ def cmd_produce(args: argparse.Namespace) -> int:
         progress.update(f"produced {sent:,}/{args.events:,} events ({rate:,.0f}/s)")
 
     try:
-        result = produce_events(cfg, args.events, rate=args.rate,
-                                invalid_ratio=args.invalid_ratio, seed=args.seed,
-                                on_progress=show)
+        result = produce_events(
+            cfg,
+            args.events,
+            rate=args.rate,
+            invalid_ratio=args.invalid_ratio,
+            seed=args.seed,
+            on_progress=show,
+        )
     except (ValueError, RuntimeError) as exc:
         return _fail(str(exc), 1)
-    progress.done(f"produced {result.produced:,} events ({result.invalid:,} invalid) to "
-                  f"{cfg.topics.input} in {result.seconds:.1f} s")
+    progress.done(
+        f"produced {result.produced:,} events ({result.invalid:,} invalid) to "
+        f"{cfg.topics.input} in {result.seconds:.1f} s"
+    )
     return 0
 
 
@@ -120,28 +140,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from streaming.demo import DemoOptions, run_demo
 
     options = DemoOptions(
-        config=Path(args.config), bootstrap=args.bootstrap, events=args.events,
-        invalid_ratio=args.invalid_ratio, live_events=args.live_events,
-        live_rate=args.live_rate, seed=args.seed)
+        config=Path(args.config),
+        bootstrap=args.bootstrap,
+        events=args.events,
+        invalid_ratio=args.invalid_ratio,
+        live_events=args.live_events,
+        live_rate=args.live_rate,
+        seed=args.seed,
+    )
     return run_demo(options)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="streaming", description="Streaming inference workers on Kafka.")
+        prog="streaming", description="Streaming inference workers on Kafka."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
-                       help=f"pipeline config (default {DEFAULT_CONFIG})")
-        p.add_argument("--bootstrap", help="Kafka bootstrap servers; overrides the config and "
-                       "STREAMING_BOOTSTRAP")
+        p.add_argument(
+            "-c",
+            "--config",
+            default=DEFAULT_CONFIG,
+            help=f"pipeline config (default {DEFAULT_CONFIG})",
+        )
+        p.add_argument(
+            "--bootstrap",
+            help="Kafka bootstrap servers; overrides the config and STREAMING_BOOTSTRAP",
+        )
 
     p = sub.add_parser("run", help="run a worker")
     with_config(p)
     p.add_argument("--max-events", type=_positive_int, help="stop after this many events")
-    p.add_argument("--idle-exit", type=_positive_float, metavar="SECONDS",
-                   help="stop after this long with no new events")
+    p.add_argument(
+        "--idle-exit",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop after this long with no new events",
+    )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_run)
@@ -154,8 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     c = tsub.add_parser("create", help="create the pipeline's topics (existing ones are kept)")
     with_config(c)
-    c.add_argument("--partitions", type=_positive_int,
-                   help="partitions of the input, prediction and dead-letter topics")
+    c.add_argument(
+        "--partitions",
+        type=_positive_int,
+        help="partitions of the input, prediction and dead-letter topics",
+    )
     c.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("produce", help="produce synthetic events")
@@ -168,11 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="broker, topics, worker and events, bounded, with a summary")
     with_config(p)
-    p.add_argument("--events", type=_positive_int, default=200_000,
-                   help="events in all (default 200,000)")
+    p.add_argument(
+        "--events", type=_positive_int, default=200_000, help="events in all (default 200,000)"
+    )
     p.add_argument("--invalid-ratio", type=float, default=0.01)
-    p.add_argument("--live-events", type=_non_negative_int, default=20_000,
-                   help="of the events, how many are sent live at --live-rate for latency")
+    p.add_argument(
+        "--live-events",
+        type=_non_negative_int,
+        default=20_000,
+        help="of the events, how many are sent live at --live-rate for latency",
+    )
     p.add_argument("--live-rate", type=_positive_float, default=2_000.0)
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_demo)

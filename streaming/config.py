@@ -42,7 +42,12 @@ class KafkaConfig(_Strict):
     @field_validator("common", "consumer", "producer")
     @classmethod
     def _no_managed_keys(cls, value: dict[str, KafkaValue]) -> dict[str, KafkaValue]:
-        managed = {"bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"}
+        managed = {
+            "bootstrap.servers",
+            "group.id",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+        }
         clash = sorted(managed & value.keys())
         if clash:
             raise ValueError(
@@ -83,6 +88,10 @@ class VersionConfig(_Strict):
     """Share of traffic, relative to the other versions' weights."""
     path: str | None = None
     """Artifact folder; default ``<models_dir>/<model name>/<version>``."""
+    half: bool = False
+    """torch on cuda: run the model in float16 (scores are still returned as float32)."""
+    cuda_graphs: bool | None = None
+    """torch on cuda: capture a CUDA graph per warm-up batch size; default on for cuda."""
 
     @field_validator("device")
     @classmethod
@@ -92,6 +101,14 @@ class VersionConfig(_Strict):
         if value.startswith("cuda:") and value[5:].isdigit():
             return value
         raise ValueError("expected 'cpu', 'cuda' or 'cuda:N'")
+
+    @model_validator(mode="after")
+    def _torch_only_options(self) -> VersionConfig:
+        if self.runtime != "torch" and (self.half or self.cuda_graphs):
+            raise ValueError("half and cuda_graphs are options of runtime: torch")
+        if (self.half or self.cuda_graphs) and self.device == "cpu":
+            raise ValueError("half and cuda_graphs need device: cuda (or cuda:N)")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -132,8 +149,8 @@ class BatchingConfig(_Strict):
         bad = [p for p in self.preferred_batch_sizes if not 1 <= p <= self.max_batch_size]
         if bad:
             raise ValueError(
-                f"preferred_batch_sizes {bad} must lie in 1..max_batch_size "
-                f"({self.max_batch_size})")
+                f"preferred_batch_sizes {bad} must lie in 1..max_batch_size ({self.max_batch_size})"
+            )
         return self
 
     def warmup_sizes(self) -> tuple[int, ...]:

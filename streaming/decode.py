@@ -101,7 +101,9 @@ class Decoder:
                 bad.append((i, explain_validation_error(exc)))
                 continue
             except (ValueError, RecursionError) as exc:  # defensive: parser limits
-                bad.append((i, Rejection(STAGE_DECODE, _clip(f"unparseable: {exc}"), "unparseable")))
+                bad.append(
+                    (i, Rejection(STAGE_DECODE, _clip(f"unparseable: {exc}"), "unparseable"))
+                )
                 continue
             good_idx.append(i)
         return good_idx, records, bad

@@ -38,12 +38,20 @@ class DemoOptions:
 
 def _line(phase: str, stats: WorkerStats, target: int) -> str:
     dl = sum(stats.dead_letters.values())
-    return (f"[{phase}] consumed {stats.consumed:,}/{target:,}  predictions {stats.predictions:,}"
-            f"  dead letters {dl:,}  {stats.rate():,.0f} events/s")
+    return (
+        f"[{phase}] consumed {stats.consumed:,}/{target:,}  predictions {stats.predictions:,}"
+        f"  dead letters {dl:,}  {stats.rate():,.0f} events/s"
+    )
 
 
-def _wait_outputs(worker: Worker, target: int, phase: str, progress: Progress,
-                  deadline: float, failed: threading.Event) -> bool:
+def _wait_outputs(
+    worker: Worker,
+    target: int,
+    phase: str,
+    progress: Progress,
+    deadline: float,
+    failed: threading.Event,
+) -> bool:
     while worker.stats.outputs < target:
         if failed.is_set() or time.monotonic() > deadline:
             return False
@@ -66,11 +74,15 @@ def run_demo(opts: DemoOptions) -> int:
         cfg = load_config(opts.config, bootstrap=opts.bootstrap or broker.bootstrap)  # type: ignore[union-attr]
         # A fresh group and topic names per run, so a reused cluster never mixes two demos.
         suffix = f"demo-{int(time.time())}"
-        cfg = cfg.with_overrides(**{
-            "kafka.group": f"{cfg.kafka.group}-{suffix}",
-            **{f"topics.{k}": f"{getattr(cfg.topics, k)}.{suffix}"
-               for k in ("input", "predictions", "dead_letters", "telemetry", "control")},
-        })
+        cfg = cfg.with_overrides(
+            **{
+                "kafka.group": f"{cfg.kafka.group}-{suffix}",
+                **{
+                    f"topics.{k}": f"{getattr(cfg.topics, k)}.{suffix}"
+                    for k in ("input", "predictions", "dead_letters", "telemetry", "control")
+                },
+            }
+        )
         created = create_topics(cfg)
         print(f"topics: {', '.join(created)} ({cfg.topics.partitions} partitions)", file=out)
         return _run(cfg, opts, out)
@@ -92,10 +104,16 @@ def _run(cfg, opts: DemoOptions, out) -> int:  # type: ignore[no-untyped-def]
     produced = ProduceResult()
     if backlog:
         produced = produce_events(
-            cfg, backlog, invalid_ratio=opts.invalid_ratio, seed=opts.seed,
-            on_progress=lambda n, s: progress.update(f"[produce] {n:,}/{backlog:,} events"))
-        progress.done(f"[produce] {backlog:,} events ({produced.invalid:,} invalid) in "
-                      f"{produced.seconds:.1f} s")
+            cfg,
+            backlog,
+            invalid_ratio=opts.invalid_ratio,
+            seed=opts.seed,
+            on_progress=lambda n, s: progress.update(f"[produce] {n:,}/{backlog:,} events"),
+        )
+        progress.done(
+            f"[produce] {backlog:,} events ({produced.invalid:,} invalid) in "
+            f"{produced.seconds:.1f} s"
+        )
 
     worker = Worker(cfg, idle_exit_s=None)
     failed = threading.Event()
@@ -110,9 +128,12 @@ def _run(cfg, opts: DemoOptions, out) -> int:  # type: ignore[no-untyped-def]
 
     thread = threading.Thread(target=work, name="worker", daemon=True)
     thread.start()
-    print(f"worker: model {cfg.model.name} "
-          + ", ".join(f"{v.version} ({v.runtime}, {v.device})" for v in cfg.model.versions)
-          + f"; max batch {cfg.batching.max_batch_size}", file=out)
+    print(
+        f"worker: model {cfg.model.name} "
+        + ", ".join(f"{v.version} ({v.runtime}, {v.device})" for v in cfg.model.versions)
+        + f"; max batch {cfg.batching.max_batch_size}",
+        file=out,
+    )
     ok = _wait_outputs(worker, backlog, "drain", progress, deadline, failed)
     drain = worker.stats
     drain_rate = drain.rate()
@@ -123,9 +144,19 @@ def _run(cfg, opts: DemoOptions, out) -> int:  # type: ignore[no-untyped-def]
     if ok and opts.live_events:
         drain.end_to_end_ms = LatencyRecorder()
         result: list[ProduceResult] = []
-        producer = threading.Thread(target=lambda: result.append(produce_events(
-            cfg, opts.live_events, rate=opts.live_rate, invalid_ratio=opts.invalid_ratio,
-            seed=opts.seed + 1, should_stop=failed.is_set)), daemon=True)
+        producer = threading.Thread(
+            target=lambda: result.append(
+                produce_events(
+                    cfg,
+                    opts.live_events,
+                    rate=opts.live_rate,
+                    invalid_ratio=opts.invalid_ratio,
+                    seed=opts.seed + 1,
+                    should_stop=failed.is_set,
+                )
+            ),
+            daemon=True,
+        )
         producer.start()
         ok = _wait_outputs(worker, opts.events, "live", progress, deadline, failed)
         producer.join(timeout=30)
@@ -148,20 +179,30 @@ def _run(cfg, opts: DemoOptions, out) -> int:  # type: ignore[no-untyped-def]
     print(f"dead letters      {sum(dl.values()):,} ({by_stage})", file=out)
     print(f"accounted for     {stats.outputs:,} of {opts.events:,} events", file=out)
     if backlog:
-        print(f"drain throughput  {drain_rate:,.0f} events/s over a {backlog:,}-event backlog "
-              f"(end-to-end p50 {drain_e2e.percentile(50):,.0f} ms: queueing, expected)",
-              file=out)
+        print(
+            f"drain throughput  {drain_rate:,.0f} events/s over a {backlog:,}-event backlog "
+            f"(end-to-end p50 {drain_e2e.percentile(50):,.0f} ms: queueing, expected)",
+            file=out,
+        )
     if opts.live_events:
-        print(f"live latency      p50 {live.percentile(50):.1f} ms, p99 {live.percentile(99):.1f}"
-              f" ms end-to-end at {opts.live_rate:,.0f} events/s ({live.count:,} predictions)",
-              file=out)
+        print(
+            f"live latency      p50 {live.percentile(50):.1f} ms, p99 {live.percentile(99):.1f}"
+            f" ms end-to-end at {opts.live_rate:,.0f} events/s ({live.count:,} predictions)",
+            file=out,
+        )
     if stats.batches:
-        print(f"batches           {stats.batches:,}, mean size {stats.batch_rows / stats.batches:.1f}"
-              f" rows", file=out)
+        print(
+            f"batches           {stats.batches:,}, mean size {stats.batch_rows / stats.batches:.1f}"
+            f" rows",
+            file=out,
+        )
     print(f"wall time         {time.monotonic() - started:.1f} s", file=out)
     if not ok or stats.outputs != opts.events:
-        print(f"streaming demo: error: {opts.events - stats.outputs:,} events have no prediction "
-              "or dead letter", file=sys.stderr)
+        print(
+            f"streaming demo: error: {opts.events - stats.outputs:,} events have no prediction "
+            "or dead letter",
+            file=sys.stderr,
+        )
         return 1
     with contextlib.suppress(Exception):
         out.flush()

@@ -23,7 +23,9 @@ class LatencyRecorder:
         self.max_ms = 0.0
 
     def record(self, ms: float) -> None:
-        idx = 0 if ms <= _LOW_MS else min(int(math.log(ms / _LOW_MS) / _LOG_RATIO) + 1, _BUCKETS - 1)
+        idx = (
+            0 if ms <= _LOW_MS else min(int(math.log(ms / _LOW_MS) / _LOG_RATIO) + 1, _BUCKETS - 1)
+        )
         with self._lock:
             self._counts[idx] += 1
             self.count += 1

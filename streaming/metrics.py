@@ -10,10 +10,40 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 # Batches are 1..max_batch_size rows; powers of two show how full they run.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 # Fraud decisions are wanted within tens of milliseconds: resolve 0.5 ms .. 10 s.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15,
-                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-FAST_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                0.1, 0.25, 1.0)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.035,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+FAST_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
 
 
 class WorkerMetrics:
@@ -25,43 +55,78 @@ class WorkerMetrics:
         r = self.registry
         v = ("pipeline", "model", "version")
         self.events_consumed = Counter(
-            "streaming_events_consumed_total", "Input events taken from Kafka.",
-            ("pipeline", "topic"), registry=r)
+            "streaming_events_consumed_total",
+            "Input events taken from Kafka.",
+            ("pipeline", "topic"),
+            registry=r,
+        )
         self.predictions = Counter(
-            "streaming_predictions_total", "Predictions acknowledged by the broker.", v,
-            registry=r)
+            "streaming_predictions_total", "Predictions acknowledged by the broker.", v, registry=r
+        )
         self.dead_letters = Counter(
-            "streaming_dead_letters_total", "Dead letters acknowledged by the broker.",
-            ("pipeline", "stage", "reason"), registry=r)
+            "streaming_dead_letters_total",
+            "Dead letters acknowledged by the broker.",
+            ("pipeline", "stage", "reason"),
+            registry=r,
+        )
         self.delivery_errors = Counter(
-            "streaming_delivery_errors_total", "Outputs the producer failed to deliver.",
-            ("pipeline", "topic"), registry=r)
+            "streaming_delivery_errors_total",
+            "Outputs the producer failed to deliver.",
+            ("pipeline", "topic"),
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "streaming_batch_size", "Rows per inference batch.", v, buckets=BATCH_BUCKETS,
-            registry=r)
+            "streaming_batch_size",
+            "Rows per inference batch.",
+            v,
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.queue_delay = Histogram(
-            "streaming_queue_delay_seconds", "Time a batch's oldest row waited for the model.",
-            v, buckets=FAST_BUCKETS, registry=r)
+            "streaming_queue_delay_seconds",
+            "Time a batch's oldest row waited for the model.",
+            v,
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
         self.inference_time = Histogram(
-            "streaming_inference_seconds", "Model time per batch.", v, buckets=FAST_BUCKETS,
-            registry=r)
+            "streaming_inference_seconds",
+            "Model time per batch.",
+            v,
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
         self.end_to_end = Histogram(
-            "streaming_end_to_end_seconds", "Event timestamp to acknowledged prediction.", v,
-            buckets=LATENCY_BUCKETS, registry=r)
+            "streaming_end_to_end_seconds",
+            "Event timestamp to acknowledged prediction.",
+            v,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.in_flight = Gauge(
-            "streaming_in_flight_events", "Events consumed whose outputs are not yet durable.",
-            ("pipeline",), registry=r)
+            "streaming_in_flight_events",
+            "Events consumed whose outputs are not yet durable.",
+            ("pipeline",),
+            registry=r,
+        )
         self.paused_partitions = Gauge(
-            "streaming_paused_partitions", "Partitions paused for backpressure.", ("pipeline",),
-            registry=r)
+            "streaming_paused_partitions",
+            "Partitions paused for backpressure.",
+            ("pipeline",),
+            registry=r,
+        )
         self.consumer_lag = Gauge(
-            "streaming_consumer_lag", "High watermark minus position, per assigned partition.",
-            ("pipeline", "topic", "partition"), registry=r)
+            "streaming_consumer_lag",
+            "High watermark minus position, per assigned partition.",
+            ("pipeline", "topic", "partition"),
+            registry=r,
+        )
         self.routing_weight = Gauge(
-            "streaming_routing_weight", "Routing weight in force per model version.", v,
-            registry=r)
+            "streaming_routing_weight", "Routing weight in force per model version.", v, registry=r
+        )
         self.commits = Counter(
-            "streaming_offset_commits_total", "Offset commits sent.", ("pipeline",), registry=r)
+            "streaming_offset_commits_total", "Offset commits sent.", ("pipeline",), registry=r
+        )
 
     def serve(self, port: int) -> None:
         """Expose /metrics on ``port`` in a daemon thread."""

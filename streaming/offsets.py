@@ -161,9 +161,7 @@ class OffsetTracker:
         def done() -> bool:
             if partitions is None:
                 return self._in_flight <= 0
-            return all(
-                not self._ledgers[k]._outstanding for k in partitions if k in self._ledgers
-            )
+            return all(not self._ledgers[k]._outstanding for k in partitions if k in self._ledgers)
 
         with self._drained:
             return self._drained.wait_for(done, timeout)

@@ -49,8 +49,13 @@ def produce_events(
     generator = spec.make_generator(seed)
     # A long linger makes large batches: cheaper for any broker, and the embedded broker's
     # fetch walks batches one by one (DESIGN.md), so small batches would stall readers.
-    producer = Producer({**kafka.producer_settings(cfg.kafka, "streaming-produce"),
-                         "linger.ms": 50, "batch.num.messages": 10_000})
+    producer = Producer(
+        {
+            **kafka.producer_settings(cfg.kafka, "streaming-produce"),
+            "linger.ms": 50,
+            "batch.num.messages": 10_000,
+        }
+    )
     result = ProduceResult()
 
     def delivered(err: object, _msg: object) -> None:
@@ -75,8 +80,9 @@ def produce_events(
             while True:
                 try:
                     if headers:
-                        producer.produce(topic, ev.value, ev.key, headers=headers,
-                                         on_delivery=delivered)
+                        producer.produce(
+                            topic, ev.value, ev.key, headers=headers, on_delivery=delivered
+                        )
                     else:
                         producer.produce(topic, ev.value, ev.key, on_delivery=delivered)
                     break

@@ -9,8 +9,9 @@ from streaming import kafka
 from streaming.config import PipelineConfig
 
 
-def create_topics(cfg: PipelineConfig, partitions: int | None = None, timeout: float = 15.0
-                  ) -> dict[str, str]:
+def create_topics(
+    cfg: PipelineConfig, partitions: int | None = None, timeout: float = 15.0
+) -> dict[str, str]:
     """Return topic -> 'created' | 'exists'. The control topic is compacted."""
     admin = AdminClient(kafka.admin_settings(cfg.kafka))
     t = cfg.topics
@@ -20,8 +21,9 @@ def create_topics(cfg: PipelineConfig, partitions: int | None = None, timeout: f
         t.predictions: NewTopic(t.predictions, n, t.replication_factor),
         t.dead_letters: NewTopic(t.dead_letters, n, t.replication_factor),
         t.telemetry: NewTopic(t.telemetry, 1, t.replication_factor),
-        t.control: NewTopic(t.control, 1, t.replication_factor,
-                            config={"cleanup.policy": "compact"}),
+        t.control: NewTopic(
+            t.control, 1, t.replication_factor, config={"cleanup.policy": "compact"}
+        ),
     }
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)

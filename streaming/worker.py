@@ -124,6 +124,8 @@ class Worker:
         self._fatal: str | None = None
         self._paused = False
         self._closing = False
+        self._active_at: float | None = None
+        """Last message or assignment: idle time counts from here, never during a join."""
         self._versions: list[_Version] = []
         self._router: Router | None = None
         self._publisher: Publisher | None = None
@@ -148,14 +150,34 @@ class Worker:
             self._loop()
             self._drain()
         finally:
-            self._close()
+            self.close()
         if self._fatal:
             raise FatalWorkerError(self._fatal)
         return self.stats
 
     def _start(self) -> None:
-        cfg = self.config
         self._preflight()
+        self.start_engine(Publisher(kafka.producer_settings(self.config.kafka, self.worker_id)))
+        self._consumer = Consumer(
+            kafka.consumer_settings(self.config.kafka, self.worker_id),
+            logger=logging.getLogger("streaming.librdkafka"),
+        )
+        self._consumer.subscribe(
+            [self.config.topics.input],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self._ready.set()
+        log.info("worker started", extra={"topic": self.config.topics.input})
+
+    def start_engine(self, publisher: Publisher) -> None:
+        """Load and warm the models and start the inference and delivery threads.
+
+        Everything between the consumer and the producer; the engine benchmark drives it
+        in-process through ``handle()`` with a publisher that acknowledges at once.
+        """
+        cfg = self.config
         self._versions = [self._load_version(v) for v in cfg.model.versions]
         self._router = Router(
             [v.version for v in cfg.model.versions],
@@ -163,25 +185,16 @@ class Worker:
         )
         for v in self._versions:
             self.metrics.routing_weight.labels(cfg.name, cfg.model.name, v.config.version).set(
-                self._router.weights[v.config.version])
+                self._router.weights[v.config.version]
+            )
         self._decoder = Decoder(self.pipeline.schema, cfg.pipeline.max_event_bytes)
-        self._publisher = Publisher(kafka.producer_settings(cfg.kafka, self.worker_id))
-        self._publisher.start()
+        self._publisher = publisher
+        publisher.start()
         for v in self._versions:
             v.thread = threading.Thread(
                 target=self._infer_loop, args=(v,), name=f"infer-{v.config.version}", daemon=True
             )
             v.thread.start()
-        self._consumer = Consumer(
-            kafka.consumer_settings(cfg.kafka, self.worker_id),
-            logger=logging.getLogger("streaming.librdkafka"),
-        )
-        self._consumer.subscribe(
-            [cfg.topics.input], on_assign=self._on_assign, on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
-        self._ready.set()
-        log.info("worker started", extra={"worker": self.worker_id, "topic": cfg.topics.input})
 
     def _preflight(self) -> None:
         """Fail before joining the group if the cluster or the topics are not there."""
@@ -197,8 +210,11 @@ class Worker:
                 f"{kafka.hint(name) or 'Is the broker running and kafka.bootstrap right?'}"
             ) from None
         t = cfg.topics
-        missing = [n for n in (t.input, t.predictions, t.dead_letters, t.telemetry)
-                   if n not in meta.topics or meta.topics[n].error is not None]
+        missing = [
+            n
+            for n in (t.input, t.predictions, t.dead_letters, t.telemetry)
+            if n not in meta.topics or meta.topics[n].error is not None
+        ]
         if missing:
             raise StartupError(
                 f"topics missing on {cfg.kafka.bootstrap}: {', '.join(missing)}; create them "
@@ -209,7 +225,10 @@ class Worker:
         cfg = self.config
         directory = cfg.version_dir(vc)
         try:
-            runtime = create_runtime(vc.runtime, directory, vc.device, vc.threads)
+            options = (
+                {"half": vc.half, "cuda_graphs": vc.cuda_graphs} if vc.runtime == "torch" else {}
+            )
+            runtime = create_runtime(vc.runtime, directory, vc.device, vc.threads, **options)
             runtime.load()
         except ModelLoadError as exc:
             raise StartupError(f"model {cfg.model.name}/{vc.version}: {exc}") from None
@@ -226,9 +245,11 @@ class Worker:
         runtime.warm_up(cfg.batching.warmup_sizes())
         b = cfg.batching
         policy = BatchPolicy(
-            max_batch_size=b.max_batch_size, max_delay_s=b.max_delay_ms / 1000.0,
+            max_batch_size=b.max_batch_size,
+            max_delay_s=b.max_delay_ms / 1000.0,
             preferred_sizes=b.preferred_batch_sizes,
-            deadline_s=b.deadline_ms / 1000.0 if b.deadline_ms is not None else None)
+            deadline_s=b.deadline_ms / 1000.0 if b.deadline_ms is not None else None,
+        )
         return _Version(vc, runtime, pre, Lane(policy, b.max_queued_events))
 
     # ------------------------------------------------------------------ main loop
@@ -239,7 +260,6 @@ class Worker:
         assert consumer is not None
         commit_every = cfg.commit_interval_ms / 1000.0
         next_commit = time.monotonic() + commit_every
-        last_message = time.monotonic()
         poll_timeout = cfg.poll_timeout_ms / 1000.0
         while not self._stop.is_set():
             if self._fatal:
@@ -248,11 +268,12 @@ class Worker:
             messages = consumer.consume(num_messages=cfg.poll_batch, timeout=poll_timeout)
             now = time.monotonic()
             if messages:
-                last_message = now
-                self._handle(messages)
+                self._active_at = now
+                self.handle(messages)
             elif (
                 self.idle_exit_s is not None
-                and now - last_message >= self.idle_exit_s
+                and self._active_at is not None
+                and now - self._active_at >= self.idle_exit_s
                 and self.tracker.in_flight == 0
             ):
                 log.info("idle for %.1f s: stopping", self.idle_exit_s)
@@ -279,7 +300,8 @@ class Worker:
             self._paused = False
             self.metrics.paused_partitions.labels(self.config.name).set(0)
 
-    def _handle(self, messages: list[Message]) -> None:
+    def handle(self, messages: list[Message]) -> None:
+        """One poll batch: register, decode, route, preprocess, queue for inference."""
         good: list[Message] = []
         for msg in messages:
             err = msg.error()
@@ -302,7 +324,8 @@ class Worker:
             stats.first_consumed = time.monotonic()
         stats.consumed += len(good)
         self.metrics.events_consumed.labels(self.config.name, self.config.topics.input).inc(
-            len(good))
+            len(good)
+        )
 
         ledgers = self._register(good)
         idx, records, rejected = self._decoder.decode(good)
@@ -356,17 +379,19 @@ class Worker:
             msgs = [s[0] for s in sel]
             records = [s[1] for s in sel]
             ledgers = [s[2] for s in sel]
-        version.lane.put(Chunk(
-            features=features,
-            event_ids=[getattr(r, id_field) for r in records],
-            ts_ms=[getattr(r, ts_field) for r in records],
-            keys=[m.key() for m in msgs],
-            values=[m.value() for m in msgs],  # type: ignore[misc]
-            headers=[m.headers() for m in msgs],
-            ledgers=ledgers,
-            offsets=[m.offset() for m in msgs],  # type: ignore[misc]
-            enqueued=enqueued,
-        ))
+        version.lane.put(
+            Chunk(
+                features=features,
+                event_ids=[getattr(r, id_field) for r in records],
+                ts_ms=[getattr(r, ts_field) for r in records],
+                keys=[m.key() for m in msgs],
+                values=[m.value() for m in msgs],  # type: ignore[misc]
+                headers=[m.headers() for m in msgs],
+                ledgers=ledgers,
+                offsets=[m.offset() for m in msgs],  # type: ignore[misc]
+                enqueued=enqueued,
+            )
+        )
 
     def _preprocess(
         self,
@@ -386,9 +411,15 @@ class Worker:
                     rows.append(pre.transform([rec])[0])
                     keep.append(i)
                 except Exception as exc:  # noqa: BLE001
-                    self._dead_letter(msgs[i], ledgers[i], Rejection(
-                        STAGE_PREPROCESS, f"{type(exc).__name__}: {exc}"[:480],
-                        type(exc).__name__))
+                    self._dead_letter(
+                        msgs[i],
+                        ledgers[i],
+                        Rejection(
+                            STAGE_PREPROCESS,
+                            f"{type(exc).__name__}: {exc}"[:480],
+                            type(exc).__name__,
+                        ),
+                    )
             if not rows:
                 return [], np.empty((0, len(pre.feature_names)), np.float32)
             sub = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
@@ -435,8 +466,11 @@ class Worker:
                 keep.append(c)
                 continue
             rejection = Rejection(
-                STAGE_TIMEOUT, f"waited {waited * 1000:.1f} ms in the batch queue, over "
-                f"batching.deadline_ms ({b.deadline_ms:g})", "deadline")
+                STAGE_TIMEOUT,
+                f"waited {waited * 1000:.1f} ms in the batch queue, over "
+                f"batching.deadline_ms ({b.deadline_ms:g})",
+                "deadline",
+            )
             for i in range(len(c)):
                 self._dead_letter_row(c, i, rejection)
         return keep
@@ -447,8 +481,9 @@ class Worker:
         chunks = self._expire(chunks)
         if not chunks:
             return
-        features = chunks[0].features if len(chunks) == 1 else np.concatenate(
-            [c.features for c in chunks])
+        features = (
+            chunks[0].features if len(chunks) == 1 else np.concatenate([c.features for c in chunks])
+        )
         n = features.shape[0]
         started = time.monotonic()
         queue_delay = started - chunks[0].enqueued
@@ -475,8 +510,10 @@ class Worker:
         if error is not None:
             tele["errors"] = tele.get("errors", 0) + n
             rejection = Rejection(
-                STAGE_INFERENCE, f"{vc.version}: {type(error).__name__}: {error}"[:480],
-                type(error).__name__)
+                STAGE_INFERENCE,
+                f"{vc.version}: {type(error).__name__}: {error}"[:480],
+                type(error).__name__,
+            )
             for c in chunks:
                 for i in range(len(c)):
                     self._dead_letter_row(c, i, rejection)
@@ -492,22 +529,38 @@ class Worker:
         start = 0
         scored_ms = int(time.time() * 1000)
         for c in chunks:
-            part = scores[start:start + len(c)]
-            part_finite = finite[start:start + len(c)]
+            part = scores[start : start + len(c)]
+            part_finite = finite[start : start + len(c)]
             start += len(c)
             payloads = encode_predictions(
-                c.event_ids, c.ts_ms, np.where(part_finite, part, 0.0),
-                model=cfg.model.name, version=vc.version, threshold=cfg.model.threshold,
-                scored_ms=scored_ms, worker=self.worker_id)
+                c.event_ids,
+                c.ts_ms,
+                np.where(part_finite, part, 0.0),
+                model=cfg.model.name,
+                version=vc.version,
+                threshold=cfg.model.threshold,
+                scored_ms=scored_ms,
+                worker=self.worker_id,
+            )
             for i, payload in enumerate(payloads):
                 if not all_finite and not part_finite[i]:
-                    self._dead_letter_row(c, i, Rejection(
-                        STAGE_INFERENCE, f"{vc.version}: non-finite score {part[i]!r}",
-                        "non_finite_score"))
+                    self._dead_letter_row(
+                        c,
+                        i,
+                        Rejection(
+                            STAGE_INFERENCE,
+                            f"{vc.version}: non-finite score {part[i]!r}",
+                            "non_finite_score",
+                        ),
+                    )
                     continue
                 publisher.produce(
-                    topic, payload, c.keys[i], c.headers[i],
-                    partial(on_prediction, c.ledgers[i], c.offsets[i], c.ts_ms[i], labels))
+                    topic,
+                    payload,
+                    c.keys[i],
+                    c.headers[i],
+                    partial(on_prediction, c.ledgers[i], c.offsets[i], c.ts_ms[i], labels),
+                )
 
     def _maybe_telemetry(self, version: _Version) -> None:
         """One record per version per interval: batch sizes, delays, model time, scores."""
@@ -536,34 +589,62 @@ class Worker:
         version.telemetry = {"_since": now}
         assert self._publisher is not None
         # Telemetry is best effort: it holds no input offset back.
-        self._publisher.produce(self.config.topics.telemetry, encode_json(record),
-                                self.config.model.name.encode(), None, None)
+        self._publisher.produce(
+            self.config.topics.telemetry,
+            encode_json(record),
+            self.config.model.name.encode(),
+            None,
+            None,
+        )
 
     # ------------------------------------------------------------------ outputs
 
     def _dead_letter(self, msg: Message, ledger: PartitionLedger, rejection: Rejection) -> None:
         assert self._publisher is not None
         headers = dead_letter_headers(
-            msg.headers(), rejection, msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
-            self.worker_id)
+            msg.headers(),
+            rejection,
+            msg.topic() or "",
+            msg.partition() or 0,
+            msg.offset() or 0,
+            self.worker_id,
+        )
         self._publisher.produce(
-            self.config.topics.dead_letters, msg.value(), msg.key(), headers,
-            partial(self._on_dead_letter, ledger, msg.offset(), rejection))
+            self.config.topics.dead_letters,
+            msg.value(),
+            msg.key(),
+            headers,
+            partial(self._on_dead_letter, ledger, msg.offset(), rejection),
+        )
 
     def _dead_letter_row(self, chunk: Chunk, i: int, rejection: Rejection) -> None:
         """Dead-letter a row that got past decoding, with its original bytes unchanged."""
         assert self._publisher is not None
         ledger = chunk.ledgers[i]
         headers = dead_letter_headers(
-            chunk.headers[i], rejection, ledger.topic, ledger.partition, chunk.offsets[i],
-            self.worker_id)
+            chunk.headers[i],
+            rejection,
+            ledger.topic,
+            ledger.partition,
+            chunk.offsets[i],
+            self.worker_id,
+        )
         self._publisher.produce(
-            self.config.topics.dead_letters, chunk.values[i], chunk.keys[i], headers,
-            partial(self._on_dead_letter, ledger, chunk.offsets[i], rejection))
+            self.config.topics.dead_letters,
+            chunk.values[i],
+            chunk.keys[i],
+            headers,
+            partial(self._on_dead_letter, ledger, chunk.offsets[i], rejection),
+        )
 
     def _on_prediction(
-        self, ledger: PartitionLedger, offset: int, ts_ms: int, labels: tuple[str, str, str],
-        err: KafkaError | None, _msg: Message,
+        self,
+        ledger: PartitionLedger,
+        offset: int,
+        ts_ms: int,
+        labels: tuple[str, str, str],
+        err: KafkaError | None,
+        _msg: Message,
     ) -> None:
         if err is not None:
             self._delivery_failed(ledger, offset, err)
@@ -579,8 +660,12 @@ class Worker:
         self.metrics.end_to_end.labels(*labels).observe(e2e)
 
     def _on_dead_letter(
-        self, ledger: PartitionLedger, offset: int, rejection: Rejection,
-        err: KafkaError | None, _msg: Message,
+        self,
+        ledger: PartitionLedger,
+        offset: int,
+        rejection: Rejection,
+        err: KafkaError | None,
+        _msg: Message,
     ) -> None:
         if err is not None:
             self._delivery_failed(ledger, offset, err)
@@ -588,8 +673,9 @@ class Worker:
         ledger.ack(offset)
         self.stats.dead_letters[rejection.stage] += 1
         self.stats.last_output = time.monotonic()
-        self.metrics.dead_letters.labels(self.config.name, rejection.stage,
-                                         rejection.reason_class).inc()
+        self.metrics.dead_letters.labels(
+            self.config.name, rejection.stage, rejection.reason_class
+        ).inc()
 
     def _delivery_failed(self, ledger: PartitionLedger, offset: int, err: KafkaError) -> None:
         # After librdkafka's own retries: never commit past this offset; stop so that a
@@ -628,6 +714,7 @@ class Worker:
         # Backpressure is re-decided on the next turn for the new assignment (Arroyo PR 299:
         # state carried across a rebalance double-submits).
         self._paused = False
+        self._active_at = time.monotonic()
         self.metrics.paused_partitions.labels(self.config.name).set(0)
         log.info("assigned %s", _names(partitions))
 
@@ -638,8 +725,11 @@ class Worker:
         wait = 0.0 if self._closing else self.config.worker.drain_timeout_s
         drained = self.tracker.wait_drained(wait, keys)
         if not drained and not self._closing:
-            log.warning("revoke: in-flight events of %s not all delivered in time; the next "
-                        "owner will reprocess them", _names(partitions))
+            log.warning(
+                "revoke: in-flight events of %s not all delivered in time; the next "
+                "owner will reprocess them",
+                _names(partitions),
+            )
         self._commit(asynchronous=False, only=keys)
         self.tracker.detach(keys)
         log.info("revoked %s", _names(partitions))
@@ -658,7 +748,8 @@ class Worker:
             self.tracker.wait_drained(max(0.0, deadline - time.monotonic()))
         self._commit(asynchronous=False)
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Stop the threads, flush the producer, commit, leave the group."""
         for v in self._versions:
             v.lane.close()
         for v in self._versions:
@@ -677,8 +768,9 @@ class Worker:
 
 def _non_finite(pre: Preprocessor, row: np.ndarray) -> Rejection:
     names = [pre.feature_names[j] for j in np.flatnonzero(~np.isfinite(row))][:5]
-    return Rejection(STAGE_PREPROCESS, f"non-finite feature(s): {', '.join(names)}",
-                     "non_finite_feature")
+    return Rejection(
+        STAGE_PREPROCESS, f"non-finite feature(s): {', '.join(names)}", "non_finite_feature"
+    )
 
 
 def _score_summary(scores: np.ndarray, threshold: float) -> dict[str, float]:

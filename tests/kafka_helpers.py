@@ -79,7 +79,10 @@ def start_worker(config: Path, tmp_path: Path, *args: str) -> WorkerProcess:
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streaming", "run", "-c", str(config), *args],
-            stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     return WorkerProcess(proc, log_path)
@@ -94,8 +97,9 @@ class Record:
     offset: int
 
 
-def read_topic(cfg: PipelineConfig, topic: str, expected: int, timeout: float = 60.0,
-               settle: float = 1.5) -> list[Record]:
+def read_topic(
+    cfg: PipelineConfig, topic: str, expected: int, timeout: float = 60.0, settle: float = 1.5
+) -> list[Record]:
     """Read a topic from the start until ``expected`` records came and nothing more for
     ``settle`` seconds (so duplicates beyond ``expected`` are seen too)."""
     consumer = Consumer(reader_settings(cfg.kafka, f"reader-{uuid.uuid4().hex[:8]}"))
@@ -109,8 +113,15 @@ def read_topic(cfg: PipelineConfig, topic: str, expected: int, timeout: float = 
             for msg in batch:
                 if msg.error():
                     continue
-                out.append(Record(msg.key(), msg.value() or b"", dict(msg.headers() or []),
-                                  msg.partition() or 0, msg.offset() or 0))
+                out.append(
+                    Record(
+                        msg.key(),
+                        msg.value() or b"",
+                        dict(msg.headers() or []),
+                        msg.partition() or 0,
+                        msg.offset() or 0,
+                    )
+                )
             if batch:
                 last_new = time.monotonic()
             elif len(out) >= expected and time.monotonic() - last_new >= settle:
@@ -118,3 +129,23 @@ def read_topic(cfg: PipelineConfig, topic: str, expected: int, timeout: float = 
     finally:
         consumer.close()
     return out
+
+
+def wait_for_records(cfg: PipelineConfig, topic: str, at_least: int, timeout: float = 60.0) -> int:
+    """Block until ``topic`` holds at least ``at_least`` records (e.g. a worker is mid-stream)."""
+    consumer = Consumer(
+        reader_settings(cfg.kafka, f"probe-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 100})
+    )
+    consumer.subscribe([topic])
+    seen = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while seen < at_least:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: only {seen} records after {timeout} s")
+            seen += sum(
+                1 for m in consumer.consume(num_messages=5000, timeout=0.2) if not m.error()
+            )
+    finally:
+        consumer.close()
+    return seen

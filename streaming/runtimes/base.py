@@ -36,9 +36,7 @@ class ModelMetadata:
     def read(cls, directory: Path) -> ModelMetadata:
         path = directory / METADATA_FILE
         if not path.is_file():
-            raise ModelLoadError(
-                f"{path}: no model metadata; build the models first (make models)"
-            )
+            raise ModelLoadError(f"{path}: no model metadata; build the models first (make models)")
         try:
             raw = json.loads(path.read_text())
             return cls(
@@ -52,7 +50,9 @@ class ModelMetadata:
                 raw=raw,
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise ModelLoadError(f"{path}: unreadable metadata ({exc!r}); rebuild the model") from exc
+            raise ModelLoadError(
+                f"{path}: unreadable metadata ({exc!r}); rebuild the model"
+            ) from exc
 
     def verified_file(self, directory: Path, file_name: str) -> Path:
         """Return the artifact's path after checking it exists and matches its checksum."""

@@ -23,7 +23,13 @@ import pytest
 from streaming.pipeline import SyntheticEvent
 from streaming.produce import ProduceResult, produce_events
 from streaming.topics import create_topics
-from tests.kafka_helpers import Record, read_topic, start_worker, write_config
+from tests.kafka_helpers import (
+    Record,
+    read_topic,
+    start_worker,
+    wait_for_records,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +38,17 @@ def outputs_by_id(preds: list[Record]) -> Counter[str]:
     return Counter(json.loads(r.value)["event_id"] for r in preds)
 
 
-def check_every_event_accounted(events: list[SyntheticEvent], preds: list[Record],
-                                dead: list[Record]) -> tuple[int, int]:
+def check_every_event_accounted(
+    events: list[SyntheticEvent], preds: list[Record], dead: list[Record]
+) -> tuple[int, int]:
     """No loss; returns (duplicate predictions, duplicate dead letters)."""
     valid = {e.event_id for e in events if e.invalid_kind is None}
     invalid = Counter(e.value for e in events if e.invalid_kind is not None)
     got = outputs_by_id(preds)
     missing = valid - set(got)
-    assert not missing, f"{len(missing)} valid events have no prediction, e.g. {sorted(missing)[:3]}"
+    assert not missing, (
+        f"{len(missing)} valid events have no prediction, e.g. {sorted(missing)[:3]}"
+    )
     assert set(got) <= valid, "a prediction for an event that was never produced"
     got_dead = Counter(r.value for r in dead)
     lost_dead = set(invalid) - set(got_dead)
@@ -50,8 +59,14 @@ def check_every_event_accounted(events: list[SyntheticEvent], preds: list[Record
 def test_clean_run_one_output_per_event_with_the_right_stage(broker, models_built, tmp_path):
     path, cfg = write_config(tmp_path, broker.bootstrap)
     create_topics(cfg)
-    produced = produce_events(cfg, 6_000, invalid_ratio=0.05, seed=11, keep=True,
-                              headers=[("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")])
+    produced = produce_events(
+        cfg,
+        6_000,
+        invalid_ratio=0.05,
+        seed=11,
+        keep=True,
+        headers=[("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
+    )
     worker = start_worker(path, tmp_path, "--idle-exit", "3")
     assert worker.wait(120) == 0, worker.log()
 
@@ -98,16 +113,24 @@ def test_clean_run_one_output_per_event_with_the_right_stage(broker, models_buil
 
 def test_predictions_for_one_key_keep_input_order(broker, models_built, tmp_path):
     # Few cards, many events each, so every key has a long history to keep in order.
-    path, cfg = write_config(tmp_path, broker.bootstrap, **{"batching.max_batch_size": 32})
+    path, cfg = write_config(
+        tmp_path,
+        broker.bootstrap,
+        **{"batching.max_batch_size": 32, "batching.preferred_batch_sizes": [8]},
+    )
     create_topics(cfg)
     produced = ProduceResult()
+    import pipelines.fraud as fraud
     from pipelines.fraud.generator import FraudGenerator
     from streaming.pipeline import PipelineSpec
-    import pipelines.fraud as fraud
 
     spec = fraud.PIPELINE
-    few_cards = PipelineSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__},
-                                "make_generator": lambda seed: FraudGenerator(seed, n_cards=40)})
+    few_cards = PipelineSpec(
+        **{
+            **{f: getattr(spec, f) for f in spec.__dataclass_fields__},
+            "make_generator": lambda seed: FraudGenerator(seed, n_cards=40),
+        }
+    )
     produced = produce_events(cfg, 8_000, seed=5, keep=True, pipeline=few_cards)
     worker = start_worker(path, tmp_path, "--idle-exit", "3")
     assert worker.wait(120) == 0, worker.log()
@@ -127,8 +150,14 @@ def test_predictions_for_one_key_keep_input_order(broker, models_built, tmp_path
 def _kcat_env(tmp_path: Path) -> dict[str, str]:
     """Debian's kcat links an old librdkafka that cannot talk to the embedded broker; point it
     at the newer copy bundled in the confluent-kafka wheel (DESIGN.md)."""
-    libs = glob.glob(os.path.join(os.path.dirname(confluent_kafka.__file__), "..",
-                                  "confluent_kafka.libs", "librdkafka*.so*"))
+    libs = glob.glob(
+        os.path.join(
+            os.path.dirname(confluent_kafka.__file__),
+            "..",
+            "confluent_kafka.libs",
+            "librdkafka*.so*",
+        )
+    )
     assert libs, "no librdkafka in the confluent-kafka wheel"
     libdir = tmp_path / "kcat-lib"
     libdir.mkdir()
@@ -143,13 +172,28 @@ def test_events_from_another_client_kcat_are_scored(broker, models_built, tmp_pa
     create_topics(cfg)
     from pipelines.fraud.generator import FraudGenerator
 
-    events = [e for e in FraudGenerator(99).batch(300, int(time.time() * 1000))
-              if e.invalid_kind is None]
+    events = [
+        e for e in FraudGenerator(99).batch(300, int(time.time() * 1000)) if e.invalid_kind is None
+    ]
     lines = b"".join(e.key + b"\t" + e.value + b"\n" for e in events)
     subprocess.run(
-        [kcat, "-P", "-b", broker.bootstrap, "-t", cfg.topics.input, "-K", "\t",
-         "-H", "traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"],
-        input=lines, env=_kcat_env(tmp_path), check=True, timeout=60)
+        [
+            kcat,
+            "-P",
+            "-b",
+            broker.bootstrap,
+            "-t",
+            cfg.topics.input,
+            "-K",
+            "\t",
+            "-H",
+            "traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ],
+        input=lines,
+        env=_kcat_env(tmp_path),
+        check=True,
+        timeout=60,
+    )
     worker = start_worker(path, tmp_path, "--idle-exit", "3")
     assert worker.wait(120) == 0, worker.log()
     preds = read_topic(cfg, cfg.topics.predictions, len(events))
@@ -159,8 +203,11 @@ def test_events_from_another_client_kcat_are_scored(broker, models_built, tmp_pa
 
 def _produce_in_background(cfg, n: int, rate: float, seed: int) -> tuple[threading.Thread, list]:
     out: list[ProduceResult] = []
-    thread = threading.Thread(target=lambda: out.append(
-        produce_events(cfg, n, rate=rate, invalid_ratio=0.02, seed=seed, keep=True)))
+    thread = threading.Thread(
+        target=lambda: out.append(
+            produce_events(cfg, n, rate=rate, invalid_ratio=0.02, seed=seed, keep=True)
+        )
+    )
     thread.start()
     return thread, out
 
@@ -170,8 +217,9 @@ def test_kill_9_mid_stream_loses_nothing(broker, models_built, tmp_path, capsys)
     create_topics(cfg)
     first = start_worker(path, tmp_path)
     first.wait_for_log("assigned", 60)
-    producer, result = _produce_in_background(cfg, 30_000, 10_000, seed=21)
-    time.sleep(1.5)  # mid-stream: the producer is half way
+    producer, result = _produce_in_background(cfg, 40_000, 8_000, seed=21)
+    wait_for_records(cfg, cfg.topics.predictions, 5_000)  # mid-stream: scoring is under way
+    assert producer.is_alive(), "the producer finished before the kill: not mid-stream"
     first.signal(signal.SIGKILL)
     first.wait(10)
     producer.join()
@@ -184,8 +232,10 @@ def test_kill_9_mid_stream_loses_nothing(broker, models_built, tmp_path, capsys)
     dead = read_topic(cfg, cfg.topics.dead_letters, len(events) - valid)
     dup_preds, dup_dead = check_every_event_accounted(events, preds, dead)
     with capsys.disabled():
-        print(f"\n[kill -9] {len(events):,} events, lost 0, duplicates: {dup_preds} predictions, "
-              f"{dup_dead} dead letters")
+        print(
+            f"\n[kill -9] {len(events):,} events, lost 0, duplicates: {dup_preds} predictions, "
+            f"{dup_dead} dead letters"
+        )
     # duplicates are bounded by what was in flight at the kill, never more than the limit
     assert dup_preds + dup_dead <= cfg.worker.max_in_flight
 
@@ -195,8 +245,9 @@ def test_sigterm_mid_stream_then_restart_gives_no_duplicates(broker, models_buil
     create_topics(cfg)
     first = start_worker(path, tmp_path)
     first.wait_for_log("assigned", 60)
-    producer, result = _produce_in_background(cfg, 20_000, 10_000, seed=31)
-    time.sleep(1.0)
+    producer, result = _produce_in_background(cfg, 40_000, 8_000, seed=31)
+    wait_for_records(cfg, cfg.topics.predictions, 5_000)
+    assert producer.is_alive(), "the producer finished before SIGTERM: not mid-stream"
     first.signal(signal.SIGTERM)
     assert first.wait(60) == 0, first.log()
     producer.join()
@@ -208,8 +259,12 @@ def test_sigterm_mid_stream_then_restart_gives_no_duplicates(broker, models_buil
     preds = read_topic(cfg, cfg.topics.predictions, valid)
     dead = read_topic(cfg, cfg.topics.dead_letters, len(events) - valid)
     assert check_every_event_accounted(events, preds, dead) == (0, 0)
-    assert "consumed" in first.log()  # the first worker did real work before SIGTERM
-    assert '"predictions": 0,' not in first.log()
+    stopped = [
+        json.loads(line)
+        for line in first.log().splitlines()
+        if line.startswith("{") and '"stopped' in line
+    ]
+    assert stopped and stopped[0]["predictions"] >= 5_000  # it drained what it had in flight
 
 
 def test_max_events_stops_there_and_the_rest_is_read_next_time(broker, models_built, tmp_path):

@@ -76,15 +76,22 @@ class FakeClock:
 
 def make_chunk(start: int, n: int, enqueued: float) -> Chunk:
     ids = [str(i) for i in range(start, start + n)]
-    return Chunk(np.arange(start, start + n, dtype=np.float32).reshape(n, 1), ids, [0] * n,
-                 [f"k{i % 3}".encode() for i in range(start, start + n)], [b""] * n, [None] * n,
-                 [None] * n, list(range(start, start + n)), enqueued)  # type: ignore[list-item]
+    return Chunk(
+        np.arange(start, start + n, dtype=np.float32).reshape(n, 1),
+        ids,
+        [0] * n,
+        [f"k{i % 3}".encode() for i in range(start, start + n)],
+        [b""] * n,
+        [None] * n,
+        [None] * n,
+        list(range(start, start + n)),
+        enqueued,
+    )  # type: ignore[list-item]
 
 
 def test_lane_splits_at_a_preferred_size_and_keeps_order_per_key() -> None:
     clock = FakeClock()
-    lane = Lane(BatchPolicy(max_batch_size=64, max_delay_s=0.0, preferred_sizes=(16,)),
-                clock=clock)
+    lane = Lane(BatchPolicy(max_batch_size=64, max_delay_s=0.0, preferred_sizes=(16,)), clock=clock)
     lane.put(make_chunk(0, 20, clock.t))
     lane.put(make_chunk(20, 20, clock.t))
     sizes, ids = [], []
@@ -96,8 +103,9 @@ def test_lane_splits_at_a_preferred_size_and_keeps_order_per_key() -> None:
     assert sizes == [40]  # delay 0: everything queued goes, up to the max
     assert ids == [str(i) for i in range(40)]  # no row lost, none duplicated, order kept
 
-    lane2 = Lane(BatchPolicy(max_batch_size=64, max_delay_s=1.0, preferred_sizes=(16,)),
-                 clock=clock)
+    lane2 = Lane(
+        BatchPolicy(max_batch_size=64, max_delay_s=1.0, preferred_sizes=(16,)), clock=clock
+    )
     lane2.put(make_chunk(0, 20, clock.t))
     first = lane2.take(timeout=0)
     assert first and sum(len(c) for c in first) == 16  # the preferred size, not 20
@@ -120,8 +128,9 @@ def test_lane_put_blocks_while_the_queue_is_full() -> None:
 
 def test_closed_lane_hands_out_the_rest_without_waiting() -> None:
     clock = FakeClock()
-    lane = Lane(BatchPolicy(max_batch_size=64, max_delay_s=10.0, preferred_sizes=(32,)),
-                clock=clock)
+    lane = Lane(
+        BatchPolicy(max_batch_size=64, max_delay_s=10.0, preferred_sizes=(32,)), clock=clock
+    )
     lane.put(make_chunk(0, 5, clock.t))
     lane.close()
     batch = lane.take(timeout=0)

@@ -44,8 +44,10 @@ def test_bootstrap_precedence_argument_over_env_over_file(monkeypatch) -> None: 
         (lambda r: r["model"]["versions"][0].update(device="gpu"), "model.versions.0.device"),
         (lambda r: r["model"]["versions"][0].update(runtime="tf"), "model.versions.0.runtime"),
         (lambda r: r["model"]["versions"][0].update(weight=0), "every weight is 0"),
-        (lambda r: r["kafka"]["consumer"].update({"enable.auto.commit": True}),
-         "managed by the worker"),
+        (
+            lambda r: r["kafka"]["consumer"].update({"enable.auto.commit": True}),
+            "managed by the worker",
+        ),
         (lambda r: r["worker"].update(max_in_flight="lots"), "worker.max_in_flight"),
     ],
 )

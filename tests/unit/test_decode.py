@@ -55,8 +55,15 @@ def test_each_kind_of_bad_value_gets_its_stage() -> None:
     idx, records, bad = decoder.decode([Msg(v) for v in values])
     assert idx == [0] and records[0].event_id == "a"  # type: ignore[attr-defined]
     stages = {i: r.stage for i, r in bad}
-    assert stages == {1: STAGE_DECODE, 2: STAGE_DECODE, 3: STAGE_VALIDATE, 4: STAGE_VALIDATE,
-                      5: STAGE_VALIDATE, 6: STAGE_DECODE, 7: STAGE_DECODE}
+    assert stages == {
+        1: STAGE_DECODE,
+        2: STAGE_DECODE,
+        3: STAGE_VALIDATE,
+        4: STAGE_VALIDATE,
+        5: STAGE_VALIDATE,
+        6: STAGE_DECODE,
+        7: STAGE_DECODE,
+    }
     reasons = {i: r.reason for i, r in bad}
     assert "amount" in reasons[3] and "greater than 0" in reasons[3]
     assert "amount: Field required" in reasons[4]
@@ -66,21 +73,42 @@ def test_each_kind_of_bad_value_gets_its_stage() -> None:
 def test_dead_letter_headers_keep_the_originals_and_say_where() -> None:
     from streaming.decode import Rejection
 
-    h = dict(dead_letter_headers([("traceparent", b"00-ab")], Rejection("validate", "x", "y"),
-                                 "in", 3, 42, "w1"))
+    h = dict(
+        dead_letter_headers(
+            [("traceparent", b"00-ab")], Rejection("validate", "x", "y"), "in", 3, 42, "w1"
+        )
+    )
     assert h["traceparent"] == b"00-ab"
     assert h["dead_letter.stage"] == b"validate"
     assert (h["dead_letter.topic"], h["dead_letter.partition"], h["dead_letter.offset"]) == (
-        b"in", b"3", b"42")
+        b"in",
+        b"3",
+        b"42",
+    )
 
 
 def test_predictions_are_valid_json_with_the_contract_fields() -> None:
     import json
 
-    out = encode_predictions(["id\"1", "id2"], [1700000000000, 1700000000001],
-                             np.array([0.75, 0.1], dtype=np.float32), model="fraud",
-                             version="v2", threshold=0.5, scored_ms=1700000000009, worker="w")
+    out = encode_predictions(
+        ['id"1', "id2"],
+        [1700000000000, 1700000000001],
+        np.array([0.75, 0.1], dtype=np.float32),
+        model="fraud",
+        version="v2",
+        threshold=0.5,
+        scored_ms=1700000000009,
+        worker="w",
+    )
     first, second = (json.loads(b) for b in out)
-    assert first == {"event_id": 'id"1', "score": 0.75, "flagged": True, "ts_ms": 1700000000000,
-                     "scored_ms": 1700000000009, "model": "fraud", "version": "v2", "worker": "w"}
+    assert first == {
+        "event_id": 'id"1',
+        "score": 0.75,
+        "flagged": True,
+        "ts_ms": 1700000000000,
+        "scored_ms": 1700000000009,
+        "model": "fraud",
+        "version": "v2",
+        "worker": "w",
+    }
     assert second["flagged"] is False

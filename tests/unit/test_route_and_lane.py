@@ -39,8 +39,17 @@ def test_weights_are_checked() -> None:
 
 def chunk(start: int, n: int) -> Chunk:
     ids = [str(i) for i in range(start, start + n)]
-    return Chunk(np.arange(start, start + n, dtype=np.float32).reshape(n, 1), ids, [0] * n,
-                 [None] * n, [b""] * n, [None] * n, [None] * n, list(range(n)), 0.0)  # type: ignore[list-item]
+    return Chunk(
+        np.arange(start, start + n, dtype=np.float32).reshape(n, 1),
+        ids,
+        [0] * n,
+        [None] * n,
+        [b""] * n,
+        [None] * n,
+        [None] * n,
+        list(range(n)),
+        0.0,
+    )  # type: ignore[list-item]
 
 
 def test_lane_caps_batches_and_keeps_order() -> None:

@@ -1,0 +1,165 @@
+"""Baselines measured side by side with the worker, so every figure is a ratio from one run.
+
+- ``passthrough``: the I/O ceiling. A plain confluent-kafka consume -> JSON decode -> produce
+  loop with no model, batch consume, committing what is delivered.
+- ``naive_per_event``: what a team writes by hand, Quix-style: poll one message, validate,
+  preprocess one row, score one row, produce one prediction.
+
+Both drain the input topic from the start in their own consumer group and stop once they have
+produced an output for ``n`` events.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, Producer
+
+from streaming import kafka
+from streaming.config import PipelineConfig
+from streaming.latency import LatencyRecorder
+from streaming.pipeline import load_pipeline
+from streaming.runtimes.registry import create_runtime
+
+
+@dataclass
+class DrainResult:
+    name: str
+    events: int
+    seconds: float
+    end_to_end_ms: LatencyRecorder
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def _clients(cfg: PipelineConfig, label: str) -> tuple[Consumer, Producer]:
+    group = f"{cfg.kafka.group}-{label}-{uuid.uuid4().hex[:6]}"
+    consumer = Consumer({**kafka.consumer_settings(cfg.kafka, label), "group.id": group})
+    producer = Producer(kafka.producer_settings(cfg.kafka, label))
+    consumer.subscribe([cfg.topics.input])
+    return consumer, producer
+
+
+def passthrough(
+    cfg: PipelineConfig, out_topic: str, n: int, timeout_s: float = 300.0
+) -> DrainResult:
+    """The I/O ceiling: consume in batches, decode JSON, produce, commit; no model."""
+    consumer, producer = _clients(cfg, "passthrough")
+    latency = LatencyRecorder()
+    acked = 0
+    first: float | None = None
+    last = 0.0
+
+    def delivered(ts_ms: int, err: object, _msg: object) -> None:
+        nonlocal acked, last
+        if err is None:
+            acked += 1
+            last = time.monotonic()
+            latency.record(time.time() * 1000 - ts_ms)
+
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    try:
+        while acked < n and time.monotonic() < deadline:
+            msgs = consumer.consume(num_messages=2000, timeout=0.05)
+            if msgs and first is None:
+                first = time.monotonic()
+            for m in msgs:
+                if m.error() or seen >= n:
+                    continue
+                seen += 1
+                value = m.value() or b""
+                try:
+                    ts = int(json.loads(value).get("ts_ms", 0))
+                except (ValueError, AttributeError):
+                    ts = 0
+                while True:
+                    try:
+                        producer.produce(
+                            out_topic,
+                            value,
+                            m.key(),
+                            on_delivery=lambda e, x, ts=ts: delivered(ts, e, x),
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+            producer.poll(0)
+            if msgs:
+                consumer.commit(asynchronous=True)
+        producer.flush(30)
+    finally:
+        consumer.close()
+    return DrainResult("passthrough (no model)", acked, last - (first or last), latency)
+
+
+def naive_per_event(
+    cfg: PipelineConfig, out_topic: str, n: int, timeout_s: float = 300.0
+) -> DrainResult:
+    """The obvious hand-written loop: one message at a time through schema, features, model."""
+    spec = load_pipeline(cfg.pipeline.module)
+    version = cfg.model.versions[0]
+    runtime = create_runtime(
+        version.runtime, cfg.version_dir(version), version.device, version.threads
+    )
+    runtime.load()
+    pre = spec.make_preprocessor(runtime.metadata.preprocessing)
+    consumer, producer = _clients(cfg, "naive")
+    latency = LatencyRecorder()
+    acked = 0
+    first: float | None = None
+    last = 0.0
+
+    def delivered(ts_ms: int, err: object, _msg: object) -> None:
+        nonlocal acked, last
+        if err is None:
+            acked += 1
+            last = time.monotonic()
+            latency.record(time.time() * 1000 - ts_ms)
+
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    try:
+        while acked < n and time.monotonic() < deadline:
+            m = consumer.poll(0.05)
+            producer.poll(0)
+            if m is None or m.error() or seen >= n:
+                continue
+            if first is None:
+                first = time.monotonic()
+            seen += 1
+            try:
+                record = spec.schema.model_validate_json(m.value() or b"")
+            except ValueError:
+                continue
+            score = float(runtime.predict(pre.transform([record]))[0])
+            ts = getattr(record, spec.ts_field)
+            body = json.dumps(
+                {
+                    "event_id": getattr(record, spec.id_field),
+                    "score": score,
+                    "ts_ms": ts,
+                    "model": cfg.model.name,
+                    "version": version.version,
+                }
+            ).encode()
+            while True:
+                try:
+                    producer.produce(
+                        out_topic,
+                        body,
+                        m.key(),
+                        on_delivery=lambda e, x, ts=ts: delivered(ts, e, x),
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        producer.flush(30)
+    finally:
+        consumer.close()
+    return DrainResult("naive per-event loop", acked, last - (first or last), latency)

@@ -1,0 +1,292 @@
+"""The engine benchmark: model-only ceiling, the engine in-process, and through the broker.
+
+    python -m loadtests.engine_bench [-c CONFIG] [--events N] [--rates 2000,10000]
+                                     [--device cuda] [--runtime torch] [--model-dir DIR]
+
+Everything is measured side by side in one run and printed as ratios, because machines here are
+shared and noisy: compare ratios, not absolute figures, across runs. On a GPU machine, run it
+with ``--device cuda --runtime torch`` (and ``--model-dir models/fraud/v3`` for the heavier model)
+for the GPU figures.
+
+Sections:
+1. model-only ceiling: rows/s of the runtime alone at each batch size;
+2. engine in-process (no broker): decode, route, preprocess, dynamic batching, inference and
+   prediction encoding, with a publisher that acknowledges at once; drain mode and fixed
+   offered rates with latency percentiles (feed to acknowledgement);
+3. through the embedded broker: drain throughput of the worker, the passthrough (I/O ceiling)
+   and a naive per-event loop on the same backlog, and latency at an offered rate for the
+   worker and the passthrough (event time to acknowledged output), with a short fetch wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streaming.config import PipelineConfig, load_config
+from streaming.latency import LatencyRecorder
+from streaming.pipeline import load_pipeline
+from streaming.runtimes.registry import create_runtime
+from streaming.worker import Worker
+
+
+@dataclass
+class _Msg:
+    """The part of a Kafka message the engine reads, for in-process runs."""
+
+    _value: bytes
+    _key: bytes
+    _offset: int
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def headers(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "bench"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> None:
+        return None
+
+
+class InstantPublisher:
+    """Acknowledges every record at once and notes when: the engine without a broker."""
+
+    def __init__(self) -> None:
+        self.acked_at: dict[bytes, float] = {}
+
+    def start(self) -> None:
+        return None
+
+    def produce(self, topic, value, key, headers, on_delivery) -> None:  # type: ignore[no-untyped-def]
+        if key is not None:
+            self.acked_at[key] = time.perf_counter()
+        if on_delivery is not None:
+            on_delivery(None, None)
+
+    def close(self, timeout: float) -> int:
+        return 0
+
+
+def model_ceiling(cfg: PipelineConfig, sizes: list[int], seconds: float = 1.0) -> dict[int, float]:
+    version = cfg.model.versions[0]
+    runtime = create_runtime(
+        version.runtime, cfg.version_dir(version), version.device, version.threads
+    )
+    runtime.load()
+    runtime.warm_up(tuple(sizes))
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in sizes:
+        x = rng.standard_normal((n, runtime.metadata.input_dim)).astype(np.float32)
+        rows, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            runtime.predict(x)
+            rows += n
+        out[n] = rows / (time.perf_counter() - start)
+    return out
+
+
+def _messages(cfg: PipelineConfig, n: int, seed: int) -> list[_Msg]:
+    spec = load_pipeline(cfg.pipeline.module)
+    events = spec.make_generator(seed).batch(n, int(time.time() * 1000))
+    # unique keys: latency is matched per event (stickiness is not what is measured here)
+    return [_Msg(e.value, b"%d" % i, i) for i, e in enumerate(events)]
+
+
+def engine_in_process(
+    cfg: PipelineConfig, n: int, rate: float | None, poll_batch: int
+) -> tuple[float, LatencyRecorder]:
+    """(events/s, latency from feed to acknowledgement) for n events fed at ``rate`` or flat out."""
+    msgs = _messages(cfg, n, seed=3)
+    worker = Worker(cfg)
+    publisher = InstantPublisher()
+    worker.start_engine(publisher)  # type: ignore[arg-type]
+    fed_at: dict[bytes, float] = {}
+    try:
+        start = time.perf_counter()
+        step = poll_batch if rate is None else max(1, int(rate * 0.001))
+        for i in range(0, n, step):
+            if rate is not None:
+                wait = start + i / rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            batch = msgs[i : i + step]
+            now = time.perf_counter()
+            for m in batch:
+                fed_at[m._key] = now
+            worker.handle(batch)  # type: ignore[arg-type]
+        worker.tracker.wait_drained(120)
+        elapsed = max(publisher.acked_at.values()) - start
+    finally:
+        worker.close()
+    latency = LatencyRecorder()
+    for key, t in publisher.acked_at.items():
+        latency.record((t - fed_at[key]) * 1000)
+    return n / elapsed, latency
+
+
+def _fmt_lat(rec: LatencyRecorder) -> str:
+    return (
+        f"p50 {rec.percentile(50):7.2f} ms  p99 {rec.percentile(99):7.2f} ms  "
+        f"max {rec.max_ms:7.1f} ms"
+    )
+
+
+def _latency_run(name: str, cfg: PipelineConfig, rate: float, n: int, seed: int) -> LatencyRecorder:
+    """Start ``name`` (worker or passthrough), send n events at ``rate``, return its latency."""
+    from loadtests.baselines import passthrough
+    from streaming.produce import produce_events
+
+    cfg = cfg.with_overrides(**{"kafka.group": f"lat-{name}"})
+    out: list[LatencyRecorder] = []
+    if name == "worker":
+        worker = Worker(cfg, idle_exit_s=3.0)
+        thread = threading.Thread(target=lambda: out.append(worker.run().end_to_end_ms))
+    else:
+        thread = threading.Thread(
+            target=lambda: out.append(passthrough(cfg, "bench.passthrough", n).end_to_end_ms)
+        )
+    thread.start()
+    time.sleep(4)  # the group join
+    produce_events(cfg, n, rate=rate, seed=seed)
+    thread.join(timeout=120)
+    if not out:
+        raise RuntimeError(f"{name} did not finish")
+    return out[0]
+
+
+def through_broker(cfg: PipelineConfig, n: int, rate: float, rate_events: int) -> None:
+    from loadtests.baselines import naive_per_event, passthrough
+    from streaming.broker import EmbeddedBroker
+    from streaming.produce import produce_events
+    from streaming.topics import create_topics
+
+    with EmbeddedBroker() as broker:
+        base = cfg.with_overrides(**{"kafka.bootstrap": broker.bootstrap})
+        create_topics(base)
+        out_topics = {"pass": "bench.passthrough", "naive": "bench.naive"}
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        AdminClient({"bootstrap.servers": broker.bootstrap}).create_topics(
+            [NewTopic(t, base.topics.partitions, 1) for t in out_topics.values()]
+        )
+        time.sleep(1)
+        produce_events(base, n, seed=9)
+        print(
+            f"\n3. through the embedded broker: drain a backlog of {n:,} events "
+            f"({base.topics.partitions} partitions)"
+        )
+        pt = passthrough(base, out_topics["pass"], n)
+        print(f"   passthrough (I/O ceiling) {pt.rate:>10,.0f} events/s")
+        worker_cfg = base.with_overrides(**{"kafka.group": "bench-worker"})
+        w = Worker(worker_cfg, idle_exit_s=2.0)
+        stats = w.run()
+        print(
+            f"   worker                    {stats.rate():>10,.0f} events/s   "
+            f"= {stats.rate() / pt.rate:.2f} x passthrough"
+        )
+        naive_n = min(n, 20_000)
+        nv = naive_per_event(base, out_topics["naive"], naive_n)
+        print(
+            f"   naive per-event loop      {nv.rate:>10,.0f} events/s   "
+            f"(first {naive_n:,} events); worker = {stats.rate() / nv.rate:.1f} x naive"
+        )
+
+    # Latency on fresh topics and a short run (the broker's fetch walk, see DESIGN.md).
+    with EmbeddedBroker() as broker:
+        live = cfg.with_overrides(**{"kafka.bootstrap": broker.bootstrap})
+        create_topics(live)
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        AdminClient({"bootstrap.servers": broker.bootstrap}).create_topics(
+            [NewTopic("bench.passthrough", live.topics.partitions, 1)]
+        )
+        time.sleep(1)
+        print(
+            f"\n   latency at an offered {rate:,.0f} events/s ({rate_events:,} events, "
+            f"fetch.wait.max.ms={live.kafka.consumer.get('fetch.wait.max.ms', 500)}), "
+            "event time to acknowledged output:"
+        )
+        results = {}
+        for name in ("passthrough", "worker"):
+            # each on its own fresh input topic: the broker's fetch walk grows with the log
+            live = live.with_overrides(**{"topics.input": f"{live.topics.input}.{name}"})
+            create_topics(live)
+            time.sleep(1)
+            results[name] = _latency_run(name, live, rate, rate_events, seed=20 + len(results))
+            print(f"   {name:<25} {_fmt_lat(results[name])}")
+        ratio = results["worker"].percentile(99) / results["passthrough"].percentile(99)
+        print(f"   worker p99 / passthrough p99 = {ratio:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", default="pipelines/fraud/pipeline.yaml")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rates", default="2000,10000,30000")
+    parser.add_argument("--device")
+    parser.add_argument("--runtime", choices=["onnx", "torch"])
+    parser.add_argument("--model-dir", help="a model version folder to use instead")
+    parser.add_argument("--no-broker", action="store_true", help="skip section 3")
+    args = parser.parse_args()
+    cfg = load_config(args.config)
+    v = cfg.model.versions[0]
+    changes = {}
+    if args.device:
+        changes["device"] = args.device
+    if args.runtime:
+        changes["runtime"] = args.runtime
+    if args.model_dir:
+        changes["path"] = str(Path(args.model_dir))
+    if changes:
+        data = cfg.model_dump()
+        data["model"]["versions"] = [{**v.model_dump(), **changes}]
+        cfg = PipelineConfig.model_validate(data)
+        v = cfg.model.versions[0]
+    print(
+        f"engine benchmark: model {cfg.model.name}/{v.version} ({v.runtime}, {v.device}, "
+        f"{v.threads} thread(s)), max batch {cfg.batching.max_batch_size}, "
+        f"max delay {cfg.batching.max_delay_ms} ms, preferred {cfg.batching.preferred_batch_sizes}"
+    )
+
+    sizes = sorted({1, *cfg.batching.preferred_batch_sizes, cfg.batching.max_batch_size})
+    ceiling = model_ceiling(cfg, sizes)
+    print("\n1. model-only ceiling (rows/s)")
+    for n, r in ceiling.items():
+        print(f"   batch {n:>5}: {r:>12,.0f}")
+    top = max(ceiling.values())
+
+    print(f"\n2. engine in-process, no broker ({args.events:,} events)")
+    rate, lat = engine_in_process(cfg, args.events, None, cfg.worker.poll_batch)
+    print(
+        f"   drain: {rate:>10,.0f} events/s = {rate / top:.2f} x the best model-only ceiling "
+        f"({_fmt_lat(lat)})"
+    )
+    for r in [float(x) for x in args.rates.split(",") if x]:
+        n = min(args.events, int(r * 5))
+        got, lat = engine_in_process(cfg, n, r, cfg.worker.poll_batch)
+        print(f"   offered {r:>8,.0f}/s: {got:>10,.0f} events/s  {_fmt_lat(lat)}")
+
+    if not args.no_broker:
+        through_broker(cfg, args.events, 2000.0, 10_000)
+
+
+if __name__ == "__main__":
+    main()

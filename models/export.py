@@ -1,0 +1,86 @@
+"""Export a trained torch model as ONNX + TorchScript with the metadata the worker checks.
+
+Files are written into a temporary folder and moved into place only when complete, so a half
+written export is never mistaken for a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from streaming.runtimes.base import METADATA_FILE, sha256_file
+
+ONNX_OPSET = 17
+"""The TorchScript-based exporter (dynamo=False) with a pinned opset: it needs no onnxscript at
+export, gives a dynamic batch axis, and every onnxruntime >= 1.14 runs opset 17."""
+
+
+def export_model(
+    module: torch.nn.Module,
+    out_dir: Path,
+    *,
+    name: str,
+    version: str,
+    feature_names: Sequence[str],
+    preprocessing: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``out_dir/{model.onnx, model.pt, metadata.json}``; return ``out_dir``.
+
+    ``module`` maps a float32 (n, d) batch to probabilities of shape (n, 1) or (n,).
+    """
+    module = module.eval().cpu()
+    dim = len(feature_names)
+    example = torch.zeros(4, dim, dtype=torch.float32)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                (example,),
+                str(staging / "model.onnx"),
+                input_names=["features"],
+                output_names=["score"],
+                dynamic_axes={"features": {0: "batch"}, "score": {0: "batch"}},
+                opset_version=ONNX_OPSET,
+                dynamo=False,
+            )
+            traced = torch.jit.trace(module, example)
+        torch.jit.save(traced, str(staging / "model.pt"))
+        import onnx
+
+        metadata = {
+            "name": name,
+            "version": version,
+            "input_dim": dim,
+            "feature_names": list(feature_names),
+            "preprocessing": dict(preprocessing),
+            "files": {f: sha256_file(staging / f) for f in ("model.onnx", "model.pt")},
+            "metrics": dict(metrics),
+            "framework_versions": {
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnx_opset": ONNX_OPSET,
+            },
+            "created_ms": int(time.time() * 1000),
+            **(dict(extra) if extra else {}),
+        }
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,16 @@
+"""The card-fraud scoring pipeline: schema, preprocessing, synthetic events."""
+
+from pipelines.fraud.generator import make_generator
+from pipelines.fraud.preprocessing import make_preprocessor
+from pipelines.fraud.schema import Transaction
+from streaming.pipeline import PipelineSpec
+
+PIPELINE = PipelineSpec(
+    name="fraud",
+    schema=Transaction,
+    key_field="card_id",
+    id_field="event_id",
+    ts_field="ts_ms",
+    make_preprocessor=make_preprocessor,
+    make_generator=make_generator,
+)

@@ -1,0 +1,63 @@
+"""A card transaction as the upstream feature service sends it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+
+CURRENCIES = ("EUR", "USD", "GBP", "CHF", "SEK", "PLN", "JPY", "CAD")
+CATEGORIES = (
+    "grocery",
+    "fuel",
+    "restaurants",
+    "travel",
+    "electronics",
+    "digital_goods",
+    "gambling",
+    "cash",
+    "apparel",
+    "health",
+)
+COUNTRIES = ("DE", "FR", "GB", "US", "ES", "IT", "NL", "PL", "SE", "CH", "NG", "BR")
+CHANNELS = ("pos", "ecommerce", "atm", "moto")
+
+Currency = Literal["EUR", "USD", "GBP", "CHF", "SEK", "PLN", "JPY", "CAD"]
+Category = Literal[
+    "grocery",
+    "fuel",
+    "restaurants",
+    "travel",
+    "electronics",
+    "digital_goods",
+    "gambling",
+    "cash",
+    "apparel",
+    "health",
+]
+Country = Literal["DE", "FR", "GB", "US", "ES", "IT", "NL", "PL", "SE", "CH", "NG", "BR"]
+Channel = Literal["pos", "ecommerce", "atm", "moto"]
+# JSON numbers only (an int is fine, "12.5" as a string is an upstream bug), never NaN/inf.
+FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+
+
+class Transaction(BaseModel):
+    """One card transaction with the behavioural features the feature store attaches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str = Field(min_length=1, max_length=64)
+    card_id: str = Field(min_length=1, max_length=64)
+    ts_ms: StrictInt = Field(gt=1_000_000_000_000, lt=100_000_000_000_000)
+    """Event time, epoch milliseconds."""
+    amount: FiniteFloat = Field(gt=0, le=1_000_000)
+    currency: Currency
+    merchant_category: Category
+    country: Country
+    channel: Channel
+    card_present: StrictBool
+    home_country: Country
+    distance_from_home_km: FiniteFloat = Field(ge=0, le=20_040)
+    seconds_since_last_txn: FiniteFloat = Field(ge=0)
+    txn_count_1h: StrictInt = Field(ge=0, le=10_000)
+    amount_avg_30d: FiniteFloat = Field(gt=0, le=1_000_000)
