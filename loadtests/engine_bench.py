@@ -68,14 +68,15 @@ class _Msg:
 class InstantPublisher:
     """Acknowledges every record at once and notes when: the engine without a broker."""
 
-    def __init__(self) -> None:
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
         self.acked_at: dict[bytes, float] = {}
 
     def start(self) -> None:
         return None
 
     def produce(self, topic, value, key, headers, on_delivery) -> None:  # type: ignore[no-untyped-def]
-        if key is not None:
+        if topic == self.topic and key is not None:
             self.acked_at[key] = time.perf_counter()
         if on_delivery is not None:
             on_delivery(None, None)
@@ -116,7 +117,7 @@ def engine_in_process(
     """(events/s, latency from feed to acknowledgement) for n events fed at ``rate`` or flat out."""
     msgs = _messages(cfg, n, seed=3)
     worker = Worker(cfg)
-    publisher = InstantPublisher()
+    publisher = InstantPublisher(cfg.topics.predictions)
     worker.start_engine(publisher)  # type: ignore[arg-type]
     fed_at: dict[bytes, float] = {}
     try:
