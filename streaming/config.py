@@ -137,7 +137,7 @@ class BatchingConfig(_Strict):
     preferred_batch_sizes: tuple[int, ...] = (8, 32, 128)
     """Sizes formed when the queue allows; runtimes are warmed up (and cuda graphs captured)
     at each of them, at 1 and at max_batch_size."""
-    max_queued_events: int = Field(default=20_000, ge=1)
+    max_queued_events: int = Field(default=2_048, ge=1)
     """Rows waiting per version; when full, the source waits (and then pauses partitions)."""
     deadline_ms: float | None = Field(default=None, gt=0)
     """An event that waited longer than this in the queue is handled by ``deadline_policy``."""

@@ -6,6 +6,10 @@ Labels are bounded: pipeline, model, version, topic, partition, stage, reason cl
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from streaming.latency import LatencyRecorder
 
 # Batches are 1..max_batch_size rows; powers of two show how full they run.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -96,13 +100,8 @@ class WorkerMetrics:
             buckets=FAST_BUCKETS,
             registry=r,
         )
-        self.end_to_end = Histogram(
-            "streaming_end_to_end_seconds",
-            "Event timestamp to acknowledged prediction.",
-            v,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        self._end_to_end: dict[tuple[str, str], LatencyRecorder] = {}
+        r.register(_EndToEndCollector(self))
         self.in_flight = Gauge(
             "streaming_in_flight_events",
             "Events consumed whose outputs are not yet durable.",
@@ -128,6 +127,48 @@ class WorkerMetrics:
             "streaming_offset_commits_total", "Offset commits sent.", ("pipeline",), registry=r
         )
 
+    def track_end_to_end(self, model: str, version: str, recorder: LatencyRecorder) -> None:
+        """Export ``recorder`` as streaming_end_to_end_seconds{model, version}.
+
+        The delivery path records latencies vectorised per chunk; a Prometheus histogram
+        observed per event would cost more than producing the prediction.
+        """
+        self._end_to_end[(model, version)] = recorder
+
     def serve(self, port: int) -> None:
         """Expose /metrics on ``port`` in a daemon thread."""
         start_http_server(port, registry=self.registry)
+
+
+class _EndToEndCollector(Collector):
+    """streaming_end_to_end_seconds from the workers' latency recorders, at scrape time."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [self._family()]
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(
+            "streaming_end_to_end_seconds",
+            "Event timestamp to acknowledged prediction.",
+            labels=("pipeline", "model", "version"),
+        )
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        family = self._family()
+        bounds_ms = [b * 1000.0 for b in LATENCY_BUCKETS]
+        for (model, version), rec in list(self._metrics._end_to_end.items()):
+            cumulative = rec.cumulative_at(bounds_ms)
+            total = rec.count
+            buckets = [(_fmt(b), c) for b, c in zip(LATENCY_BUCKETS, cumulative, strict=True)]
+            buckets.append(("+Inf", total))
+            family.add_metric(
+                [self._metrics.pipeline, model, version], buckets, rec.sum_ms / 1000.0
+            )
+        return [family]
+
+
+def _fmt(bound: float) -> str:
+    return repr(float(bound))

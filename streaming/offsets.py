@@ -77,6 +77,37 @@ class PartitionLedger:
             tracker = self._tracker
         tracker._adjust(-1)
 
+    def ack_many(self, offsets: list[int]) -> None:
+        """One output of each offset is durable (one lock for a whole chunk)."""
+        finished = 0
+        with self._lock:
+            outstanding = self._outstanding
+            for offset in offsets:
+                left = outstanding.get(offset)
+                if left is None:
+                    continue
+                if left > 1:
+                    outstanding[offset] = left - 1
+                else:
+                    del outstanding[offset]
+                    finished += 1
+            tracker = self._tracker
+        if finished:
+            tracker._adjust(-finished)
+
+    def register_many(self, offsets: list[int]) -> None:
+        """Consumed messages of this partition, in order, one output each."""
+        with self._lock:
+            if self._order and offsets and offsets[0] <= self._order[-1]:
+                raise ValueError(
+                    f"{self.topic}[{self.partition}]: offset {offsets[0]} registered after "
+                    f"{self._order[-1]}; offsets must arrive in order"
+                )
+            self._order.extend(offsets)
+            self._outstanding.update(dict.fromkeys(offsets, 1))
+            tracker = self._tracker
+        tracker._adjust(len(offsets))
+
     def fail(self, offset: int) -> None:
         """An output of ``offset`` could not be delivered: never commit at or past it."""
         with self._lock:

@@ -38,6 +38,7 @@ from streaming.decode import (
     Decoder,
     Rejection,
 )
+from streaming.delivery import ChunkDelivery
 from streaming.latency import LatencyRecorder
 from streaming.metrics import WorkerMetrics
 from streaming.offsets import OffsetTracker, PartitionLedger
@@ -99,6 +100,8 @@ class _Version:
     runtime: Runtime
     preprocessor: Preprocessor
     lane: Lane
+    predictions_metric: Any
+    end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
     thread: threading.Thread | None = None
     telemetry: dict[str, Any] = field(default_factory=dict)
 
@@ -254,7 +257,15 @@ class Worker:
             preferred_sizes=b.preferred_batch_sizes,
             deadline_s=b.deadline_ms / 1000.0 if b.deadline_ms is not None else None,
         )
-        return _Version(vc, runtime, pre, Lane(policy, b.max_queued_events))
+        version = _Version(
+            vc,
+            runtime,
+            pre,
+            Lane(policy, b.max_queued_events),
+            self.metrics.predictions.labels(cfg.name, cfg.model.name, vc.version),
+        )
+        self.metrics.track_end_to_end(cfg.model.name, vc.version, version.end_to_end_ms)
+        return version
 
     # ------------------------------------------------------------------ main loop
 
@@ -370,14 +381,16 @@ class Worker:
         """Enter every message in its partition's ledger before any output can be acked."""
         tracker = self.tracker
         out: list[PartitionLedger] = []
-        cache: dict[tuple[str, int], PartitionLedger] = {}
+        groups: dict[tuple[str, int], tuple[PartitionLedger, list[int]]] = {}
         for msg in messages:
             key = (msg.topic(), msg.partition())
-            ledger = cache.get(key)
-            if ledger is None:
-                ledger = cache[key] = tracker.ledger(*key)  # type: ignore[arg-type]
-            ledger.register(msg.offset())  # type: ignore[arg-type]
-            out.append(ledger)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = (tracker.ledger(*key), [])  # type: ignore[arg-type]
+            group[1].append(msg.offset())  # type: ignore[arg-type]
+            out.append(group[0])
+        for ledger, offsets in groups.values():
+            ledger.register_many(offsets)
         return out
 
     def _preprocess_and_queue(
@@ -539,10 +552,6 @@ class Worker:
             return
         assert scores is not None
         tele.setdefault("scores", []).append(scores)
-        publisher = self._publisher
-        assert publisher is not None
-        topic = cfg.topics.predictions
-        on_prediction = self._on_prediction
         finite = np.isfinite(scores)
         all_finite = bool(finite.all())
         start = 0
@@ -551,6 +560,20 @@ class Worker:
             part = scores[start : start + len(c)]
             part_finite = finite[start : start + len(c)]
             start += len(c)
+            rows = range(len(c)) if all_finite else np.flatnonzero(part_finite).tolist()
+            if not all_finite:
+                for i in np.flatnonzero(~part_finite):
+                    self._dead_letter_row(
+                        c,
+                        int(i),
+                        Rejection(
+                            STAGE_INFERENCE,
+                            f"{vc.version}: non-finite score {part[i]!r}",
+                            "non_finite_score",
+                        ),
+                    )
+                if not rows:
+                    continue
             payloads = encode_predictions(
                 c.event_ids,
                 c.ts_ms,
@@ -561,25 +584,42 @@ class Worker:
                 scored_ms=scored_ms,
                 worker=self.worker_id,
             )
-            for i, payload in enumerate(payloads):
-                if not all_finite and not part_finite[i]:
-                    self._dead_letter_row(
-                        c,
-                        i,
-                        Rejection(
-                            STAGE_INFERENCE,
-                            f"{vc.version}: non-finite score {part[i]!r}",
-                            "non_finite_score",
-                        ),
-                    )
-                    continue
-                publisher.produce(
-                    topic,
-                    payload,
-                    c.keys[i],
-                    c.headers[i],
-                    partial(on_prediction, c.ledgers[i], c.offsets[i], c.ts_ms[i], labels),
-                )
+            self._publish_chunk(version, c, rows, payloads)
+
+    def _publish_chunk(
+        self, version: _Version, c: Chunk, rows: range | list[int], payloads: list[bytes]
+    ) -> None:
+        """Produce a chunk's predictions with one delivery counter for the whole chunk."""
+        if isinstance(rows, range):
+            ledgers, offsets, ts = c.ledgers, c.offsets, c.ts_ms
+        else:
+            ledgers = [c.ledgers[i] for i in rows]
+            offsets = [c.offsets[i] for i in rows]
+            ts = [c.ts_ms[i] for i in rows]
+        delivery = ChunkDelivery(ledgers, offsets, ts, partial(self._chunk_delivered, version))
+        publisher = self._publisher
+        assert publisher is not None
+        produce = publisher.produce
+        topic, keys, headers = self.config.topics.predictions, c.keys, c.headers
+        for i in rows:
+            produce(topic, payloads[i], keys[i], headers[i], delivery)
+
+    def _chunk_delivered(
+        self, version: _Version, delivery: ChunkDelivery, latencies_ms: np.ndarray | None
+    ) -> None:
+        """All predictions of a chunk are acknowledged (their offsets are already acked)."""
+        if latencies_ms is None:
+            self._delivery_failed(delivery.describe(), delivery.error)
+            return
+        stats = self.stats
+        stats.predictions += delivery.size
+        stats.last_output = time.monotonic()
+        stats.end_to_end_ms.record_many(latencies_ms)
+        if stats.steady_from_ms is not None:
+            steady = latencies_ms[np.asarray(delivery._ts_ms) >= stats.steady_from_ms]
+            stats.steady_end_to_end_ms.record_many(steady)
+        version.end_to_end_ms.record_many(latencies_ms)
+        version.predictions_metric.inc(delivery.size)
 
     def _maybe_telemetry(self, version: _Version) -> None:
         """One record per version per interval: batch sizes, delays, model time, scores."""
@@ -656,30 +696,6 @@ class Worker:
             partial(self._on_dead_letter, ledger, chunk.offsets[i], rejection),
         )
 
-    def _on_prediction(
-        self,
-        ledger: PartitionLedger,
-        offset: int,
-        ts_ms: int,
-        labels: tuple[str, str, str],
-        err: KafkaError | None,
-        _msg: Message,
-    ) -> None:
-        if err is not None:
-            self._delivery_failed(ledger, offset, err)
-            return
-        ledger.ack(offset)
-        now = time.time()
-        e2e = now - ts_ms / 1000.0
-        stats = self.stats
-        stats.predictions += 1
-        stats.last_output = time.monotonic()
-        stats.end_to_end_ms.record(e2e * 1000.0)
-        if stats.steady_from_ms is not None and ts_ms >= stats.steady_from_ms:
-            stats.steady_end_to_end_ms.record(e2e * 1000.0)
-        self.metrics.predictions.labels(*labels).inc()
-        self.metrics.end_to_end.labels(*labels).observe(e2e)
-
     def _on_dead_letter(
         self,
         ledger: PartitionLedger,
@@ -689,7 +705,8 @@ class Worker:
         _msg: Message,
     ) -> None:
         if err is not None:
-            self._delivery_failed(ledger, offset, err)
+            ledger.fail(offset)
+            self._delivery_failed(f"{ledger.topic}[{ledger.partition}]@{offset}", err)
             return
         ledger.ack(offset)
         self.stats.dead_letters[rejection.stage] += 1
@@ -698,15 +715,14 @@ class Worker:
             self.config.name, rejection.stage, rejection.reason_class
         ).inc()
 
-    def _delivery_failed(self, ledger: PartitionLedger, offset: int, err: KafkaError) -> None:
-        # After librdkafka's own retries: never commit past this offset; stop so that a
-        # restart reprocesses it.
-        ledger.fail(offset)
+    def _delivery_failed(self, what: str, err: KafkaError | None) -> None:
+        # After librdkafka's own retries; the ledger already holds the commit point back.
+        # Stop, so that a restart reprocesses from there.
         self.stats.delivery_errors += 1
         self.metrics.delivery_errors.labels(self.config.name, "?").inc()
         if self._fatal is None:
-            self._fatal = f"delivery failed for {ledger.topic}[{ledger.partition}]@{offset}: {err}"
-        log.error("delivery failed: %s", err)
+            self._fatal = f"delivery failed for {what}: {err}"
+        log.error("delivery failed for %s: %s", what, err)
 
     # ------------------------------------------------------------------ commits & rebalance
 
