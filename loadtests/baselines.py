@@ -12,9 +12,11 @@ produced an output for ``n`` events.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, Producer
 
@@ -31,26 +33,41 @@ class DrainResult:
     events: int
     seconds: float
     end_to_end_ms: LatencyRecorder
+    steady_end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def _clients(cfg: PipelineConfig, label: str) -> tuple[Consumer, Producer]:
+def _clients(
+    cfg: PipelineConfig, label: str, assigned: threading.Event | None = None
+) -> tuple[Consumer, Producer]:
     group = f"{cfg.kafka.group}-{label}-{uuid.uuid4().hex[:6]}"
     consumer = Consumer({**kafka.consumer_settings(cfg.kafka, label), "group.id": group})
     producer = Producer(kafka.producer_settings(cfg.kafka, label))
-    consumer.subscribe([cfg.topics.input])
+    consumer.subscribe(
+        [cfg.topics.input], on_assign=lambda *_: assigned.set() if assigned is not None else None
+    )
     return consumer, producer
 
 
 def passthrough(
-    cfg: PipelineConfig, out_topic: str, n: int, timeout_s: float = 300.0
+    cfg: PipelineConfig,
+    out_topic: str,
+    n: int,
+    timeout_s: float = 300.0,
+    assigned: threading.Event | None = None,
+    steady_from_ms: Callable[[], int] | None = None,
 ) -> DrainResult:
-    """The I/O ceiling: consume in batches, decode JSON, produce, commit; no model."""
-    consumer, producer = _clients(cfg, "passthrough")
+    """The I/O ceiling: consume in batches, decode JSON, produce, commit; no model.
+
+    ``steady_from_ms`` (latency runs): events at or after that event time are also recorded
+    apart, as the worker does, to leave out a run's start transient.
+    """
+    consumer, producer = _clients(cfg, "passthrough", assigned)
     latency = LatencyRecorder()
+    steady = LatencyRecorder()
     acked = 0
     first: float | None = None
     last = 0.0
@@ -60,13 +77,20 @@ def passthrough(
         if err is None:
             acked += 1
             last = time.monotonic()
-            latency.record(time.time() * 1000 - ts_ms)
+            ms = time.time() * 1000 - ts_ms
+            latency.record(ms)
+            if steady_from_ms is not None and ts_ms >= steady_from_ms():
+                steady.record(ms)
 
     deadline = time.monotonic() + timeout_s
     seen = 0
     try:
         while acked < n and time.monotonic() < deadline:
-            msgs = consumer.consume(num_messages=2000, timeout=0.05)
+            # the worker's polling: what is there now, else block for the first message
+            msgs = consumer.consume(num_messages=2000, timeout=0)
+            if not msgs:
+                first_msg = consumer.poll(0.05)
+                msgs = [] if first_msg is None else [first_msg]
             if msgs and first is None:
                 first = time.monotonic()
             for m in msgs:
@@ -95,7 +119,7 @@ def passthrough(
         producer.flush(30)
     finally:
         consumer.close()
-    return DrainResult("passthrough (no model)", acked, last - (first or last), latency)
+    return DrainResult("passthrough (no model)", acked, last - (first or last), latency, steady)
 
 
 def naive_per_event(

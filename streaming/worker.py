@@ -138,6 +138,8 @@ class Worker:
         self._publisher: Publisher | None = None
         self._consumer: Consumer | None = None
         self._ready = threading.Event()
+        self.assigned = threading.Event()
+        """Set once the group gave this worker partitions (benchmarks wait for it)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -752,6 +754,7 @@ class Worker:
         # state carried across a rebalance double-submits).
         self._paused = False
         self._active_at = time.monotonic()
+        self.assigned.set()
         self.metrics.paused_partitions.labels(self.config.name).set(0)
         log.info("assigned %s", _names(partitions))
 

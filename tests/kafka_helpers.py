@@ -25,6 +25,12 @@ BASE_CONFIG = ROOT / "pipelines" / "fraud" / "pipeline.yaml"
 
 def write_config(tmp_path: Path, bootstrap: str, **overrides: Any) -> tuple[Path, PipelineConfig]:
     """The fraud pipeline with unique topics and group for one test; dotted-key overrides."""
+    path = write_raw_config(tmp_path, bootstrap, **overrides)
+    return path, load_config(path)
+
+
+def write_raw_config(tmp_path: Path, bootstrap: str, **overrides: Any) -> Path:
+    """Like write_config, without validating (for tests of bad configs)."""
     raw = yaml.safe_load(BASE_CONFIG.read_text())
     tag = uuid.uuid4().hex[:8]
     raw["kafka"]["bootstrap"] = bootstrap
@@ -40,7 +46,7 @@ def write_config(tmp_path: Path, bootstrap: str, **overrides: Any) -> tuple[Path
         node[leaf] = value
     path = tmp_path / f"pipeline-{tag}.yaml"
     path.write_text(yaml.safe_dump(raw))
-    return path, load_config(path)
+    return path
 
 
 @dataclass

@@ -1,0 +1,77 @@
+"""Overload: the worker pauses its partitions instead of buffering, memory stays bounded, and
+nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import pytest
+import yaml
+
+from streaming.produce import produce_events
+from streaming.topics import create_topics
+from tests.kafka_helpers import BASE_CONFIG, read_topic, start_worker, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_overload_pauses_partitions_with_bounded_memory(broker, models_built, tmp_path, capsys):
+    # A backlog far larger than the in-flight limit: the source must pause, not buffer.
+    base = yaml.safe_load(BASE_CONFIG.read_text())["kafka"]["consumer"]
+    path, cfg = write_config(
+        tmp_path,
+        broker.bootstrap,
+        **{
+            "worker.max_in_flight": 3000,
+            # librdkafka's own prefetch is bounded too (its default is 64 MB)
+            "kafka.consumer": {**base, "queued.max.messages.kbytes": 4096},
+        },
+    )
+    create_topics(cfg)
+    produced = produce_events(cfg, 60_000, seed=61, keep=True)
+    worker = start_worker(path, tmp_path, "--idle-exit", "3")
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set() and worker.proc.poll() is None:
+            try:
+                samples.append(rss_mb(worker.proc.pid))
+            except OSError:
+                return
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    worker.wait_for_log("assigned", 60)
+    start_rss = rss_mb(worker.proc.pid)
+    sampler.start()
+    assert worker.wait(180) == 0, worker.log()
+    stop.set()
+    sampler.join()
+
+    log = worker.log()
+    pauses = log.count('"paused ')
+    assert pauses >= 2, "the worker never paused its partitions under overload"
+    peak = max(samples)
+    with capsys.disabled():
+        print(
+            f"\n[overload] 60,000-event backlog, max_in_flight 3,000: {pauses} pauses, "
+            f"RSS {start_rss:.0f} MB at start, peak {peak:.0f} MB"
+        )
+    # 60,000 events are ~20 MB of values alone, several times that as Python objects; with
+    # pausing the worker never holds more than a few thousand of them.
+    assert peak - start_rss < 60, f"RSS grew {peak - start_rss:.0f} MB"
+    preds = read_topic(cfg, cfg.topics.predictions, 60_000)
+    ids = Counter(json.loads(r.value)["event_id"] for r in preds)
+    assert ids == Counter(e.event_id for e in produced.events)

@@ -1,0 +1,102 @@
+"""The commands as a user types them: broker, topics create, produce, demo."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from streaming.broker import free_port
+from tests.kafka_helpers import ROOT, read_topic, write_config, write_raw_config
+
+pytestmark = pytest.mark.integration
+
+
+def streaming(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streaming", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_broker_command_prints_its_address_and_stops_on_sigterm() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streaming", "broker", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert f"127.0.0.1:{port}" in first, first
+        from confluent_kafka.admin import AdminClient
+
+        AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_topics_create_then_produce_with_invalid_share(broker, tmp_path) -> None:
+    path, cfg = write_config(tmp_path, broker.bootstrap)
+    created = streaming("topics", "create", "-c", str(path), "--partitions", "3")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.count("created") == 5
+    again = streaming("topics", "create", "-c", str(path))
+    assert again.stdout.count("exists") == 5  # idempotent
+
+    produced = streaming(
+        "produce",
+        "-c",
+        str(path),
+        "--events",
+        "2000",
+        "--invalid-ratio",
+        "0.1",
+        "--rate",
+        "4000",
+        "--seed",
+        "3",
+    )
+    assert produced.returncode == 0, produced.stderr
+    assert "produced 2,000 events" in produced.stderr
+    records = read_topic(cfg, cfg.topics.input, 2000)
+    assert len(records) == 2000 and {r.partition for r in records} == {0, 1, 2}
+
+
+def test_commands_fail_clearly(tmp_path) -> None:
+    path = write_raw_config(tmp_path, f"127.0.0.1:{free_port()}", **{"batching.max_delay_ms": -1})
+    bad = streaming("run", "-c", str(path))
+    assert bad.returncode == 2
+    assert "batching.max_delay_ms" in bad.stderr and "greater than or equal to 0" in bad.stderr
+    missing = streaming("produce", "-c", str(tmp_path / "nope.yaml"), "--events", "1")
+    assert missing.returncode == 2 and "no such config file" in missing.stderr
+
+
+def test_demo_runs_bounded_and_summarises(tmp_path) -> None:
+    started = time.monotonic()
+    demo = streaming(
+        "demo", "--events", "6000", "--live-events", "2000", "--live-rate", "1000", timeout=240
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = demo.stdout
+    assert "== streaming demo summary ==" in out
+    assert "accounted for     6,000 of 6,000 events" in out
+    assert "dead letters" in out and "decode" in out and "validate" in out
+    assert "drain throughput" in out and "live latency      p50" in out
+    assert time.monotonic() - started < 240
