@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from streaming.config import PipelineConfig, load_config
 from streaming.latency import LatencyRecorder
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
-from streaming.worker import Worker
+from streaming.worker import Worker, WorkerStats
 
 
 @dataclass
@@ -140,7 +141,23 @@ def engine_in_process(
     latency = LatencyRecorder()
     for key, t in publisher.acked_at.items():
         latency.record((t - fed_at[key]) * 1000)
-    return n / elapsed, latency
+    return n / elapsed, latency, worker.stats
+
+
+def _inference_stage(
+    stats: WorkerStats, ceiling: dict[int, float], runtime_ceiling: Callable[[int], float]
+) -> str:
+    """The inference stage inside the engine against the model alone, at the same batch size
+    (the GPU target: at least 0.8)."""
+    if not stats.batches or stats.inference_s <= 0:
+        return "inference stage: no batches"
+    mean = round(stats.batch_rows / stats.batches)
+    alone = ceiling.get(mean) or runtime_ceiling(mean)
+    stage = stats.batch_rows / stats.inference_s
+    return (
+        f"inference stage: {stage:,.0f} rows/s of model time at mean batch {mean} = "
+        f"{stage / alone:.2f} x the model alone at that size ({alone:,.0f} rows/s)"
+    )
 
 
 def _fmt_lat(rec: LatencyRecorder) -> str:
@@ -301,15 +318,24 @@ def main() -> None:
     top = max(ceiling.values())
 
     print(f"\n2. engine in-process, no broker ({args.events:,} events)")
-    rate, lat = engine_in_process(cfg, args.events, None, cfg.worker.poll_batch)
+    rate, lat, stats = engine_in_process(cfg, args.events, None, cfg.worker.poll_batch)
     print(
         f"   drain: {rate:>10,.0f} events/s = {rate / top:.2f} x the best model-only ceiling "
         f"({_fmt_lat(lat)})"
     )
+    print(
+        "   "
+        + _inference_stage(
+            stats, ceiling, runtime_ceiling=lambda b: model_ceiling(cfg, [b], seconds=0.5)[b]
+        )
+    )
     for r in [float(x) for x in args.rates.split(",") if x]:
         n = min(args.events, int(r * 5))
-        got, lat = engine_in_process(cfg, n, r, cfg.worker.poll_batch)
-        print(f"   offered {r:>8,.0f}/s: {got:>10,.0f} events/s  {_fmt_lat(lat)}")
+        got, lat, stats = engine_in_process(cfg, n, r, cfg.worker.poll_batch)
+        print(
+            f"   offered {r:>8,.0f}/s: {got:>10,.0f} events/s  {_fmt_lat(lat)}  "
+            f"mean batch {stats.batch_rows / max(stats.batches, 1):.0f}"
+        )
 
     if not args.no_broker:
         through_broker(cfg, args.events, 2000.0, 10_000)

