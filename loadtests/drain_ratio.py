@@ -1,0 +1,75 @@
+"""Worker drain throughput as a ratio of the passthrough's, in repeated side-by-side pairs.
+
+    python -m loadtests.drain_ratio [--events 100000] [--pairs 5]
+
+One embedded broker, one backlog; each pair drains it with the passthrough (consume-decode-
+produce, no model) and then with the worker, each in a fresh consumer group. A single pair is
+noisy on a shared machine; the median of several is the figure to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from loadtests.baselines import passthrough
+from streaming.broker import EmbeddedBroker
+from streaming.config import load_config
+from streaming.produce import produce_events
+from streaming.topics import create_topics
+from streaming.worker import Worker
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", default="pipelines/fraud/pipeline.yaml")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--pairs", type=int, default=5)
+    args = parser.parse_args()
+    ratios = []
+    with EmbeddedBroker() as broker:
+        cfg = load_config(args.config, bootstrap=broker.bootstrap)
+        create_topics(cfg)
+        AdminClient({"bootstrap.servers": broker.bootstrap}).create_topics(
+            [NewTopic("drain-ratio.passthrough", cfg.topics.partitions, 1)]
+        )
+        time.sleep(1)
+        produce_events(cfg, args.events, seed=1)
+        print(
+            f"backlog of {args.events:,} events; model {cfg.model.name}/"
+            f"{cfg.model.versions[0].version} ({cfg.model.versions[0].runtime})"
+        )
+        for i in range(args.pairs):
+            c0 = _cpu_s()
+            pt = passthrough(cfg, "drain-ratio.passthrough", args.events)
+            c1 = _cpu_s()
+            worker = Worker(
+                cfg.with_overrides(**{"kafka.group": f"drain-ratio-{i}"}), idle_exit_s=1.0
+            )
+            stats = worker.run()
+            c2 = _cpu_s()
+            ratio = stats.rate() / pt.rate
+            ratios.append(ratio)
+            print(
+                f"pair {i + 1}: passthrough {pt.rate:>9,.0f} ev/s ({(c1 - c0) / args.events * 1e6:4.1f}"
+                f" us cpu/event)  worker {stats.rate():>9,.0f} ev/s "
+                f"({(c2 - c1) / args.events * 1e6:4.1f} us)  ratio {ratio:.2f}",
+                flush=True,
+            )
+    print(
+        f"worker / passthrough: median {statistics.median(ratios):.2f}, "
+        f"min {min(ratios):.2f}, max {max(ratios):.2f} over {len(ratios)} pairs"
+    )
+
+
+if __name__ == "__main__":
+    main()
