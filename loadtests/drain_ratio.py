@@ -59,10 +59,11 @@ def main() -> None:
             c2 = _cpu_s()
             ratio = stats.rate() / pt.rate
             ratios.append(ratio)
+            pt_us = (c1 - c0) / args.events * 1e6
+            w_us = (c2 - c1) / args.events * 1e6
             print(
-                f"pair {i + 1}: passthrough {pt.rate:>9,.0f} ev/s ({(c1 - c0) / args.events * 1e6:4.1f}"
-                f" us cpu/event)  worker {stats.rate():>9,.0f} ev/s "
-                f"({(c2 - c1) / args.events * 1e6:4.1f} us)  ratio {ratio:.2f}",
+                f"pair {i + 1}: passthrough {pt.rate:>9,.0f} ev/s ({pt_us:4.1f} us cpu/event)  "
+                f"worker {stats.rate():>9,.0f} ev/s ({w_us:4.1f} us)  ratio {ratio:.2f}",
                 flush=True,
             )
     print(
