@@ -296,3 +296,29 @@ def test_start_up_fails_clearly_without_topics_broker_or_models(broker, models_b
     no_models = start_worker(path, tmp_path)
     assert no_models.wait(60) == 2
     assert "make models" in no_models.log()
+
+
+def test_a_model_that_does_not_fit_the_preprocessing_stops_the_start(
+    broker, models_built, tmp_path
+):
+    import torch
+
+    from models.export import export_model
+
+    wrong = torch.nn.Sequential(torch.nn.Linear(5, 1), torch.nn.Sigmoid())
+    meta = json.loads((models_built / "v2" / "metadata.json").read_text())
+    export_model(
+        wrong,
+        tmp_path / "m" / "fraud" / "v2",
+        name="fraud",
+        version="v2",
+        feature_names=[f"x{i}" for i in range(5)],
+        preprocessing=meta["preprocessing"],
+        metrics={},
+    )
+    path, cfg = write_config(tmp_path, broker.bootstrap, models_dir=str(tmp_path / "m"))
+    create_topics(cfg)
+    worker = start_worker(path, tmp_path)
+    assert worker.wait(60) == 2
+    log = worker.log()
+    assert "expects 5 inputs" in log and "makes 23" in log and "make models" in log

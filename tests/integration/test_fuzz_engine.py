@@ -1,0 +1,105 @@
+"""Hostile events through the whole engine with the real model: every event gets exactly one
+output, a prediction or a dead letter with a reason, and the engine never stops."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streaming.config import load_config
+from streaming.records import DLQ_OFFSET, DLQ_REASON, DLQ_STAGE
+from streaming.worker import Worker
+from tests.fuzz_strategies import hostile_values
+from tests.kafka_helpers import BASE_CONFIG, ROOT
+
+
+@dataclass
+class Msg:
+    _value: bytes
+    _offset: int
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return b"card-1"
+
+    def headers(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "fuzz"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> None:
+        return None
+
+
+class CapturingPublisher:
+    """Acknowledges at once and keeps what was published (no broker: this is about the engine)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, dict[str, bytes]]] = []
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        return None
+
+    def produce(self, topic, value, key, headers, on_delivery) -> None:  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.records.append((topic, value, dict(headers or [])))
+        if on_delivery is not None:
+            on_delivery(None, None)
+
+    def close(self, timeout: float) -> int:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def engine(models_built):  # type: ignore[no-untyped-def]
+    cfg = load_config(BASE_CONFIG).with_overrides(models_dir=str(ROOT / "models"))
+    worker = Worker(cfg)
+    publisher = CapturingPublisher()
+    worker.start_engine(publisher)  # type: ignore[arg-type]
+    yield worker, publisher, cfg, itertools.count()
+    worker.close()
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(hostile_values, min_size=1, max_size=30))
+def test_every_event_gets_exactly_one_output(engine, values: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+    worker, publisher, cfg, offsets = engine
+    msgs = [Msg(v, next(offsets)) for v in values]
+    with publisher.lock:
+        publisher.records.clear()
+    worker.handle(msgs)  # type: ignore[arg-type]
+    assert worker.tracker.wait_drained(30), "the engine stopped producing outputs"
+    assert worker._fatal is None
+    with publisher.lock:
+        records = list(publisher.records)
+    predictions = [json.loads(v) for t, v, _ in records if t == cfg.topics.predictions]
+    dead = [h for t, _, h in records if t == cfg.topics.dead_letters]
+    assert len(predictions) + len(dead) == len(msgs)
+    dead_offsets = Counter(int(h[DLQ_OFFSET]) for h in dead)
+    assert all(n == 1 for n in dead_offsets.values())
+    for h in dead:
+        assert h[DLQ_STAGE] in (b"decode", b"validate", b"preprocess", b"inference")
+        assert h[DLQ_REASON]
+    for p in predictions:
+        assert 0.0 <= p["score"] <= 1.0
