@@ -29,6 +29,8 @@ class Chunk:
     ledgers: list[PartitionLedger]
     offsets: list[int]
     enqueued: float
+    shadow: bool = False
+    """A shadow copy: published to the shadow topic, never acknowledged in the ledger."""
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -47,6 +49,7 @@ class Chunk:
                 self.ledgers[s],
                 self.offsets[s],
                 self.enqueued,
+                self.shadow,
             )
 
         return part(slice(0, n)), part(slice(n, None))

@@ -136,6 +136,36 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_route(args: argparse.Namespace) -> int:
+    from streaming.control import ControlError, RoutingUpdate, describe, write_update
+
+    cfg = _load(args)
+    try:
+        update = RoutingUpdate(
+            weights=_pairs(args.set, "--set"), shadows=_pairs(args.shadow or [], "--shadow")
+        )
+        write_update(cfg, update)
+    except (ControlError, ValueError) as exc:
+        return _fail(str(exc))
+    except RuntimeError as exc:
+        return _fail(str(exc), 1)
+    print(f"routing for {cfg.model.name} written to {cfg.topics.control}: {describe(update)}")
+    return 0
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{flag} {item!r}: expected VERSION=NUMBER, e.g. {flag} v2=10")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{flag} {item!r}: {value!r} is not a number") from None
+    return out
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streaming.demo import DemoOptions, run_demo
 
@@ -204,6 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invalid-ratio", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("route", help="change routing weights and shadows live (control topic)")
+    with_config(p)
+    p.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        metavar="VERSION=WEIGHT",
+        help="relative weight of a version; repeat for each version",
+    )
+    p.add_argument(
+        "--shadow",
+        action="append",
+        metavar="VERSION=SHARE",
+        help="share (0..1) of traffic a version also scores as a shadow",
+    )
+    p.set_defaults(func=cmd_route)
 
     p = sub.add_parser("demo", help="broker, topics, worker and events, bounded, with a summary")
     with_config(p)

@@ -65,9 +65,15 @@ class TopicsConfig(_Strict):
     telemetry: str = Field(min_length=1)
     control: str = Field(min_length=1)
     """Compacted: key = model name, value = routing weights."""
+    shadow: str | None = None
+    """Shadow versions' predictions; default ``<predictions>.shadow``."""
     partitions: int = Field(default=4, ge=1, le=10_000)
     """Partitions for ``streaming topics create``; the upper bound on useful worker replicas."""
     replication_factor: int = Field(default=1, ge=1)
+
+    @property
+    def shadow_topic(self) -> str:
+        return self.shadow or f"{self.predictions}.shadow"
 
 
 class PipelineRef(_Strict):
@@ -85,7 +91,10 @@ class VersionConfig(_Strict):
     threads: int = Field(default=1, ge=1, le=256)
     """Intra-op threads of the runtime; the worker's own I/O needs a core too."""
     weight: float = Field(default=100.0, ge=0)
-    """Share of traffic, relative to the other versions' weights."""
+    """Share of traffic, relative to the other versions' weights (sticky by key)."""
+    shadow_share: float = Field(default=0.0, ge=0, le=1)
+    """Share of all traffic this version also scores as a shadow: results go to the shadow
+    topic and telemetry only, never to predictions, and never hold up the primary path."""
     path: str | None = None
     """Artifact folder; default ``<models_dir>/<model name>/<version>``."""
     half: bool = False

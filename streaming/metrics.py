@@ -123,6 +123,18 @@ class WorkerMetrics:
         self.routing_weight = Gauge(
             "streaming_routing_weight", "Routing weight in force per model version.", v, registry=r
         )
+        self.control_refused = Counter(
+            "streaming_control_refused_total",
+            "Control records refused (the weights stayed).",
+            ("pipeline",),
+            registry=r,
+        )
+        self.shadow_shed = Counter(
+            "streaming_shadow_shed_total",
+            "Shadow rows dropped because the shadow was behind.",
+            v,
+            registry=r,
+        )
         self.commits = Counter(
             "streaming_offset_commits_total", "Offset commits sent.", ("pipeline",), registry=r
         )

@@ -32,14 +32,18 @@ class Router:
         self._owner = np.searchsorted(edges, np.arange(BUCKETS), side="right").astype(np.int16)
         self._only = int(np.flatnonzero(w)[0]) if np.count_nonzero(w) == 1 else None
 
-    def route(self, keys: Sequence[bytes | None]) -> np.ndarray:
-        """Version index per key. Events without a key are spread by position."""
-        if self._only is not None:
-            return np.full(len(keys), self._only, dtype=np.int16)
+    @staticmethod
+    def buckets(keys: Sequence[bytes | None]) -> np.ndarray:
+        """Each key's bucket in 0..BUCKETS-1 (keyless events spread by position)."""
         crc = zlib.crc32
-        buckets = np.fromiter(
+        return np.fromiter(
             (crc(k) % BUCKETS if k is not None else i % BUCKETS for i, k in enumerate(keys)),
             dtype=np.int64,
             count=len(keys),
         )
-        return self._owner[buckets]
+
+    def route(self, keys: Sequence[bytes | None]) -> np.ndarray:
+        """Version index per key. Events without a key are spread by position."""
+        if self._only is not None:
+            return np.full(len(keys), self._only, dtype=np.int16)
+        return self._owner[self.buckets(keys)]

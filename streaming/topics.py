@@ -21,6 +21,7 @@ def create_topics(
         t.predictions: NewTopic(t.predictions, n, t.replication_factor),
         t.dead_letters: NewTopic(t.dead_letters, n, t.replication_factor),
         t.telemetry: NewTopic(t.telemetry, 1, t.replication_factor),
+        t.shadow_topic: NewTopic(t.shadow_topic, n, t.replication_factor),
         t.control: NewTopic(
             t.control, 1, t.replication_factor, config={"cleanup.policy": "compact"}
         ),

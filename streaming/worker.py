@@ -32,6 +32,7 @@ from streaming import kafka
 from streaming.batcher import Chunk, Lane
 from streaming.batching import BatchPolicy
 from streaming.config import PipelineConfig, VersionConfig
+from streaming.control import ControlMessage, ControlReader, RoutingUpdate, describe
 from streaming.decode import (
     STAGE_INFERENCE,
     STAGE_PREPROCESS,
@@ -45,7 +46,7 @@ from streaming.metrics import WorkerMetrics
 from streaming.offsets import OffsetTracker, PartitionLedger
 from streaming.pipeline import PipelineSpec, Preprocessor, load_pipeline
 from streaming.records import dead_letter_headers, encode_json, encode_predictions
-from streaming.route import Router
+from streaming.route import BUCKETS, Router
 from streaming.runtimes.base import ModelLoadError, Runtime
 from streaming.runtimes.registry import create_runtime
 from streaming.sink import Publisher
@@ -135,9 +136,11 @@ class Worker:
         self._paused = False
         self._closing = False
         self._active_at: float | None = None
-        """Last message or assignment: idle time counts from here, never during a join."""
+        """Last message or assignment: idle time counts from here, never during a (re)join."""
         self._versions: list[_Version] = []
         self._router: Router | None = None
+        self._shadows: list[tuple[_Version, float]] = []
+        self._control: ControlReader | None = None
         self._publisher: Publisher | None = None
         self._consumer: Consumer | None = None
         self._ready = threading.Event()
@@ -180,6 +183,9 @@ class Worker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        self._control = ControlReader(self.config, self.worker_id)
+        for message in self._control.catch_up():
+            self._on_control(message)
         self._ready.set()
         log.info("worker started", extra={"topic": self.config.topics.input})
 
@@ -194,14 +200,15 @@ class Worker:
             # process-wide on purpose: the worker owns its process (see the config field)
             sys.setswitchinterval(cfg.worker.gil_switch_interval_ms / 1000.0)
         self._versions = [self._load_version(v) for v in cfg.model.versions]
-        self._router = Router(
-            [v.version for v in cfg.model.versions],
-            {v.version: v.weight for v in cfg.model.versions},
+        self.apply_routing(
+            RoutingUpdate(
+                weights={v.version: v.weight for v in cfg.model.versions},
+                shadows={
+                    v.version: v.shadow_share for v in cfg.model.versions if v.shadow_share > 0
+                },
+            ),
+            source="config",
         )
-        for v in self._versions:
-            self.metrics.routing_weight.labels(cfg.name, cfg.model.name, v.config.version).set(
-                self._router.weights[v.config.version]
-            )
         self._decoder = Decoder(self.pipeline.schema, cfg.pipeline.max_event_bytes)
         self._publisher = publisher
         publisher.start()
@@ -283,6 +290,7 @@ class Worker:
         assert consumer is not None
         commit_every = cfg.commit_interval_ms / 1000.0
         next_commit = time.monotonic() + commit_every
+        next_control = 0.0
         poll_timeout = cfg.poll_timeout_ms / 1000.0
         while not self._stop.is_set():
             if self._fatal:
@@ -290,6 +298,10 @@ class Worker:
             self._backpressure()
             messages = self._poll(consumer, cfg.poll_batch, poll_timeout)
             now = time.monotonic()
+            if now >= next_control and self._control is not None:
+                for message in self._control.poll():
+                    self._on_control(message)
+                next_control = now + 0.05
             if messages:
                 self._active_at = now
                 self.handle(messages)
@@ -320,6 +332,39 @@ class Worker:
         if first is None:
             return []
         return [first, *consumer.consume(num_messages=batch - 1, timeout=0)]
+
+    def apply_routing(self, update: RoutingUpdate, source: str) -> None:
+        """Route by new weights and shadows from the next poll on (main thread only)."""
+        cfg = self.config
+        names = [v.version for v in cfg.model.versions]
+        router = Router(names, update.weights)
+        by_name = {v.config.version: v for v in self._versions}
+        self._router = router
+        self._shadows = [(by_name[n], share) for n, share in update.shadows.items() if share > 0]
+        total = sum(router.weights.values())
+        for name in names:
+            self.metrics.routing_weight.labels(cfg.name, cfg.model.name, name).set(
+                router.weights[name] / total
+            )
+        log.info(
+            "routing applied from %s: %s",
+            source,
+            describe(update),
+            extra={"weights": update.weights, "shadows": update.shadows},
+        )
+
+    def _on_control(self, message: ControlMessage) -> None:
+        if message.update is None:
+            self.metrics.control_refused.labels(self.config.name).inc()
+            log.warning("control record refused, the weights in force stay: %s", message.error)
+            return
+        self.apply_routing(message.update, source="control topic")
+        lag_ms = time.time() * 1000 - message.produced_ms
+        log.info(
+            "control record applied %.0f ms after it was written",
+            lag_ms,
+            extra={"control_lag_ms": round(lag_ms)},
+        )
 
     def _backpressure(self) -> None:
         """Pause every assigned partition above the in-flight limit; resume below half of it."""
@@ -384,6 +429,43 @@ class Worker:
             sel_recs = records if rows is None else [records[r] for r in rows]
             sel_led = led if rows is None else [led[r] for r in rows]
             self._preprocess_and_queue(version, sel_msgs, sel_recs, sel_led, now)
+        if self._shadows:
+            self._queue_shadows(msgs, records, led, now)
+
+    def _queue_shadows(
+        self, msgs: list[Message], records: list[Any], ledgers: list[PartitionLedger], now: float
+    ) -> None:
+        """Copy a share of the events (sticky by key) to each shadow version, if it keeps up.
+
+        A shadow never holds the primary path: its rows are not in the ledger, a full shadow
+        queue sheds them (with a metric), and its errors reach telemetry only.
+        """
+        assert self._router is not None
+        buckets = self._router.buckets([m.key() for m in msgs])
+        for version, share in self._shadows:
+            rows = np.flatnonzero(buckets < share * BUCKETS)
+            if rows.size == 0:
+                continue
+            sel = [records[r] for r in rows]
+            try:
+                features = version.preprocessor.transform(sel)
+            except Exception as exc:  # noqa: BLE001 - the primary path dead-letters the culprit
+                log.debug("shadow %s: preprocessing failed: %s", version.config.version, exc)
+                continue
+            finite = np.isfinite(features).all(axis=1)
+            keep = rows[finite]
+            chunk = self._make_chunk(
+                features[finite],
+                [msgs[r] for r in keep],
+                [records[r] for r in keep],
+                [ledgers[r] for r in keep],
+                now,
+            )
+            chunk.shadow = True
+            if not version.lane.put(chunk, timeout=0):
+                self.metrics.shadow_shed.labels(
+                    self.config.name, self.config.model.name, version.config.version
+                ).inc(len(chunk))
 
     def _register(self, messages: list[Message]) -> list[PartitionLedger]:
         """Enter every message in its partition's ledger before any output can be acked."""
@@ -412,25 +494,33 @@ class Worker:
         ok, features = self._preprocess(version.preprocessor, msgs, records, ledgers)
         if not ok:
             return
-        spec = self.pipeline
-        id_field, ts_field = spec.id_field, spec.ts_field
         sel = [(msgs[i], records[i], ledgers[i]) for i in ok] if len(ok) != len(msgs) else None
         if sel is not None:
             msgs = [s[0] for s in sel]
             records = [s[1] for s in sel]
             ledgers = [s[2] for s in sel]
-        version.lane.put(
-            Chunk(
-                features=features,
-                event_ids=[getattr(r, id_field) for r in records],
-                ts_ms=[getattr(r, ts_field) for r in records],
-                keys=[m.key() for m in msgs],
-                values=[m.value() for m in msgs],  # type: ignore[misc]
-                headers=[m.headers() for m in msgs],
-                ledgers=ledgers,
-                offsets=[m.offset() for m in msgs],  # type: ignore[misc]
-                enqueued=enqueued,
-            )
+        version.lane.put(self._make_chunk(features, msgs, records, ledgers, enqueued))
+
+    def _make_chunk(
+        self,
+        features: np.ndarray,
+        msgs: list[Message],
+        records: list[Any],
+        ledgers: list[PartitionLedger],
+        enqueued: float,
+    ) -> Chunk:
+        spec = self.pipeline
+        id_field, ts_field = spec.id_field, spec.ts_field
+        return Chunk(
+            features=features,
+            event_ids=[getattr(r, id_field) for r in records],
+            ts_ms=[getattr(r, ts_field) for r in records],
+            keys=[m.key() for m in msgs],
+            values=[m.value() for m in msgs],  # type: ignore[misc]
+            headers=[m.headers() for m in msgs],
+            ledgers=ledgers,
+            offsets=[m.offset() for m in msgs],  # type: ignore[misc]
+            enqueued=enqueued,
         )
 
     def _preprocess(
@@ -518,6 +608,11 @@ class Worker:
     def _score(self, version: _Version, chunks: list[Chunk]) -> None:
         cfg = self.config
         vc = version.config
+        shadows = [c for c in chunks if c.shadow]
+        if shadows:
+            # a version can be a canary and a shadow at once: its lane carries both
+            self._score_shadow(version, shadows)
+            chunks = [c for c in chunks if not c.shadow]
         chunks = self._expire(chunks)
         if not chunks:
             return
@@ -595,6 +690,48 @@ class Worker:
             )
             self._publish_chunk(version, c, rows, payloads)
 
+    def _score_shadow(self, version: _Version, chunks: list[Chunk]) -> None:
+        """Score shadow rows; publish to the shadow topic, best effort, nothing acknowledged."""
+        cfg = self.config
+        tele = version.telemetry
+        features = (
+            np.concatenate([c.features for c in chunks])
+            if len(chunks) > 1
+            else (chunks[0].features)
+        )
+        started = time.monotonic()
+        try:
+            scores = version.runtime.predict(features)
+        except Exception:  # noqa: BLE001 - a failing shadow shows in telemetry only
+            tele["errors"] = tele.get("errors", 0) + features.shape[0]
+            return
+        tele["shadow_events"] = tele.get("shadow_events", 0) + features.shape[0]
+        tele["shadow_inference_s"] = tele.get("shadow_inference_s", 0.0) + (
+            time.monotonic() - started
+        )
+        tele.setdefault("scores", []).append(scores)
+        publisher = self._publisher
+        assert publisher is not None
+        topic = cfg.topics.shadow_topic
+        start = 0
+        scored_ms = int(time.time() * 1000)
+        for c in chunks:
+            part = scores[start : start + len(c)]
+            start += len(c)
+            finite = np.isfinite(part)
+            payloads = encode_predictions(
+                c.event_ids,
+                c.ts_ms,
+                np.where(finite, part, 0.0),
+                model=cfg.model.name,
+                version=version.config.version,
+                threshold=cfg.model.threshold,
+                scored_ms=scored_ms,
+                worker=self.worker_id,
+            )
+            for i in np.flatnonzero(finite).tolist():
+                publisher.produce(topic, payloads[i], c.keys[i], c.headers[i], None)
+
     def _publish_chunk(
         self, version: _Version, c: Chunk, rows: range | list[int], payloads: list[bytes]
     ) -> None:
@@ -635,7 +772,9 @@ class Worker:
         tele = version.telemetry
         now = time.monotonic()
         started = tele.setdefault("_since", now)
-        if now - started < self.config.worker.telemetry_interval_s or not tele.get("batches"):
+        if now - started < self.config.worker.telemetry_interval_s or not (
+            tele.get("batches") or tele.get("shadow_events") or tele.get("errors")
+        ):
             return
         scores = np.concatenate(tele.pop("scores", [np.empty(0, np.float32)]))
         record = {
@@ -645,12 +784,15 @@ class Worker:
             "version": version.config.version,
             "interval_s": round(now - started, 3),
             "ts_ms": int(time.time() * 1000),
-            "batches": tele["batches"],
-            "events": tele["events"],
-            "batch_size_mean": round(tele["events"] / tele["batches"], 2),
-            "batch_size_max": tele["max_batch"],
-            "queue_delay_max_ms": round(tele["queue_delay_max_s"] * 1000, 3),
-            "inference_ms_mean": round(tele["inference_s"] / tele["batches"] * 1000, 4),
+            "batches": tele.get("batches", 0),
+            "events": tele.get("events", 0),
+            "batch_size_mean": round(tele.get("events", 0) / max(tele.get("batches", 0), 1), 2),
+            "batch_size_max": tele.get("max_batch", 0),
+            "queue_delay_max_ms": round(tele.get("queue_delay_max_s", 0.0) * 1000, 3),
+            "inference_ms_mean": round(
+                tele.get("inference_s", 0.0) / max(tele.get("batches", 0), 1) * 1000, 4
+            ),
+            "shadow_events": tele.get("shadow_events", 0),
             "errors": tele.get("errors", 0),
             "score": _score_summary(scores, self.config.model.threshold),
         }
@@ -779,11 +921,15 @@ class Worker:
             )
         self._commit(asynchronous=False, only=keys)
         self.tracker.detach(keys)
+        # No idle exit in the middle of a rebalance: leaving then stalls the other members'
+        # join until the coordinator gives up on this one.
+        self._active_at = None
         log.info("revoked %s", _names(partitions))
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Lost partitions are someone else's already: commit nothing, forget them."""
         self.tracker.detach({(tp.topic, tp.partition) for tp in partitions})
+        self._active_at = None
         log.warning("lost %s", _names(partitions))
 
     # ------------------------------------------------------------------ shutdown
@@ -806,6 +952,9 @@ class Worker:
             left = self._publisher.close(timeout=5)
             if left:
                 log.warning("%d records were not delivered at close", left)
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self._consumer is not None:
             self._commit(asynchronous=False)
             self._closing = True
