@@ -40,6 +40,49 @@ class DrainResult:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+class _Tally:
+    """Delivery reports of one baseline: count, latency, and the active time span."""
+
+    def __init__(self, steady_from_ms: Callable[[], int] | None = None) -> None:
+        self.acked = 0
+        self.first: float | None = None
+        self.last = 0.0
+        self.latency = LatencyRecorder()
+        self.steady = LatencyRecorder()
+        self._steady_from_ms = steady_from_ms
+
+    def started(self) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+
+    def delivered(self, ts_ms: int, err: object, _msg: object) -> None:
+        if err is not None:
+            return
+        self.acked += 1
+        self.last = time.monotonic()
+        ms = time.time() * 1000 - ts_ms
+        self.latency.record(ms)
+        if self._steady_from_ms is not None and ts_ms >= self._steady_from_ms():
+            self.steady.record(ms)
+
+    def result(self, name: str) -> DrainResult:
+        span = self.last - (self.first or self.last)
+        return DrainResult(name, self.acked, span, self.latency, self.steady)
+
+
+def _produce(
+    producer: Producer, topic: str, value: bytes, key: bytes | None, ts_ms: int, tally: _Tally
+) -> None:
+    while True:
+        try:
+            producer.produce(
+                topic, value, key, on_delivery=lambda e, m: tally.delivered(ts_ms, e, m)
+            )
+            return
+        except BufferError:
+            producer.poll(0.01)
+
+
 def _clients(
     cfg: PipelineConfig, label: str, assigned: threading.Event | None = None
 ) -> tuple[Consumer, Producer]:
@@ -66,33 +109,18 @@ def passthrough(
     apart, as the worker does, to leave out a run's start transient.
     """
     consumer, producer = _clients(cfg, "passthrough", assigned)
-    latency = LatencyRecorder()
-    steady = LatencyRecorder()
-    acked = 0
-    first: float | None = None
-    last = 0.0
-
-    def delivered(ts_ms: int, err: object, _msg: object) -> None:
-        nonlocal acked, last
-        if err is None:
-            acked += 1
-            last = time.monotonic()
-            ms = time.time() * 1000 - ts_ms
-            latency.record(ms)
-            if steady_from_ms is not None and ts_ms >= steady_from_ms():
-                steady.record(ms)
-
+    tally = _Tally(steady_from_ms)
     deadline = time.monotonic() + timeout_s
     seen = 0
     try:
-        while acked < n and time.monotonic() < deadline:
+        while tally.acked < n and time.monotonic() < deadline:
             # the worker's polling: what is there now, else block for the first message
             msgs = consumer.consume(num_messages=2000, timeout=0)
             if not msgs:
                 first_msg = consumer.poll(0.05)
                 msgs = [] if first_msg is None else [first_msg]
-            if msgs and first is None:
-                first = time.monotonic()
+            if msgs:
+                tally.started()
             for m in msgs:
                 if m.error() or seen >= n:
                     continue
@@ -102,24 +130,14 @@ def passthrough(
                     ts = int(json.loads(value).get("ts_ms", 0))
                 except (ValueError, AttributeError):
                     ts = 0
-                while True:
-                    try:
-                        producer.produce(
-                            out_topic,
-                            value,
-                            m.key(),
-                            on_delivery=lambda e, x, ts=ts: delivered(ts, e, x),
-                        )
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
+                _produce(producer, out_topic, value, m.key(), ts, tally)
             producer.poll(0)
             if msgs:
                 consumer.commit(asynchronous=True)
         producer.flush(30)
     finally:
         consumer.close()
-    return DrainResult("passthrough (no model)", acked, last - (first or last), latency, steady)
+    return tally.result("passthrough (no model)")
 
 
 def naive_per_event(
@@ -134,28 +152,16 @@ def naive_per_event(
     runtime.load()
     pre = spec.make_preprocessor(runtime.metadata.preprocessing)
     consumer, producer = _clients(cfg, "naive")
-    latency = LatencyRecorder()
-    acked = 0
-    first: float | None = None
-    last = 0.0
-
-    def delivered(ts_ms: int, err: object, _msg: object) -> None:
-        nonlocal acked, last
-        if err is None:
-            acked += 1
-            last = time.monotonic()
-            latency.record(time.time() * 1000 - ts_ms)
-
+    tally = _Tally()
     deadline = time.monotonic() + timeout_s
     seen = 0
     try:
-        while acked < n and time.monotonic() < deadline:
+        while tally.acked < n and time.monotonic() < deadline:
             m = consumer.poll(0.05)
             producer.poll(0)
             if m is None or m.error() or seen >= n:
                 continue
-            if first is None:
-                first = time.monotonic()
+            tally.started()
             seen += 1
             try:
                 record = spec.schema.model_validate_json(m.value() or b"")
@@ -172,18 +178,8 @@ def naive_per_event(
                     "version": version.version,
                 }
             ).encode()
-            while True:
-                try:
-                    producer.produce(
-                        out_topic,
-                        body,
-                        m.key(),
-                        on_delivery=lambda e, x, ts=ts: delivered(ts, e, x),
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.01)
+            _produce(producer, out_topic, body, m.key(), ts, tally)
         producer.flush(30)
     finally:
         consumer.close()
-    return DrainResult("naive per-event loop", acked, last - (first or last), latency)
+    return tally.result("naive per-event loop")

@@ -24,66 +24,16 @@ import argparse
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from streaming.config import PipelineConfig, load_config
+from streaming.inprocess import InMemoryMessage, InstantPublisher
 from streaming.latency import LatencyRecorder
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
 from streaming.worker import Worker, WorkerStats
-
-
-@dataclass
-class _Msg:
-    """The part of a Kafka message the engine reads, for in-process runs."""
-
-    _value: bytes
-    _key: bytes
-    _offset: int
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> bytes:
-        return self._key
-
-    def headers(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return "bench"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def error(self) -> None:
-        return None
-
-
-class InstantPublisher:
-    """Acknowledges every record at once and notes when: the engine without a broker."""
-
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-        self.acked_at: dict[bytes, float] = {}
-
-    def start(self) -> None:
-        return None
-
-    def produce(self, topic, value, key, headers, on_delivery) -> None:  # type: ignore[no-untyped-def]
-        if topic == self.topic and key is not None:
-            self.acked_at[key] = time.perf_counter()
-        if on_delivery is not None:
-            on_delivery(None, None)
-
-    def close(self, timeout: float) -> int:
-        return 0
 
 
 def model_ceiling(cfg: PipelineConfig, sizes: list[int], seconds: float = 1.0) -> dict[int, float]:
@@ -105,11 +55,11 @@ def model_ceiling(cfg: PipelineConfig, sizes: list[int], seconds: float = 1.0) -
     return out
 
 
-def _messages(cfg: PipelineConfig, n: int, seed: int) -> list[_Msg]:
+def _messages(cfg: PipelineConfig, n: int, seed: int) -> list[InMemoryMessage]:
     spec = load_pipeline(cfg.pipeline.module)
     events = spec.make_generator(seed).batch(n, int(time.time() * 1000))
     # unique keys: latency is matched per event (stickiness is not what is measured here)
-    return [_Msg(e.value, b"%d" % i, i) for i, e in enumerate(events)]
+    return [InMemoryMessage(e.value, b"%d" % i, i) for i, e in enumerate(events)]
 
 
 def engine_in_process(
@@ -118,7 +68,8 @@ def engine_in_process(
     """(events/s, latency from feed to acknowledgement) for n events fed at ``rate`` or flat out."""
     msgs = _messages(cfg, n, seed=3)
     worker = Worker(cfg)
-    publisher = InstantPublisher(cfg.topics.predictions)
+    publisher = InstantPublisher()
+    topic = cfg.topics.predictions
     worker.start_engine(publisher)  # type: ignore[arg-type]
     fed_at: dict[bytes, float] = {}
     try:
@@ -135,11 +86,12 @@ def engine_in_process(
                 fed_at[m._key] = now
             worker.handle(batch)  # type: ignore[arg-type]
         worker.tracker.wait_drained(120)
-        elapsed = max(publisher.acked_at.values()) - start
+        acked = {k: t for (tp, k), t in publisher.acked_at.items() if tp == topic}
+        elapsed = max(acked.values()) - start
     finally:
         worker.close()
     latency = LatencyRecorder()
-    for key, t in publisher.acked_at.items():
+    for key, t in acked.items():
         latency.record((t - fed_at[key]) * 1000)
     return n / elapsed, latency, worker.stats
 

@@ -5,73 +5,25 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 from collections import Counter
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streaming.config import load_config
+from streaming.inprocess import InMemoryMessage, InstantPublisher
 from streaming.records import DLQ_OFFSET, DLQ_REASON, DLQ_STAGE
 from streaming.worker import Worker
 from tests.fuzz_strategies import hostile_values
 from tests.kafka_helpers import BASE_CONFIG, ROOT
 
 
-@dataclass
-class Msg:
-    _value: bytes
-    _offset: int
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> bytes:
-        return b"card-1"
-
-    def headers(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return "fuzz"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def error(self) -> None:
-        return None
-
-
-class CapturingPublisher:
-    """Acknowledges at once and keeps what was published (no broker: this is about the engine)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes | None, dict[str, bytes]]] = []
-        self.lock = threading.Lock()
-
-    def start(self) -> None:
-        return None
-
-    def produce(self, topic, value, key, headers, on_delivery) -> None:  # type: ignore[no-untyped-def]
-        with self.lock:
-            self.records.append((topic, value, dict(headers or [])))
-        if on_delivery is not None:
-            on_delivery(None, None)
-
-    def close(self, timeout: float) -> int:
-        return 0
-
-
 @pytest.fixture(scope="module")
 def engine(models_built):  # type: ignore[no-untyped-def]
     cfg = load_config(BASE_CONFIG).with_overrides(models_dir=str(ROOT / "models"))
     worker = Worker(cfg)
-    publisher = CapturingPublisher()
+    publisher = InstantPublisher(keep=True)
     worker.start_engine(publisher)  # type: ignore[arg-type]
     yield worker, publisher, cfg, itertools.count()
     worker.close()
@@ -85,7 +37,7 @@ def engine(models_built):  # type: ignore[no-untyped-def]
 @given(st.lists(hostile_values, min_size=1, max_size=30))
 def test_every_event_gets_exactly_one_output(engine, values: list[bytes]) -> None:  # type: ignore[no-untyped-def]
     worker, publisher, cfg, offsets = engine
-    msgs = [Msg(v, next(offsets)) for v in values]
+    msgs = [InMemoryMessage(v, b"card-1", next(offsets)) for v in values]
     with publisher.lock:
         publisher.records.clear()
     worker.handle(msgs)  # type: ignore[arg-type]

@@ -1,0 +1,75 @@
+"""The engine without a broker: in-memory messages and a publisher that acknowledges at once.
+
+For the engine benchmark and the engine fuzz tests, which drive ``Worker.handle`` directly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class InMemoryMessage:
+    """The part of a Kafka message the engine reads."""
+
+    _value: bytes | None
+    _key: bytes | None
+    _offset: int
+    _topic: str = "in-memory"
+    _partition: int = 0
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def headers(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> None:
+        return None
+
+
+class InstantPublisher:
+    """Acknowledges every record as it is produced; notes when, and keeps them if asked."""
+
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep
+        self.records: list[tuple[str, bytes | None, dict[str, bytes]]] = []
+        self.acked_at: dict[tuple[str, bytes], float] = {}
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        return None
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        on_delivery: Any,
+    ) -> None:
+        with self.lock:
+            if key is not None:
+                self.acked_at[(topic, key)] = time.perf_counter()
+            if self.keep:
+                self.records.append((topic, value, dict(headers or [])))
+        if on_delivery is not None:
+            on_delivery(None, None)
+
+    def close(self, timeout: float) -> int:
+        return 0
