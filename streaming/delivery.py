@@ -67,6 +67,11 @@ class ChunkDelivery:
         self._done(self, now_ms - np.asarray(self._ts_ms, dtype=np.float64))
 
     @property
+    def ts_ms(self) -> list[int]:
+        """Event times of the chunk's rows, in order."""
+        return self._ts_ms
+
+    @property
     def size(self) -> int:
         return len(self._offsets)
 

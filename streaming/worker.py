@@ -762,7 +762,7 @@ class Worker:
         stats.last_output = time.monotonic()
         stats.end_to_end_ms.record_many(latencies_ms)
         if stats.steady_from_ms is not None:
-            steady = latencies_ms[np.asarray(delivery._ts_ms) >= stats.steady_from_ms]
+            steady = latencies_ms[np.asarray(delivery.ts_ms) >= stats.steady_from_ms]
             stats.steady_end_to_end_ms.record_many(steady)
         version.end_to_end_ms.record_many(latencies_ms)
         version.predictions_metric.inc(delivery.size)
