@@ -38,8 +38,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(worker_id, args.log_level)
     metrics = WorkerMetrics(cfg.name)
     port = args.metrics_port if args.metrics_port is not None else cfg.worker.metrics_port
-    if port:
-        metrics.serve(port)
     worker = Worker(
         cfg,
         max_events=args.max_events,
@@ -47,6 +45,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         worker_id=worker_id,
         metrics=metrics,
     )
+    if port:
+        from streaming.http import serve
+
+        try:
+            serve(port, metrics.registry, worker.healthz, worker.readyz)
+        except OSError as exc:
+            return _fail(
+                f"cannot serve metrics on port {port}: {exc}; choose another "
+                "--metrics-port (or worker.metrics_port)"
+            )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     try:

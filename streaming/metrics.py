@@ -5,7 +5,7 @@ Labels are bounded: pipeline, model, version, topic, partition, stage, reason cl
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -146,10 +146,6 @@ class WorkerMetrics:
         observed per event would cost more than producing the prediction.
         """
         self._end_to_end[(model, version)] = recorder
-
-    def serve(self, port: int) -> None:
-        """Expose /metrics on ``port`` in a daemon thread."""
-        start_http_server(port, registry=self.registry)
 
 
 class _EndToEndCollector(Collector):

@@ -53,6 +53,9 @@ from streaming.sink import Publisher
 
 log = logging.getLogger("streaming.worker")
 
+LOOP_STALL_S = 30.0
+"""/healthz fails when the main loop has not turned for this long (it turns every poll)."""
+
 
 class StartupError(RuntimeError):
     """The worker cannot start; the message names the fix. Nothing was committed."""
@@ -136,6 +139,7 @@ class Worker:
         self._paused = False
         self._closing = False
         self._active_at: float | None = None
+        self._turned_at = self._polled_at = time.monotonic()
         """Last message or assignment: idle time counts from here, never during a (re)join."""
         self._versions: list[_Version] = []
         self._router: Router | None = None
@@ -157,6 +161,23 @@ class Worker:
     def ready(self) -> bool:
         """Models warmed up and the consumer subscribed."""
         return self._ready.is_set()
+
+    def healthz(self) -> tuple[bool, dict[str, object]]:
+        """Alive: the main loop turned recently (a stuck loop fails the liveness probe)."""
+        age = time.monotonic() - self._turned_at
+        ok = self._fatal is None and (not self._ready.is_set() or age < LOOP_STALL_S)
+        return ok, {"loop_age_s": round(age, 3), "fatal": self._fatal}
+
+    def readyz(self) -> tuple[bool, dict[str, object]]:
+        """Ready: models warmed, partitions assigned, broker answering polls."""
+        assigned = bool(self._consumer is not None and self._active_at is not None)
+        polled_age = time.monotonic() - self._polled_at
+        ok = self._ready.is_set() and assigned and polled_age < LOOP_STALL_S
+        return ok, {
+            "models_warm": self._ready.is_set(),
+            "assigned": assigned,
+            "last_poll_age_s": round(polled_age, 3),
+        }
 
     def run(self) -> WorkerStats:
         """Start, process until stopped / max events / idle, then drain and commit."""
@@ -298,6 +319,7 @@ class Worker:
             self._backpressure()
             messages = self._poll(consumer, cfg.poll_batch, poll_timeout)
             now = time.monotonic()
+            self._turned_at = self._polled_at = now
             if now >= next_control and self._control is not None:
                 for message in self._control.poll():
                     self._on_control(message)
