@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streaming.config import PipelineConfig, load_config
+from streaming.config import ConfigError, PipelineConfig, load_config
 from streaming.inprocess import InMemoryMessage, InstantPublisher
 from streaming.latency import LatencyRecorder
 from streaming.pipeline import load_pipeline
@@ -294,4 +294,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from streaming.runtimes.base import ModelLoadError
+    from streaming.worker import StartupError
+
+    try:
+        main()
+    except (ModelLoadError, StartupError, ConfigError) as exc:
+        raise SystemExit(f"engine_bench: error: {exc}") from None
