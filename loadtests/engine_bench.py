@@ -251,6 +251,7 @@ def main() -> None:
         changes["runtime"] = args.runtime
     if args.model_dir:
         changes["path"] = str(Path(args.model_dir))
+        changes["version"] = Path(args.model_dir).name
     if changes:
         data = cfg.model_dump()
         data["model"]["versions"] = [{**v.model_dump(), **changes}]
