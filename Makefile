@@ -22,10 +22,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools
 
-system-deps:  ## Debian tools the integration tests use as outside clients (kcat)
-	@command -v kcat >/dev/null 2>&1 || { \
-	  echo "installing kcat (Debian package)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
+system-deps:  ## Debian tools the tests use: kcat (outside client), prometheus + promtool
+	@missing=""; \
+	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 $(MODELS) &: $(STAMP) models/fraud/train.py models/export.py pipelines/fraud/generator.py pipelines/fraud/preprocessing.py pipelines/fraud/schema.py
 	$(BIN)/python -m models.fraud.train --out models/fraud
