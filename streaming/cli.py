@@ -174,6 +174,56 @@ def _pairs(items: list[str], flag: str) -> dict[str, float]:
     return out
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from streaming.logs import setup_logging
+    from streaming.monitor.rollout import MonitorStartError
+
+    cfg = _load(args)
+    if args.auto_rollback is not None:
+        cfg = cfg.with_overrides(**{"monitor.auto_rollback": args.auto_rollback})
+    setup_logging("monitor", args.log_level)
+    _check_reachable(cfg)
+    from streaming.monitor.app import run_monitor
+
+    try:
+        return run_monitor(
+            cfg, max_windows=args.windows, duration_s=args.duration, log_level=args.log_level
+        )
+    except MonitorStartError as exc:
+        return _fail(str(exc))
+
+
+def _check_reachable(cfg: PipelineConfig) -> None:
+    """Exit 2 with the fix when the broker or the monitor's topics are not there."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from streaming import kafka
+
+    try:
+        meta = AdminClient(kafka.admin_settings(cfg.kafka)).list_topics(timeout=10)
+    except KafkaException as exc:
+        sys.exit(_fail(f"cannot reach Kafka at {cfg.kafka.bootstrap}: {exc}"))
+    t = cfg.topics
+    wanted = (
+        t.predictions,
+        t.shadow_topic,
+        t.telemetry,
+        t.dead_letters,
+        t.control,
+        t.verdicts_topic,
+        t.alerts_topic,
+    )
+    missing = [n for n in wanted if n not in meta.topics]
+    if missing:
+        sys.exit(
+            _fail(
+                f"topics missing on {cfg.kafka.bootstrap}: {', '.join(missing)}; create them "
+                "with: streaming topics create -c CONFIG"
+            )
+        )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streaming.demo import DemoOptions, run_demo
 
@@ -259,6 +309,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="share (0..1) of traffic a version also scores as a shadow",
     )
     p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser(
+        "monitor", help="per-version windows, verdicts, drift and automatic rollback (faust)"
+    )
+    with_config(p)
+    p.add_argument("--windows", type=_positive_int, help="stop after judging this many windows")
+    p.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after this")
+    roll = p.add_mutually_exclusive_group()
+    roll.add_argument(
+        "--auto-rollback",
+        dest="auto_rollback",
+        action="store_const",
+        const=True,
+        default=None,
+        help="set a failing canary's weight to 0 (overrides monitor.auto_rollback)",
+    )
+    roll.add_argument(
+        "--no-auto-rollback", dest="auto_rollback", action="store_const", const=False
+    )
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("demo", help="broker, topics, worker and events, bounded, with a summary")
     with_config(p)

@@ -67,6 +67,10 @@ class TopicsConfig(_Strict):
     """Compacted: key = model name, value = routing weights."""
     shadow: str | None = None
     """Shadow versions' predictions; default ``<predictions>.shadow``."""
+    verdicts: str | None = None
+    """The monitor's verdict per window and version; default ``<telemetry>.verdicts``."""
+    alerts: str | None = None
+    """The monitor's alerts (rollbacks, drift); default ``<telemetry>.alerts``."""
     partitions: int = Field(default=4, ge=1, le=10_000)
     """Partitions for ``streaming topics create``; the upper bound on useful worker replicas."""
     replication_factor: int = Field(default=1, ge=1)
@@ -74,6 +78,14 @@ class TopicsConfig(_Strict):
     @property
     def shadow_topic(self) -> str:
         return self.shadow or f"{self.predictions}.shadow"
+
+    @property
+    def verdicts_topic(self) -> str:
+        return self.verdicts or f"{self.telemetry}.verdicts"
+
+    @property
+    def alerts_topic(self) -> str:
+        return self.alerts or f"{self.telemetry}.alerts"
 
 
 class PipelineRef(_Strict):
@@ -185,6 +197,42 @@ class WorkerConfig(_Strict):
     """Prometheus /metrics port; 0 = off. ``--metrics-port`` overrides."""
 
 
+class MonitorConfig(_Strict):
+    """``streaming monitor``: per-version windows, verdicts, drift, automatic rollback.
+
+    A canary is judged against the baseline version in the same window, so that a change in
+    the traffic itself (both versions move) is reported as drift, not blamed on the canary.
+    """
+
+    window_s: float = Field(default=60.0, ge=1, le=86_400)
+    """Tumbling window length (by the prediction's scoring time)."""
+    grace_s: float = Field(default=5.0, ge=0, le=3_600)
+    """How long after a window's end late records are still counted before it is judged."""
+    baseline: str | None = None
+    """The version canaries are compared with; default: the highest weight in force."""
+    min_events: int = Field(default=500, ge=1)
+    """A version with fewer predictions in a window gets verdict ``insufficient``."""
+    auto_rollback: bool = False
+    """Set a failing canary's weight to 0 through the control topic (and say why in an alert)."""
+    bad_windows: int = Field(default=2, ge=1, le=100)
+    """Consecutive failing windows before a rollback: one noisy window is not enough."""
+    max_score_psi: float = Field(default=0.25, gt=0)
+    """PSI of a version's live scores against its training-time score histogram."""
+    max_feature_psi: float = Field(default=0.25, gt=0)
+    """PSI of the inputs against the training-time histograms: drift alerts only (the
+    traffic changed; no version is to blame)."""
+    max_flagged_delta: float = Field(default=0.05, gt=0, le=1)
+    """Largest allowed difference between canary and baseline in the share of flagged events."""
+    max_error_rate_delta: float = Field(default=0.01, gt=0, le=1)
+    """Largest allowed excess of the canary's inference error rate over the baseline's."""
+    max_p99_ratio: float = Field(default=2.0, gt=1)
+    """Largest allowed canary/baseline ratio of p99 event-to-score latency ..."""
+    min_p99_excess_ms: float = Field(default=20.0, ge=0)
+    """... counted only when the canary's p99 is also this much above the baseline's."""
+    group: str | None = None
+    """Consumer group of the monitor; default ``<kafka.group>-monitor``."""
+
+
 class PipelineConfig(_Strict):
     """One pipeline: where events come from, how they are scored, where results go."""
 
@@ -197,6 +245,17 @@ class PipelineConfig(_Strict):
     """Where ``<model>/<version>/`` artifacts live; relative to the working directory."""
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    @model_validator(mode="after")
+    def _monitor_baseline_known(self) -> PipelineConfig:
+        known = [v.version for v in self.model.versions]
+        if self.monitor.baseline is not None and self.monitor.baseline not in known:
+            raise ValueError(
+                f"monitor.baseline {self.monitor.baseline!r} is not a model version; "
+                f"choose one of {', '.join(known)}"
+            )
+        return self
 
     def version_dir(self, version: VersionConfig) -> Path:
         return Path(version.path or Path(self.models_dir) / self.model.name / version.version)

@@ -37,6 +37,8 @@ class Rejection:
     stage: str
     reason: str
     reason_class: str
+    version: str | None = None
+    """The model version that failed it (stage inference), for per-version error rates."""
 
 
 def too_large(size: int, limit: int) -> Rejection:

@@ -18,6 +18,7 @@ DLQ_TOPIC = "dead_letter.topic"
 DLQ_PARTITION = "dead_letter.partition"
 DLQ_OFFSET = "dead_letter.offset"
 DLQ_WORKER = "dead_letter.worker"
+DLQ_VERSION = "dead_letter.version"
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -41,6 +42,8 @@ def dead_letter_headers(
         (DLQ_OFFSET, str(offset).encode()),
         (DLQ_WORKER, worker.encode()),
     ]
+    if rejection.version is not None:
+        headers.append((DLQ_VERSION, rejection.version.encode()))
     return headers
 
 

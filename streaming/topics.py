@@ -22,6 +22,8 @@ def create_topics(
         t.dead_letters: NewTopic(t.dead_letters, n, t.replication_factor),
         t.telemetry: NewTopic(t.telemetry, 1, t.replication_factor),
         t.shadow_topic: NewTopic(t.shadow_topic, n, t.replication_factor),
+        t.verdicts_topic: NewTopic(t.verdicts_topic, 1, t.replication_factor),
+        t.alerts_topic: NewTopic(t.alerts_topic, 1, t.replication_factor),
         t.control: NewTopic(
             t.control, 1, t.replication_factor, config={"cleanup.policy": "compact"}
         ),

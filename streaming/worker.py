@@ -41,6 +41,7 @@ from streaming.decode import (
     Rejection,
 )
 from streaming.delivery import ChunkDelivery
+from streaming.drift import DriftBaseline, FeatureSketch
 from streaming.latency import LatencyRecorder
 from streaming.metrics import WorkerMetrics
 from streaming.offsets import OffsetTracker, PartitionLedger
@@ -111,6 +112,8 @@ class _Version:
     end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
     thread: threading.Thread | None = None
     telemetry: dict[str, Any] = field(default_factory=dict)
+    sketch: FeatureSketch | None = None
+    """Live input histograms in the model's drift-baseline bins (for the monitor)."""
 
 
 class Worker:
@@ -300,6 +303,15 @@ class Worker:
             Lane(policy, b.max_queued_events),
             self.metrics.predictions.labels(cfg.name, cfg.model.name, vc.version),
         )
+        try:
+            baseline = DriftBaseline.from_metadata(meta.raw.get("drift_baseline"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StartupError(
+                f"model {cfg.model.name}/{vc.version}: bad drift_baseline in its metadata "
+                f"({exc}); rebuild the model (make models)"
+            ) from None
+        if baseline is not None and baseline.features:
+            version.sketch = FeatureSketch(baseline)
         self.metrics.track_end_to_end(cfg.model.name, vc.version, version.end_to_end_ms)
         return version
 
@@ -522,6 +534,8 @@ class Worker:
             msgs = [s[0] for s in sel]
             records = [s[1] for s in sel]
             ledgers = [s[2] for s in sel]
+        if version.sketch is not None:
+            version.sketch.add(records)
         version.lane.put(self._make_chunk(features, msgs, records, ledgers, enqueued))
 
     def _make_chunk(
@@ -672,6 +686,7 @@ class Worker:
                 STAGE_INFERENCE,
                 f"{vc.version}: {type(error).__name__}: {error}"[:480],
                 type(error).__name__,
+                vc.version,
             )
             for c in chunks:
                 for i in range(len(c)):
@@ -697,6 +712,7 @@ class Worker:
                             STAGE_INFERENCE,
                             f"{vc.version}: non-finite score {part[i]!r}",
                             "non_finite_score",
+                            vc.version,
                         ),
                     )
                 if not rows:
@@ -819,6 +835,8 @@ class Worker:
             "errors": tele.get("errors", 0),
             "score": _score_summary(scores, self.config.model.threshold),
         }
+        if version.sketch is not None:
+            record["feature_counts"] = version.sketch.take()
         version.telemetry = {"_since": now}
         assert self._publisher is not None
         # Telemetry is best effort: it holds no input offset back.

@@ -1,0 +1,122 @@
+"""Drift baselines: histograms saved with a model at training time, and PSI against them.
+
+A model's ``metadata.json`` may carry ``drift_baseline``::
+
+    {"features": {"amount": {"edges": [...11], "counts": [...10]}, ...},
+     "score": {"edges": [...], "counts": [...]}}
+
+Workers count live inputs into the same bins (telemetry carries the counts), the monitor
+counts live scores, and the population stability index says how far apart they are: below
+0.1 little change, 0.1-0.25 some, above 0.25 a shift worth acting on (the usual reading).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PSI_FLOOR = 1e-4
+"""Empty bins are floored to this share so that PSI stays finite."""
+
+
+@dataclass(frozen=True)
+class Histogram:
+    edges: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], what: str) -> Histogram:
+        edges = np.asarray(raw["edges"], dtype=np.float64)
+        counts = np.asarray(raw["counts"], dtype=np.float64)
+        if edges.ndim != 1 or counts.shape != (edges.size - 1,) or edges.size < 2:
+            raise ValueError(f"{what}: need n+1 edges for n counts")
+        if np.any(np.diff(edges) < 0) or counts.sum() <= 0:
+            raise ValueError(f"{what}: edges must rise and counts must not all be 0")
+        return cls(edges, counts)
+
+    def bin_counts(self, values: np.ndarray) -> np.ndarray:
+        """Counts of ``values`` in these bins; values outside go to the first/last bin."""
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        idx = np.searchsorted(self.edges, values, side="right") - 1
+        np.clip(idx, 0, self.counts.size - 1, out=idx)
+        return np.bincount(idx, minlength=self.counts.size)
+
+
+@dataclass(frozen=True)
+class DriftBaseline:
+    features: dict[str, Histogram]
+    score: Histogram | None
+
+    @classmethod
+    def from_metadata(cls, raw: Mapping[str, Any] | None) -> DriftBaseline | None:
+        """The baseline in a model's metadata, or None when it has none (old artifacts)."""
+        if not raw:
+            return None
+        features = {
+            name: Histogram.parse(h, f"drift_baseline.features.{name}")
+            for name, h in (raw.get("features") or {}).items()
+        }
+        score = Histogram.parse(raw["score"], "drift_baseline.score") if "score" in raw else None
+        return cls(features, score)
+
+
+def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> float:
+    """Population stability index of ``actual`` counts against ``expected`` counts."""
+    e = np.asarray(expected, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
+    if e.shape != a.shape:
+        raise ValueError(f"bins differ: {e.shape} vs {a.shape}")
+    if a.sum() <= 0 or e.sum() <= 0:
+        return 0.0
+    p = np.maximum(e / e.sum(), PSI_FLOOR)
+    q = np.maximum(a / a.sum(), PSI_FLOOR)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+class FeatureSketch:
+    """Live input counts in a baseline's bins, filled by the poll thread, taken by telemetry.
+
+    Only the first ``sample`` rows of each chunk are counted: the histograms need a fair
+    sample, not every event, and reading fields off records costs on the hot path.
+    """
+
+    def __init__(self, baseline: DriftBaseline, sample: int = 64) -> None:
+        self._hists = baseline.features
+        self._sample = sample
+        self._lock = threading.Lock()
+        self._counts = self._zero()
+
+    def _zero(self) -> dict[str, np.ndarray]:
+        return {name: np.zeros(h.counts.size, np.int64) for name, h in self._hists.items()}
+
+    def add(self, records: Sequence[Any]) -> None:
+        rows = records[: self._sample]
+        if not rows or not self._hists:
+            return
+        counted = {}
+        for name, hist in self._hists.items():
+            values = np.fromiter(
+                (_number(getattr(r, name, None)) for r in rows), np.float64, len(rows)
+            )
+            counted[name] = hist.bin_counts(values)
+        with self._lock:
+            for name, c in counted.items():
+                self._counts[name] += c
+
+    def take(self) -> dict[str, list[int]]:
+        """The counts since the last take (and start again from zero)."""
+        with self._lock:
+            counts, self._counts = self._counts, self._zero()
+        return {name: c.tolist() for name, c in counts.items() if c.any()}
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -1,0 +1,144 @@
+"""The monitor's decisions without Kafka: PSI, windows, verdicts, rollback streaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streaming.config import MonitorConfig, PipelineConfig, load_config
+from streaming.drift import DriftBaseline, FeatureSketch, Histogram, psi
+from streaming.monitor.rollout import RolloutMonitor
+from streaming.monitor.windows import WindowStore
+from tests.kafka_helpers import BASE_CONFIG
+
+EDGES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+BASE = DriftBaseline(
+    features={"amount": Histogram(np.array(EDGES) * 100, np.full(10, 100.0))},
+    score=Histogram(np.array(EDGES) / 5, np.full(10, 100.0)),  # training scores in 0..0.2
+)
+
+
+def test_psi_is_zero_for_the_same_shape_and_large_for_a_collapse() -> None:
+    assert psi([10, 20, 30], [1, 2, 3]) == pytest.approx(0.0)
+    assert psi([100] * 10, [0] * 9 + [1000]) > 3
+    with pytest.raises(ValueError, match="bins differ"):
+        psi([1, 2], [1, 2, 3])
+
+
+def test_bin_counts_put_outliers_in_the_edge_bins_and_drop_nan() -> None:
+    h = Histogram(np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0]))
+    assert h.bin_counts(np.array([-5, 0.5, 1.5, 99, np.nan])).tolist() == [2, 2]
+
+
+def test_feature_sketch_samples_each_chunk_and_resets_on_take() -> None:
+    class Rec:
+        def __init__(self, amount: float) -> None:
+            self.amount = amount
+
+    sketch = FeatureSketch(BASE, sample=5)
+    sketch.add([Rec(5.0)] * 10)
+    assert sum(sketch.take()["amount"]) == 5
+    assert sketch.take() == {}
+
+
+def config(**monitor: object) -> PipelineConfig:
+    base = load_config(BASE_CONFIG)
+    data = base.model_dump()
+    data["model"]["versions"] = [
+        {**data["model"]["versions"][0], "version": "v1", "weight": 90},
+        {**data["model"]["versions"][0], "version": "v2", "weight": 10},
+    ]
+    data["monitor"] = {**MonitorConfig().model_dump(), "window_s": 10, "grace_s": 1, **monitor}
+    return PipelineConfig.model_validate(data)
+
+
+def predictions(version: str, n: int, scores: np.ndarray, t0: int, latency: int = 20) -> list:
+    return [
+        {
+            "version": version,
+            "score": float(s),
+            "scored_ms": t0 + i % 9000,
+            "ts_ms": t0 + i % 9000 - latency,
+        }
+        for i, s in zip(range(n), scores, strict=False)
+    ]
+
+
+def feed(mon: RolloutMonitor, t0: int, canary_scores: np.ndarray, n: int = 1000) -> None:
+    rng = np.random.default_rng(t0)
+    mon.store.add_predictions(predictions("v1", n, rng.uniform(0, 0.2, n), t0))
+    mon.store.add_predictions(predictions("v2", n, canary_scores, t0))
+
+
+def test_a_noisy_canary_fails_twice_then_is_rolled_back() -> None:
+    mon = RolloutMonitor(config(auto_rollback=True, min_events=100), {"v1": BASE, "v2": BASE})
+    rng = np.random.default_rng(1)
+    feed(mon, 1_000_000, rng.uniform(0, 1, 1000))
+    first = mon.tick(1_011_001)
+    assert [(v["version"], v["verdict"]) for v in first.verdicts] == [
+        ("v1", "baseline"),
+        ("v2", "fail"),
+    ]
+    assert first.update is None  # one failing window is not enough
+    feed(mon, 1_010_000, rng.uniform(0, 1, 1000))
+    second = mon.tick(1_021_001)
+    assert second.update is not None
+    assert second.update.weights == {"v1": 90, "v2": 0}
+    (alert,) = second.alerts
+    assert alert["kind"] == "rollback" and alert["failed_windows_start_ms"] == [
+        1_000_000,
+        1_010_000,
+    ]
+    assert mon.weights["v2"] == 0 and mon.canaries() == []
+
+
+def test_a_good_canary_passes_and_a_thin_window_is_not_judged() -> None:
+    mon = RolloutMonitor(config(auto_rollback=True, min_events=500), {"v1": BASE, "v2": BASE})
+    rng = np.random.default_rng(2)
+    for t0 in (1_000_000, 1_010_000, 1_020_000):
+        feed(mon, t0, rng.uniform(0, 0.2, 1000))
+    result = mon.tick(1_031_001)
+    assert [v["verdict"] for v in result.verdicts if v["version"] == "v2"] == ["ok"] * 3
+    assert result.update is None and not result.alerts
+    feed(mon, 1_030_000, rng.uniform(0, 1, 1000), n=100)
+    thin = mon.tick(1_041_001)
+    assert [v["verdict"] for v in thin.verdicts if v["version"] == "v2"] == ["insufficient"]
+
+
+def test_without_auto_rollback_a_failing_canary_only_raises_an_alert() -> None:
+    mon = RolloutMonitor(
+        config(auto_rollback=False, min_events=100, bad_windows=1), {"v1": BASE, "v2": BASE}
+    )
+    feed(mon, 1_000_000, np.full(1000, 0.9))
+    result = mon.tick(1_011_001)
+    assert result.update is None
+    assert [a["kind"] for a in result.alerts] == ["canary_failing"]
+    assert mon.weights["v2"] == 10
+
+
+def test_slow_or_failing_canary_is_worse_than_the_baseline() -> None:
+    mon = RolloutMonitor(config(min_events=100, bad_windows=1), {"v1": BASE, "v2": BASE})
+    rng = np.random.default_rng(3)
+    mon.store.add_predictions(predictions("v1", 1000, rng.uniform(0, 0.2, 1000), 1_000_000))
+    mon.store.add_predictions(
+        predictions("v2", 1000, rng.uniform(0, 0.2, 1000), 1_000_000, latency=400)
+    )
+    for _ in range(50):
+        mon.store.add_dead_letter(1_000_500, "inference", "v2")
+    (_, canary) = mon.tick(1_011_001).verdicts
+    assert canary["verdict"] == "fail"
+    text = " ".join(canary["reasons"])
+    assert "p99 latency" in text and "error rate" in text
+
+
+def test_late_records_after_a_window_closed_are_counted_as_late() -> None:
+    store = WindowStore(1000, 0, 0.5, {})
+    store.add_dead_letter(5_500, "decode", None)
+    assert [w.start_ms for w in store.close(6_000)] == [5_000]
+    store.add_dead_letter(5_900, "decode", None)
+    assert store.late == 1
+
+
+def test_monitor_baseline_must_be_a_version() -> None:
+    with pytest.raises(ValueError, match=r"monitor.baseline 'v7' is not a model version"):
+        config(baseline="v7")
