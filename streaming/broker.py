@@ -40,8 +40,13 @@ def broker_binary() -> str:
 class EmbeddedBroker:
     """Starts the broker on 127.0.0.1:port as a child process and waits until it answers."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log_path: Path | None = None, authentication: bool = False
+    ) -> None:
         self.port = port or free_port()
+        self.authentication = authentication
+        """Require SASL (SCRAM) logins. Tansu 0.6.0 can then create no users (its user command
+        needs a login too) and keeps none across restarts, so only refusals can be tested."""
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -61,6 +66,7 @@ class EmbeddedBroker:
             url,
             "--storage-engine",
             "memory://tansu/",
+            *(["--authentication"] if self.authentication else []),
         ]
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
@@ -89,6 +95,8 @@ class EmbeddedBroker:
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
             ):
+                if self.authentication:
+                    return  # it answers only to logins; the open port is all we can check
                 admin = AdminClient({"bootstrap.servers": self.bootstrap})
                 try:
                     admin.list_topics(timeout=2)

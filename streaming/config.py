@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streaming.secrets import ENV_SECRETS_DIR, SECRET_KEYS, SecretsError, load_secrets
+
 ENV_BOOTSTRAP = "STREAMING_BOOTSTRAP"
 """Overrides ``kafka.bootstrap``; ``--bootstrap`` on the command line overrides both."""
 
@@ -38,6 +40,10 @@ class KafkaConfig(_Strict):
     """librdkafka settings for the worker's consumer (fetch.wait.max.ms, session.timeout.ms)."""
     producer: dict[str, KafkaValue] = Field(default_factory=dict)
     """librdkafka settings for the worker's producer (linger.ms, compression.type)."""
+    secrets_dir: str | None = None
+    """Directory of credential files, one librdkafka property per file (sasl.username,
+    sasl.password, ...): a mounted Kubernetes Secret. ``STREAMING_KAFKA_SECRETS_DIR``
+    overrides it. Passwords may only come from here, never from this file."""
 
     @field_validator("common", "consumer", "producer")
     @classmethod
@@ -53,6 +59,12 @@ class KafkaConfig(_Strict):
             raise ValueError(
                 f"{', '.join(clash)} is managed by the worker (use kafka.bootstrap / kafka.group; "
                 "offsets are always committed by the worker after delivery)"
+            )
+        secret = sorted(k for k in value if k in SECRET_KEYS)
+        if secret:
+            raise ValueError(
+                f"{', '.join(secret)} must not be written in the config: put it in a file named "
+                "after it in kafka.secrets_dir (a mounted Secret)"
             )
         return value
 
@@ -297,12 +309,20 @@ def load_config(path: str | Path, bootstrap: str | None = None) -> PipelineConfi
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    secrets_dir = os.environ.get(ENV_SECRETS_DIR)
+    if secrets_dir and isinstance(raw.get("kafka"), dict):
+        raw["kafka"]["secrets_dir"] = secrets_dir
     override = bootstrap or os.environ.get(ENV_BOOTSTRAP)
     if override:
         raw.setdefault("kafka", {})
         if isinstance(raw["kafka"], dict):
             raw["kafka"]["bootstrap"] = override
     try:
-        return PipelineConfig.model_validate(raw)
+        cfg = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path), exc)) from None
+    try:
+        load_secrets(cfg.kafka.secrets_dir)  # fail at start, not at the first connection
+    except (SecretsError, OSError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return cfg

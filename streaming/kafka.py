@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
 from streaming.config import KafkaConfig
+from streaming.secrets import load_secrets
 
 # Errors from librdkafka that mean "fix the setup", mapped to the fix, so a start-up failure
 # says what to do rather than only what happened.
@@ -19,12 +24,63 @@ _HINTS = {
 }
 
 
+class _CapturedLog:
+    """librdkafka's log lines of one short-lived client, kept instead of printed."""
+
+    MARKERS = ("authentication", "SSL handshake", "certificate verify", "SASL")
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, _level: int, fmt: str, *args: object) -> None:
+        self.lines.append(fmt % args if args else fmt)
+
+    def refusal(self) -> str | None:
+        for line in reversed(self.lines):
+            if any(m in line for m in self.MARKERS):
+                return line.split("]: ", 1)[-1].split(": ", 1)[-1]
+        return None
+
+
 def hint(error_name: str) -> str:
     return _HINTS.get(error_name, "")
 
 
+def cluster_metadata(cfg: KafkaConfig, error: type[Exception], timeout: float = 10.0) -> Any:
+    """The cluster's metadata, or ``error`` with the cause and the fix.
+
+    A rejected login shows only as "transport failure" from list_topics; the client's log has
+    the real reason, so it is captured, and a refusal ends the wait at once instead of after
+    the whole timeout (and instead of a log line per retry).
+    """
+    log = _CapturedLog()
+    admin = AdminClient({**admin_settings(cfg), "logger": log})
+    deadline = time.monotonic() + timeout
+    last: KafkaException | None = None
+    while time.monotonic() < deadline:
+        try:
+            return admin.list_topics(timeout=1.0)
+        except KafkaException as exc:
+            last = exc
+        admin.poll(0.05)
+        refused = log.refusal()
+        if refused:
+            raise error(
+                f"Kafka at {cfg.bootstrap} refused the connection: {refused}. Check "
+                "security.protocol and sasl.mechanism in kafka.common, the credentials in "
+                "kafka.secrets_dir (the files sasl.username and sasl.password) and the ssl.* "
+                "settings"
+            )
+    err = last.args[0] if last is not None and last.args else None
+    name = err.name() if isinstance(err, KafkaError) else ""
+    raise error(
+        f"cannot reach Kafka at {cfg.bootstrap}: {last}. "
+        f"{hint(name) or 'Is the broker running and kafka.bootstrap right?'}"
+    )
+
+
 def _base(cfg: KafkaConfig) -> dict[str, Any]:
-    return {"bootstrap.servers": cfg.bootstrap, **cfg.common}
+    return {"bootstrap.servers": cfg.bootstrap, **cfg.common, **load_secrets(cfg.secrets_dir)}
 
 
 def consumer_settings(cfg: KafkaConfig, client_id: str) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from streaming import kafka
 from streaming.batcher import Chunk, Lane
@@ -245,16 +244,7 @@ class Worker:
     def _preflight(self) -> None:
         """Fail before joining the group if the cluster or the topics are not there."""
         cfg = self.config
-        admin = AdminClient(kafka.admin_settings(cfg.kafka))
-        try:
-            meta = admin.list_topics(timeout=10)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            name = err.name() if isinstance(err, KafkaError) else ""
-            raise StartupError(
-                f"cannot reach Kafka at {cfg.kafka.bootstrap}: {exc}. "
-                f"{kafka.hint(name) or 'Is the broker running and kafka.bootstrap right?'}"
-            ) from None
+        meta = kafka.cluster_metadata(cfg.kafka, StartupError)
         t = cfg.topics
         missing = [
             n

@@ -56,9 +56,9 @@ def test_topics_create_then_produce_with_invalid_share(broker, tmp_path) -> None
     path, cfg = write_config(tmp_path, broker.bootstrap)
     created = streaming("topics", "create", "-c", str(path), "--partitions", "3")
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count("created") == 6  # with the shadow topic
+    assert created.stdout.count("created") == 8  # with shadow, verdicts and alerts
     again = streaming("topics", "create", "-c", str(path))
-    assert again.stdout.count("exists") == 6  # idempotent
+    assert again.stdout.count("exists") == 8  # idempotent
 
     produced = streaming(
         "produce",
