@@ -223,6 +223,7 @@ class Worker:
             # process-wide on purpose: the worker owns its process (see the config field)
             sys.setswitchinterval(cfg.worker.gil_switch_interval_ms / 1000.0)
         self._versions = [self._load_version(v) for v in cfg.model.versions]
+        self._init_metric_series()
         self.apply_routing(
             RoutingUpdate(
                 weights={v.version: v.weight for v in cfg.model.versions},
@@ -240,6 +241,16 @@ class Worker:
                 target=self._infer_loop, args=(v,), name=f"infer-{v.config.version}", daemon=True
             )
             v.thread.start()
+
+    def _init_metric_series(self) -> None:
+        """Counters that only move on trouble exist at 0 from the start, so that rate() and
+        the alerts on them see an increase from the first one (not from the second)."""
+        cfg, m = self.config, self.metrics
+        m.control_refused.labels(cfg.name)
+        m.delivery_errors.labels(cfg.name, "?")
+        for v in cfg.model.versions:
+            m.shadow_shed.labels(cfg.name, cfg.model.name, v.version)
+            m.batch_size.labels(cfg.name, cfg.model.name, v.version)
 
     def _preflight(self) -> None:
         """Fail before joining the group if the cluster or the topics are not there."""

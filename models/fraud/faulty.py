@@ -3,7 +3,8 @@
 A canary that was trained well but broke on the way to production looks like this: the same
 inputs, the same metadata (preprocessing parameters, drift baselines copied from a good
 version), but scores that carry no signal. ``constant`` answers the same score for every
-event; ``noisy`` answers uniform random scores. The monitor must roll either back.
+event; ``noisy`` answers uniform random scores; ``flaky`` answers NaN for some events. The monitor
+must roll each back.
 
     python -m models.fraud.faulty --kind noisy --from models/fraud/v2 --out models/fraud/v9
 """
@@ -20,7 +21,7 @@ from torch import nn
 
 from models.export import export_model
 
-KINDS = ("constant", "noisy")
+KINDS = ("constant", "noisy", "flaky")
 
 
 class ConstantScore(nn.Module):
@@ -30,6 +31,15 @@ class ConstantScore(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x[:, :1]) + self.value
+
+
+class FlakyScore(nn.Module):
+    """A low score, but NaN for about 2% of rows (the worker dead-letters those, stage
+    inference): a model that breaks on some inputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = torch.zeros_like(x[:, :1]) + 0.01
+        return torch.where(torch.rand_like(low) < 0.02, low * float("nan"), low)
 
 
 class NoisyScore(nn.Module):
@@ -45,7 +55,11 @@ def build_faulty(kind: str, source: Path, out: Path, version: str | None = None)
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: run `make models` first")
     meta = json.loads(meta_path.read_text())
-    module: nn.Module = ConstantScore(0.9) if kind == "constant" else NoisyScore()
+    module: nn.Module = {
+        "constant": ConstantScore(0.9),
+        "noisy": NoisyScore(),
+        "flaky": FlakyScore(),
+    }[kind]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer warns that random output is random
         return _export(module, meta, Path(out), version or Path(out).name, kind)
