@@ -1,0 +1,79 @@
+{{- define "sw.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sw.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sw.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sw.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "sw.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "sw.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: worker
+streaming/pipeline: {{ .Values.pipeline.name | quote }}
+{{- end -}}
+
+{{- define "sw.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "sw.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The models directory inside the pod, from models.source. */}}
+{{- define "sw.modelsDir" -}}
+{{- if eq .Values.models.source "image" -}}
+{{- .Values.models.imagePath -}}
+{{- else -}}
+/models
+{{- end -}}
+{{- end -}}
+
+{{/* The pipeline config as the worker reads it: models_dir set by the chart. */}}
+{{- define "sw.pipelineConfig" -}}
+{{- $cfg := deepCopy .Values.pipeline -}}
+{{- $_ := set $cfg "models_dir" (include "sw.modelsDir" .) -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* Drain deadline plus margin: SIGTERM always gets to drain and commit. */}}
+{{- define "sw.terminationGrace" -}}
+{{- $worker := default dict .Values.pipeline.worker -}}
+{{- $drain := default 20 $worker.drain_timeout_s -}}
+{{- add (int (ceil $drain)) .Values.terminationGraceMarginSeconds -}}
+{{- end -}}
+
+{{/* Fail at install on combinations the schema cannot express. */}}
+{{- define "sw.checks" -}}
+{{- $partitions := int (default 4 .Values.pipeline.topics.partitions) -}}
+{{- if and .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled -}}
+{{- fail "autoscaling: enable either hpa or keda, not both (they would fight over replicas)" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.keda.enabled (gt (int .Values.autoscaling.keda.maxReplicaCount) $partitions) -}}
+{{- fail (printf "autoscaling.keda.maxReplicaCount (%d) is above pipeline.topics.partitions (%d): replicas beyond the partition count sit idle; lower it or add partitions" (int .Values.autoscaling.keda.maxReplicaCount) $partitions) -}}
+{{- end -}}
+{{- if and .Values.autoscaling.hpa.enabled (gt (int .Values.autoscaling.hpa.maxReplicas) $partitions) -}}
+{{- fail (printf "autoscaling.hpa.maxReplicas (%d) is above pipeline.topics.partitions (%d): replicas beyond the partition count sit idle; lower it or add partitions" (int .Values.autoscaling.hpa.maxReplicas) $partitions) -}}
+{{- end -}}
+{{- if gt (int .Values.replicaCount) $partitions -}}
+{{- fail (printf "replicaCount (%d) is above pipeline.topics.partitions (%d): the extra workers would get no partitions" (int .Values.replicaCount) $partitions) -}}
+{{- end -}}
+{{- if and (eq .Values.models.source "volume") (not .Values.models.volume.claimName) -}}
+{{- fail "models.source is volume: set models.volume.claimName to an existing PersistentVolumeClaim" -}}
+{{- end -}}
+{{- if and (eq .Values.models.source "objectStorage") (not .Values.models.objectStorage.uri) -}}
+{{- fail "models.source is objectStorage: set models.objectStorage.uri (e.g. s3://bucket/models/)" -}}
+{{- end -}}
+{{- end -}}
