@@ -35,6 +35,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+def trace_id(headers: list[tuple[str, bytes]] | None) -> str | None:
+    """The W3C trace id of an event's ``traceparent`` header (version-traceid-spanid-flags)."""
+    for key, value in headers or ():
+        if key == "traceparent" and value:
+            parts = value.decode("ascii", "replace").split("-")
+            if len(parts) == 4 and len(parts[1]) == 32:
+                return parts[1]
+    return None
+
+
+class LogBudget:
+    """At most ``per_second`` lines of one kind per second; the rest are counted, and the
+    count is reported on the next line that gets through (a flood of bad events must not
+    become a flood of logs)."""
+
+    def __init__(self, per_second: int = 20) -> None:
+        self.per_second = per_second
+        self._second = 0
+        self._used = 0
+        self.suppressed = 0
+
+    def take(self) -> bool:
+        now = int(time.monotonic())
+        if now != self._second:
+            self._second, self._used = now, 0
+        if self._used < self.per_second:
+            self._used += 1
+            return True
+        self.suppressed += 1
+        return False
+
+
 def setup_logging(worker: str, level: str = "INFO", json_lines: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:

@@ -42,6 +42,7 @@ from streaming.decode import (
 from streaming.delivery import ChunkDelivery
 from streaming.drift import DriftBaseline, FeatureSketch
 from streaming.latency import LatencyRecorder
+from streaming.logs import LogBudget, trace_id
 from streaming.metrics import WorkerMetrics
 from streaming.offsets import OffsetTracker, PartitionLedger
 from streaming.pipeline import PipelineSpec, Preprocessor, load_pipeline
@@ -151,6 +152,7 @@ class Worker:
         self._consumer: Consumer | None = None
         self._ready = threading.Event()
         self.assigned = threading.Event()
+        self._dead_letter_log = LogBudget(per_second=20)
         """Set once the group gave this worker partitions (benchmarks wait for it)."""
 
     # ------------------------------------------------------------------ lifecycle
@@ -851,8 +853,30 @@ class Worker:
 
     # ------------------------------------------------------------------ outputs
 
+    def _log_dead_letter(
+        self, rejection: Rejection, headers: Any, topic: str, partition: int, offset: int
+    ) -> None:
+        """One line per dead letter within a budget: where, which stage, the trace id. Never
+        the value or the reason text (either may carry card data); both are in the record."""
+        budget = self._dead_letter_log
+        if not log.isEnabledFor(logging.INFO) or not budget.take():
+            return
+        extra = {
+            "stage": rejection.stage,
+            "reason_class": rejection.reason_class,
+            "source": f"{topic}[{partition}]@{offset}",
+            "trace_id": trace_id(headers),
+        }
+        if budget.suppressed:
+            extra["suppressed_since_last"] = budget.suppressed
+            budget.suppressed = 0
+        log.info("dead letter", extra=extra)
+
     def _dead_letter(self, msg: Message, ledger: PartitionLedger, rejection: Rejection) -> None:
         assert self._publisher is not None
+        self._log_dead_letter(
+            rejection, msg.headers(), msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        )
         headers = dead_letter_headers(
             msg.headers(),
             rejection,
@@ -872,6 +896,13 @@ class Worker:
     def _dead_letter_row(self, chunk: Chunk, i: int, rejection: Rejection) -> None:
         """Dead-letter a row that got past decoding, with its original bytes unchanged."""
         assert self._publisher is not None
+        self._log_dead_letter(
+            rejection,
+            chunk.headers[i],
+            chunk.ledgers[i].topic,
+            chunk.ledgers[i].partition,
+            chunk.offsets[i],
+        )
         ledger = chunk.ledgers[i]
         headers = dead_letter_headers(
             chunk.headers[i],

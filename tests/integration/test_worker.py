@@ -104,6 +104,18 @@ def test_clean_run_one_output_per_event_with_the_right_stage(broker, models_buil
         assert int(r.headers["dead_letter.offset"]) >= 0
         assert r.headers["traceparent"].startswith(b"00-")
 
+    # logs: JSON lines with the worker id; dead letters carry the trace id, within a budget;
+    # no event value (card data) ever appears
+    lines = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    assert lines and all(line["worker"] for line in lines)
+    dl_lines = [line for line in lines if line["msg"] == "dead letter"]
+    assert dl_lines and all(
+        line["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" for line in dl_lines
+    )
+    assert len(dl_lines) < len(invalid)  # a flood of bad events is not a flood of logs
+    text = worker.log()
+    assert not [e for e in valid[:500] if json.loads(e.value)["card_id"] in text]
+
     # the fraud signal survives the whole path: flagged events are mostly real fraud
     scores = {json.loads(r.value)["event_id"]: json.loads(r.value)["score"] for r in preds}
     fraud = [scores[e.event_id] for e in valid if e.label == 1]
