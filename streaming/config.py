@@ -258,6 +258,11 @@ class PipelineConfig(_Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    """``exactly-once``: outputs and input offsets are committed in one Kafka transaction, so
+    readers with isolation.level=read_committed see each event's outputs once, even after a
+    kill -9. It drains the pipeline at every commit (worker.commit_interval_ms): measure the
+    cost with loadtests/exactly_once.py."""
 
     @model_validator(mode="after")
     def _monitor_baseline_known(self) -> PipelineConfig:

@@ -111,6 +111,22 @@ def producer_settings(cfg: KafkaConfig, client_id: str) -> dict[str, Any]:
     }
 
 
+def transactional_settings(
+    cfg: KafkaConfig, worker_id: str, drain_timeout_s: float
+) -> dict[str, Any]:
+    """The producer of exactly-once mode: one transactional id per worker, stable across its
+    restarts (STREAMING_WORKER_ID; the chart sets the pod name), so that a restarted worker
+    aborts its predecessor's open transaction at once; offsets go through
+    send_offsets_to_transaction with the consumer's group metadata (KIP-447), which fences a
+    member that lost its partitions. A worker that never comes back under the same id leaves
+    its open transaction to the broker's timeout: read_committed readers wait that long."""
+    return {
+        "transactional.id": f"{cfg.group}-{worker_id}",
+        # Open at most a commit interval, or a drain: the timeout must outlast a drain.
+        "transaction.timeout.ms": int((drain_timeout_s + 10) * 1000),
+    }
+
+
 def admin_settings(cfg: KafkaConfig) -> dict[str, Any]:
     return _base(cfg)
 

@@ -56,6 +56,26 @@ class Publisher:
         while not self._stop.is_set():
             poll(0.05)
 
+    # ---------------------------------------------------------- transactions (exactly-once)
+
+    def init_transactions(self, timeout: float = 30.0) -> None:
+        """Register the transactional id (fencing an older producer with the same id)."""
+        self._producer.init_transactions(timeout)
+        self._producer.begin_transaction()
+
+    def commit_transaction(
+        self, offsets: list[Any], group_metadata: Any, timeout: float, begin_next: bool = True
+    ) -> None:
+        """Commit everything produced since the last commit together with ``offsets``."""
+        if offsets:
+            self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout)
+        self._producer.commit_transaction(timeout)
+        if begin_next:
+            self._producer.begin_transaction()
+
+    def abort_transaction(self, timeout: float = 10.0) -> None:
+        self._producer.abort_transaction(timeout)
+
     def in_queue(self) -> int:
         return len(self._producer)
 

@@ -82,6 +82,10 @@ class WorkerStats:
     batch_rows: int = 0
     inference_s: float = 0.0
     """Model time summed over batches: rows / inference_s is the inference stage's rate."""
+    transactions: int = 0
+    """Exactly-once: transactions committed."""
+    transaction_s: float = 0.0
+    """Exactly-once: time spent in commit_transaction (the drain before it not included)."""
     first_consumed: float | None = None
     last_output: float | None = None
     end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
@@ -197,10 +201,25 @@ class Worker:
 
     def _start(self) -> None:
         self._preflight()
-        self.start_engine(Publisher(kafka.producer_settings(self.config.kafka, self.worker_id)))
+        settings = kafka.producer_settings(self.config.kafka, self.worker_id)
+        consumer_settings = kafka.consumer_settings(self.config.kafka, self.worker_id)
+        if self.exactly_once:
+            settings |= kafka.transactional_settings(
+                self.config.kafka, self.worker_id, self.config.worker.drain_timeout_s
+            )
+            consumer_settings["isolation.level"] = "read_committed"
+        publisher = Publisher(settings)
+        if self.exactly_once:
+            try:
+                publisher.init_transactions()
+            except KafkaException as exc:
+                raise StartupError(
+                    f"exactly-once: the broker refused transactions ({exc}); it needs "
+                    "transaction support (Kafka >= 2.5), or use delivery: at-least-once"
+                ) from None
+        self.start_engine(publisher)
         self._consumer = Consumer(
-            kafka.consumer_settings(self.config.kafka, self.worker_id),
-            logger=logging.getLogger("streaming.librdkafka"),
+            consumer_settings, logger=logging.getLogger("streaming.librdkafka")
         )
         self._consumer.subscribe(
             [self.config.topics.input],
@@ -950,7 +969,61 @@ class Worker:
 
     # ------------------------------------------------------------------ commits & rebalance
 
+    @property
+    def exactly_once(self) -> bool:
+        return self.config.delivery == "exactly-once"
+
+    def _commit_transaction(self, begin_next: bool = True) -> None:
+        """Exactly-once: drain, then commit every output so far with the input offsets.
+
+        The transaction must hold the outputs of exactly the events whose offsets it commits,
+        so the main loop (the only poller) stops feeding until everything in flight is
+        delivered into the transaction; that pause is exactly-once's cost.
+        """
+        consumer, publisher = self._consumer, self._publisher
+        if consumer is None or publisher is None or self._fatal:
+            return
+        if not self.tracker.wait_drained(self.config.worker.drain_timeout_s):
+            self._fatal = (
+                "exactly-once: in-flight events not delivered within worker.drain_timeout_s; "
+                "the open transaction is aborted"
+            )
+            self._abort()
+            return
+        points = self.tracker.commit_points()
+        offsets = [TopicPartition(t, p, o) for t, p, o in points]
+        started = time.monotonic()
+        try:
+            publisher.commit_transaction(
+                offsets, consumer.consumer_group_metadata(), 30.0, begin_next=begin_next
+            )
+        except KafkaException as exc:
+            self._fatal = f"exactly-once: transaction commit failed: {exc}"
+            self._abort()
+            return
+        self.stats.transactions += 1
+        self.stats.transaction_s += time.monotonic() - started
+        for t, p, o in points:
+            self.tracker.ledger(t, p).committed = o
+        if points:
+            self.metrics.commits.labels(self.config.name).inc()
+
+    def _abort(self) -> None:
+        """Nothing of the open transaction becomes visible; a restart reprocesses from the
+        last committed offsets, so nothing is lost either."""
+        log.error("%s", self._fatal)
+        if self._publisher is not None:
+            try:
+                self._publisher.abort_transaction()
+            except KafkaException as exc:
+                log.error("abort failed (the broker aborts it at its timeout): %s", exc)
+
     def _commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
+        if self.exactly_once:
+            # A transaction covers every partition; `only` (a revoke) is included.
+            if not self._closing:
+                self._commit_transaction()
+            return
         consumer = self._consumer
         if consumer is None:
             return
@@ -1045,6 +1118,9 @@ class Worker:
         for v in self._versions:
             if v.thread is not None:
                 v.thread.join(timeout=10)
+        if self.exactly_once and self._publisher is not None and not self._fatal:
+            self._commit_transaction(begin_next=False)
+            self._closing = True  # nothing more to commit: the producer's work is done
         if self._publisher is not None:
             left = self._publisher.close(timeout=5)
             if left:

@@ -104,11 +104,20 @@ class Record:
 
 
 def read_topic(
-    cfg: PipelineConfig, topic: str, expected: int, timeout: float = 60.0, settle: float = 1.5
+    cfg: PipelineConfig,
+    topic: str,
+    expected: int,
+    timeout: float = 60.0,
+    settle: float = 1.5,
+    isolation: str = "read_uncommitted",
 ) -> list[Record]:
     """Read a topic from the start until ``expected`` records came and nothing more for
     ``settle`` seconds (so duplicates beyond ``expected`` are seen too)."""
-    consumer = Consumer(reader_settings(cfg.kafka, f"reader-{uuid.uuid4().hex[:8]}"))
+    consumer = Consumer(
+        reader_settings(
+            cfg.kafka, f"reader-{uuid.uuid4().hex[:8]}", **{"isolation.level": isolation}
+        )
+    )
     consumer.subscribe([topic])
     out: list[Record] = []
     deadline = time.monotonic() + timeout
