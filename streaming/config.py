@@ -205,6 +205,11 @@ class WorkerConfig(_Strict):
     release the GIL while a batch runs; to return, the inference thread needs it back from
     the decoding thread, and waits up to this long. 0.2 ms measured 3-4x faster inference
     inside the engine and ~10% more drain throughput. None leaves Python's default."""
+    breaker_failures: int = Field(default=5, ge=1, le=10_000)
+    """Batches in a row a version may fail before its circuit breaker opens (its rows then
+    go to the dead letters without calling the model)."""
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    """How long an open breaker stays open before one trial batch is let through."""
     metrics_port: int = Field(default=0, ge=0, le=65_535)
     """Prometheus /metrics port; 0 = off. ``--metrics-port`` overrides."""
 

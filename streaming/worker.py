@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from streaming import kafka
 from streaming.batcher import Chunk, Lane
 from streaming.batching import BatchPolicy
+from streaming.breaker import CircuitBreaker
 from streaming.config import PipelineConfig, VersionConfig
 from streaming.control import ControlMessage, ControlReader, RoutingUpdate, describe
 from streaming.decode import (
@@ -116,6 +117,7 @@ class _Version:
     end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
     thread: threading.Thread | None = None
     telemetry: dict[str, Any] = field(default_factory=dict)
+    breaker: CircuitBreaker | None = None
     sketch: FeatureSketch | None = None
     """Live input histograms in the model's drift-baseline bins (for the monitor)."""
 
@@ -334,6 +336,9 @@ class Worker:
             ) from None
         if baseline is not None and baseline.features:
             version.sketch = FeatureSketch(baseline)
+        version.breaker = CircuitBreaker(
+            cfg.worker.breaker_failures, cfg.worker.breaker_cooldown_s
+        )
         self.metrics.track_end_to_end(cfg.model.name, vc.version, version.end_to_end_ms)
         return version
 
@@ -681,12 +686,34 @@ class Worker:
         n = features.shape[0]
         started = time.monotonic()
         queue_delay = started - chunks[0].enqueued
+        breaker = version.breaker
+        if breaker is not None and not breaker.allow():
+            rejection = Rejection(
+                STAGE_INFERENCE,
+                f"{vc.version}: circuit open after {breaker.failures} failing batches in a "
+                f"row; retried in at most {breaker.cooldown_s:g} s",
+                "circuit_open",
+                vc.version,
+            )
+            for c in chunks:
+                for i in range(len(c)):
+                    self._dead_letter_row(c, i, rejection)
+            return
         try:
             scores = version.runtime.predict(features)
             error = None
         except Exception as exc:  # noqa: BLE001 - a model error dead-letters its batch only
             scores, error = None, exc
         took = time.monotonic() - started
+        if breaker is not None and breaker.record(error is None):
+            log.error(
+                "%s/%s failed %d batches in a row (last: %s): circuit open for %g s",
+                cfg.model.name,
+                vc.version,
+                breaker.failures,
+                error,
+                breaker.cooldown_s,
+            )
         labels = (cfg.name, cfg.model.name, vc.version)
         m = self.metrics
         m.batch_size.labels(*labels).observe(n)

@@ -3,8 +3,8 @@
 A canary that was trained well but broke on the way to production looks like this: the same
 inputs, the same metadata (preprocessing parameters, drift baselines copied from a good
 version), but scores that carry no signal. ``constant`` answers the same score for every
-event; ``noisy`` answers uniform random scores; ``flaky`` answers NaN for some events. The monitor
-must roll each back.
+event; ``noisy`` answers uniform random scores; ``flaky`` answers NaN for some events; ``raising``
+raises on every real batch (its circuit breaker opens). The monitor must roll each back.
 
     python -m models.fraud.faulty --kind noisy --from models/fraud/v2 --out models/fraud/v9
 """
@@ -21,7 +21,7 @@ from torch import nn
 
 from models.export import export_model
 
-KINDS = ("constant", "noisy", "flaky")
+KINDS = ("constant", "noisy", "flaky", "raising")
 
 
 class ConstantScore(nn.Module):
@@ -42,6 +42,19 @@ class FlakyScore(nn.Module):
         return torch.where(torch.rand_like(low) < 0.02, low * float("nan"), low)
 
 
+class RaisingScore(nn.Module):
+    """Raises on every batch of real events (an index out of bounds in the graph) but passes
+    the warm-up, whose inputs are zeros: a model that loads fine and then breaks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.tensor([0.01, 0.02]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index = (x[:, 0] != 0).long() * 7
+        return self.table[index].unsqueeze(1)
+
+
 class NoisyScore(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.rand_like(x[:, :1])
@@ -59,6 +72,7 @@ def build_faulty(kind: str, source: Path, out: Path, version: str | None = None)
         "constant": ConstantScore(0.9),
         "noisy": NoisyScore(),
         "flaky": FlakyScore(),
+        "raising": RaisingScore(),
     }[kind]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer warns that random output is random
