@@ -4,14 +4,19 @@ while the worker goes on, and its circuit breaker stops calling it."""
 from __future__ import annotations
 
 import json
+import random
+import signal
+import threading
+import time
 from collections import Counter
 
 import pytest
 
 from models.fraud.faulty import build_faulty
-from streaming.produce import produce_events
+from streaming.broker import EmbeddedBroker
+from streaming.produce import ProduceResult, produce_events
 from streaming.topics import create_topics
-from tests.kafka_helpers import read_topic, start_worker, write_config
+from tests.kafka_helpers import read_topic, start_worker, wait_for_records, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -63,4 +68,118 @@ def test_a_raising_model_dead_letters_its_events_and_its_breaker_opens(
             f"\n[raising model] {len(produced.events):,} events: {len(preds):,} scored by v2, "
             f"{len(inference):,} of v7's dead-lettered ({dict(classes)}), "
             f"{len(invalid)} invalid dead-lettered; the worker exited 0"
+        )
+
+
+def _produce_in_background(cfg, n: int, rate: float, seed: int):  # type: ignore[no-untyped-def]
+    out: list[ProduceResult] = []
+    thread = threading.Thread(
+        target=lambda: out.append(
+            produce_events(cfg, n, rate=rate, invalid_ratio=0.02, seed=seed, keep=True)
+        )
+    )
+    thread.start()
+    return thread, out
+
+
+def _accounted(cfg, events) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Assert no event lost; return (duplicate predictions, duplicate dead letters)."""
+    valid = {e.event_id for e in events if e.invalid_kind is None}
+    invalid = Counter(e.value for e in events if e.invalid_kind is not None)
+    preds = read_topic(cfg, cfg.topics.predictions, len(valid))
+    dead = read_topic(cfg, cfg.topics.dead_letters, sum(invalid.values()))
+    got = Counter(json.loads(r.value)["event_id"] for r in preds)
+    assert set(got) == valid, f"{len(valid - set(got))} events lost"
+    got_dead = Counter(r.value for r in dead)
+    assert set(got_dead) == set(invalid), "dead letters lost"
+    return sum(got.values()) - len(got), sum(got_dead.values()) - len(got_dead)
+
+
+def test_workers_joining_and_leaving_mid_stream_lose_nothing(
+    broker, models_built, tmp_path, capsys
+):
+    path, cfg = write_config(tmp_path, broker.bootstrap)
+    create_topics(cfg)
+    first = start_worker(path, tmp_path, "--idle-exit", "5")
+    first.wait_for_log("assigned", 60)
+    producer, result = _produce_in_background(cfg, 80_000, 2_500, seed=91)
+    wait_for_records(cfg, cfg.topics.predictions, 5_000)
+    second = start_worker(path, tmp_path, "--idle-exit", "5")
+    second.wait_for_log("assigned", 60)
+    third = start_worker(path, tmp_path, "--idle-exit", "5")
+    third.wait_for_log("assigned", 60)
+    time.sleep(1.5)  # let the rebalance settle before a member leaves (see README, Tansu)
+    second.signal(signal.SIGTERM)  # a scale-down mid-stream
+    assert second.wait(60) == 0, second.log()
+    assert producer.is_alive(), "the producer finished before the members changed"
+    producer.join()
+    assert first.wait(180) == 0, first.log()
+    assert third.wait(180) == 0, third.log()
+    events = result[0].events
+    dup_preds, dup_dead = _accounted(cfg, events)
+    revokes = sum(w.log().count('"revoked') for w in (first, second, third))
+    with capsys.disabled():
+        print(
+            f"\n[rebalance] {len(events):,} events, 1 -> 2 -> 3 -> 2 workers ({revokes} "
+            f"revokes): lost 0, duplicates {dup_preds} predictions, {dup_dead} dead letters"
+        )
+    # Revoked partitions are committed up to what was delivered: duplicates only from
+    # events in flight at a revoke, never a whole backlog.
+    assert dup_preds + dup_dead <= 3 * cfg.worker.poll_batch
+
+
+def test_repeated_kill_9_under_load_loses_nothing(broker, models_built, tmp_path, capsys):
+    path, cfg = write_config(tmp_path, broker.bootstrap)
+    create_topics(cfg)
+    producer, result = _produce_in_background(cfg, 110_000, 2_500, seed=97)
+    kills = 0
+    rng = random.Random(5)
+    for _ in range(3):
+        worker = start_worker(path, tmp_path)
+        worker.wait_for_log("assigned", 60)
+        time.sleep(rng.uniform(1.5, 3.5))  # a random moment under load, not a commit boundary
+        assert producer.is_alive(), f"the producer finished before kill {kills + 1}"
+        worker.signal(signal.SIGKILL)
+        worker.wait(10)
+        kills += 1
+    producer.join()
+    last = start_worker(path, tmp_path, "--idle-exit", "4")
+    assert last.wait(180) == 0, last.log()
+    events = result[0].events
+    dup_preds, dup_dead = _accounted(cfg, events)
+    with capsys.disabled():
+        print(
+            f"\n[kill -9 x{kills}] {len(events):,} events: lost 0, duplicates {dup_preds} "
+            f"predictions, {dup_dead} dead letters"
+        )
+    assert dup_preds + dup_dead <= kills * cfg.worker.max_in_flight
+
+
+def test_a_frozen_broker_then_resumed_the_worker_recovers_by_itself(
+    models_built, tmp_path, capsys
+):
+    # Its own broker: freezing the session's would stall the other tests' clients.
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
+        path, cfg = write_config(tmp_path, broker.bootstrap)
+        create_topics(cfg)
+        worker = start_worker(path, tmp_path, "--idle-exit", "6")
+        worker.wait_for_log("assigned", 60)
+        producer, result = _produce_in_background(cfg, 30_000, 3_000, seed=99)
+        wait_for_records(cfg, cfg.topics.predictions, 4_000)
+        assert broker.process is not None
+        frozen_s = 9.0  # longer than session.timeout.ms (6 s)
+        broker.process.send_signal(signal.SIGSTOP)
+        time.sleep(frozen_s)
+        broker.process.send_signal(signal.SIGCONT)
+        resumed = time.monotonic()
+        producer.join(120)
+        assert worker.wait(240) == 0, worker.log()
+        recovered_s = time.monotonic() - resumed
+        events = result[0].events
+        dup_preds, dup_dead = _accounted(cfg, events)
+    with capsys.disabled():
+        print(
+            f"\n[broker frozen {frozen_s:.0f} s] {len(events):,} events: lost 0, duplicates "
+            f"{dup_preds} predictions, {dup_dead} dead letters; the worker finished "
+            f"{recovered_s:.1f} s after the broker resumed (incl. its 6 s idle exit)"
         )
