@@ -19,6 +19,7 @@ RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 COPY pyproject.toml README.md ./
 COPY streaming ./streaming
 COPY pipelines ./pipelines
+COPY loadtests ./loadtests
 COPY models ./models-src
 RUN mkdir -p models && cp -r models-src/*.py models/ && mkdir -p models/fraud \
     && cp models-src/fraud/*.py models/fraud/ \

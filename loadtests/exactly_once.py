@@ -41,9 +41,7 @@ def main() -> None:
         for i in range(args.pairs):
             rates = {}
             for mode in ("at-least-once", "exactly-once"):
-                run_cfg = cfg.with_overrides(
-                    **{"kafka.group": f"eo-{mode}-{i}", "delivery": mode}
-                )
+                run_cfg = cfg.with_overrides(**{"kafka.group": f"eo-{mode}-{i}", "delivery": mode})
                 stats = Worker(run_cfg, idle_exit_s=1.0, worker_id=f"eo-bench-{i}").run()
                 rates[mode] = stats.rate()
                 extra = (

@@ -224,6 +224,18 @@ def _check_reachable(cfg: PipelineConfig) -> None:
         )
 
 
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    try:
+        from loadtests.cli import run
+    except ImportError as exc:
+        return _fail(f"the load tests need their extras ({exc}): pip install 'streaming[loadtest]'")
+
+    def load(bootstrap: str | None) -> PipelineConfig:
+        return load_config(args.config, bootstrap=bootstrap or args.bootstrap)
+
+    return run(args, load)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streaming.demo import DemoOptions, run_demo
 
@@ -325,11 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="set a failing canary's weight to 0 (overrides monitor.auto_rollback)",
     )
-    roll.add_argument(
-        "--no-auto-rollback", dest="auto_rollback", action="store_const", const=False
-    )
+    roll.add_argument("--no-auto-rollback", dest="auto_rollback", action="store_const", const=False)
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser(
+        "loadtest", help="load-test scenarios with baselines, a report and capacity planning"
+    )
+    with_config(p)
+    from loadtests.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_loadtest)
 
     p = sub.add_parser("demo", help="broker, topics, worker and events, bounded, with a summary")
     with_config(p)

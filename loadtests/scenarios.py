@@ -1,0 +1,300 @@
+"""The load-test scenarios: drain, steady, step, spike, soak, scale-out.
+
+Each runs on topics of its own (see ``load.prepare``) with worker processes it starts and
+stops, and returns a plain dict (JSON-able) that the report turns into tables and plots.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtests.load import Ledger, LoadTestError, Reader, Sender, WorkerProc, prepare
+from streaming.config import PipelineConfig
+
+Progress = Callable[[str], None]
+
+
+def _pct(values: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values.size else None
+
+
+def _series(ledger: Ledger, t0: float, t1: float) -> dict[str, list[float | None]]:
+    """Per second of send time: sent, matched, p50 and p99 latency (ms)."""
+    seconds = max(1, int(np.ceil(t1 - t0)))
+    out: dict[str, list[float | None]] = {"t": [], "sent": [], "p50_ms": [], "p99_ms": []}
+    with ledger.lock:
+        sent = np.array(list(ledger.sent.values()))
+        arrived = np.array(list(ledger.arrived.values()))
+    for s in range(seconds):
+        lat = ledger.latencies_ms(t0 + s, t0 + s + 1)
+        out["t"].append(s)
+        out["sent"].append(int(((sent >= t0 + s) & (sent < t0 + s + 1)).sum()))
+        out["p50_ms"].append(_pct(lat, 50))
+        out["p99_ms"].append(_pct(lat, 99))
+    out["outputs_per_s"] = [
+        int(((arrived >= t0 + s) & (arrived < t0 + s + 1)).sum()) for s in range(seconds)
+    ]
+    return out
+
+
+class _Run:
+    """Topics, reader and workers of one scenario; ``close()`` stops everything."""
+
+    def __init__(self, cfg: PipelineConfig, workdir: Path, tag: str, invalid_ratio: float):
+        self.cfg, self.path = prepare(cfg, workdir, tag)
+        self.workdir = workdir
+        self.ledger = Ledger()
+        self.sender = Sender(self.cfg, self.ledger, random.randrange(1 << 30), invalid_ratio)
+        self.reader = Reader(self.cfg, self.ledger)
+        self.workers: list[WorkerProc] = []
+
+    def start_reader(self) -> None:
+        self.reader.start()
+        if not self.reader.ready.wait(60):
+            raise LoadTestError("the reader of the predictions topic got no assignment in 60 s")
+
+    def add_workers(self, n: int) -> None:
+        new = [WorkerProc(self.path, self.workdir, len(self.workers) + i) for i in range(n)]
+        self.workers += new
+        for w in new:
+            w.wait_assigned()
+
+    def matched(self, timeout: float) -> bool:
+        return self.reader.wait_matched(self.sender.sent, timeout)
+
+    def close(self) -> dict[str, Any]:
+        codes = [w.stop() for w in self.workers]
+        self.reader.stop.set()
+        self.reader.join(10)
+        batches = [
+            (r.get("batch_size_mean", 0), r.get("batches", 0)) for r in self.reader.telemetry
+        ]
+        return {
+            "batch_size_means": [[m, n] for m, n in batches if n],
+            "sent": self.sender.sent,
+            "matched": len(self.ledger.arrived),
+            "unmatched": self.ledger.unmatched(),
+            "duplicates": self.ledger.duplicates,
+            "worker_exit_codes": codes,
+        }
+
+
+def drain(
+    cfg: PipelineConfig, workdir: Path, progress: Progress, events: int, workers: int = 1
+) -> dict[str, Any]:
+    """A backlog of ``events``; the time from the workers' start until it is all scored."""
+    run = _Run(cfg, workdir, "drain", 0.01)
+    try:
+        run.sender.send(events, None)
+        progress(f"drain: backlog of {events:,} sent; starting {workers} worker(s)")
+        run.start_reader()
+        started = time.time()
+        run.add_workers(workers)
+        assigned = time.time()
+        ok = run.matched(timeout=max(120.0, events / 500))
+        done = max(run.ledger.arrived.values(), default=time.time())
+        with run.ledger.lock:
+            first = min(run.ledger.arrived.values(), default=done)
+    finally:
+        counts = run.close()
+    span = max(done - first, 1e-6)
+    return {
+        "scenario": "drain",
+        "events": events,
+        "workers": workers,
+        "complete": ok,
+        "seconds_from_start": round(done - started, 2),
+        "seconds_from_assigned": round(done - assigned, 2),
+        "events_per_s": round(events / span, 1),
+        **counts,
+    }
+
+
+def _latency_run(
+    cfg: PipelineConfig,
+    workdir: Path,
+    tag: str,
+    phases: list[tuple[float, float]],
+    progress: Progress,
+    sample_rss: bool = False,
+) -> tuple[_Run, dict[str, Any], list[tuple[float, float, float]]]:
+    """Send (rate, seconds) phases to one running worker; return the run, counts and the
+    phase boundaries as (rate, start, end) wall times."""
+    run = _Run(cfg, workdir, tag, 0.0)
+    bounds: list[tuple[float, float, float]] = []
+    rss: list[tuple[float, float]] = []
+    stop = threading.Event()
+    try:
+        run.start_reader()
+        run.add_workers(1)
+        time.sleep(1.0)  # past the broker's start transient on fresh topics (README)
+
+        def sample() -> None:
+            while not stop.is_set():
+                mb = run.workers[0].rss_mb()
+                if mb is not None:
+                    rss.append((time.time(), mb))
+                stop.wait(1.0)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        if sample_rss:
+            sampler.start()
+        for rate, seconds in phases:
+            start = time.time()
+            progress(f"{tag}: {rate:,.0f} events/s for {seconds:.0f} s")
+            run.sender.send(int(rate * seconds), rate)
+            bounds.append((rate, start, time.time()))
+        run.matched(timeout=60)
+    finally:
+        stop.set()
+        counts = run.close()
+    counts["rss"] = [(round(t - bounds[0][1], 1), round(mb, 1)) for t, mb in rss] if bounds else []
+    return run, counts, bounds
+
+
+def steady(
+    cfg: PipelineConfig, workdir: Path, progress: Progress, rate: float, seconds: float
+) -> dict[str, Any]:
+    run, counts, bounds = _latency_run(cfg, workdir, "steady", [(rate, seconds)], progress)
+    _, t0, t1 = bounds[0]
+    lat = run.ledger.latencies_ms(t0, t1)
+    return {
+        "scenario": "steady",
+        "rate": rate,
+        "seconds": seconds,
+        "achieved_per_s": round(run.sender.sent / max(t1 - t0, 1e-6), 1),
+        "p50_ms": _pct(lat, 50),
+        "p99_ms": _pct(lat, 99),
+        "max_ms": _pct(lat, 100),
+        "series": _series(run.ledger, t0, t1 + 2),
+        **counts,
+    }
+
+
+def step(
+    cfg: PipelineConfig,
+    workdir: Path,
+    progress: Progress,
+    rates: list[float],
+    seconds: float,
+    target_p99_ms: float,
+) -> dict[str, Any]:
+    """Rising rates on one worker: the knee is the first rate whose p99 breaks the target
+    (or that the worker cannot keep up with)."""
+    run, counts, bounds = _latency_run(
+        cfg, workdir, "step", [(r, seconds) for r in rates], progress
+    )
+    steps = []
+    knee = None
+    for rate, t0, t1 in bounds:
+        lat = run.ledger.latencies_ms(t0, t1)
+        p99 = _pct(lat, 99)
+        with run.ledger.lock:
+            matched = sum(1 for e, s in run.ledger.sent.items() if t0 <= s < t1)
+        kept_up = lat.size >= 0.99 * matched and (p99 is not None)
+        ok = kept_up and p99 is not None and p99 <= target_p99_ms
+        steps.append({"rate": rate, "p50_ms": _pct(lat, 50), "p99_ms": p99, "ok": ok})
+        if not ok and knee is None:
+            knee = rate
+    sustained = [s["rate"] for s in steps if s["ok"]]
+    return {
+        "scenario": "step",
+        "target_p99_ms": target_p99_ms,
+        "steps": steps,
+        "knee_rate": knee,
+        "max_rate_within_target": max(sustained) if sustained else None,
+        **counts,
+    }
+
+
+def spike(
+    cfg: PipelineConfig,
+    workdir: Path,
+    progress: Progress,
+    rate: float,
+    factor: float,
+    seconds: float,
+    target_p99_ms: float,
+) -> dict[str, Any]:
+    """Steady, a burst of ``factor`` times the rate, steady again: how long until the p99 of
+    each second is back within the target."""
+    phases = [(rate, seconds), (rate * factor, max(1.0, seconds / 2)), (rate, seconds * 2)]
+    run, counts, bounds = _latency_run(cfg, workdir, "spike", phases, progress)
+    t0, burst_end, t_end = bounds[0][1], bounds[1][2], bounds[2][2]
+    series = _series(run.ledger, t0, t_end + 2)
+    burst_p99 = _pct(run.ledger.latencies_ms(bounds[1][1], burst_end), 99)
+    recovery: float | None = 0.0
+    if burst_p99 is None or burst_p99 > target_p99_ms:
+        # the first whole second after the burst whose p99 is back within the target
+        recovery = None
+        for s in range(int(np.ceil(burst_end - t0)), len(series["t"])):
+            p99 = series["p99_ms"][s]
+            if p99 is not None and p99 <= target_p99_ms:
+                recovery = max(0.0, s + 1 - (burst_end - t0))
+                break
+    return {
+        "scenario": "spike",
+        "rate": rate,
+        "factor": factor,
+        "burst_p99_ms": burst_p99,
+        "recovery_s": round(recovery, 1) if recovery is not None else None,
+        "series": series,
+        **counts,
+    }
+
+
+def soak(
+    cfg: PipelineConfig, workdir: Path, progress: Progress, rate: float, seconds: float
+) -> dict[str, Any]:
+    """A long steady run: RSS and latency drift between its first and last fifth."""
+    run, counts, bounds = _latency_run(
+        cfg, workdir, "soak", [(rate, seconds)], progress, sample_rss=True
+    )
+    _, t0, t1 = bounds[0]
+    fifth = (t1 - t0) / 5
+    first = run.ledger.latencies_ms(t0, t0 + fifth)
+    last = run.ledger.latencies_ms(t1 - fifth, t1)
+    rss = [mb for _, mb in counts["rss"]]
+    return {
+        "scenario": "soak",
+        "rate": rate,
+        "seconds": seconds,
+        "p99_first_fifth_ms": _pct(first, 99),
+        "p99_last_fifth_ms": _pct(last, 99),
+        "rss_start_mb": rss[0] if rss else None,
+        "rss_end_mb": rss[-1] if rss else None,
+        "rss_max_mb": max(rss) if rss else None,
+        "series": _series(run.ledger, t0, t1 + 2),
+        **counts,
+    }
+
+
+def scale_out(
+    cfg: PipelineConfig, workdir: Path, progress: Progress, events: int, max_workers: int = 3
+) -> dict[str, Any]:
+    """The same backlog drained by 1, 2, ... workers in one group: throughput per worker."""
+    rows = []
+    for n in range(1, max_workers + 1):
+        progress(f"scale-out: {n} worker(s)")
+        result = drain(cfg, workdir, progress, events, workers=n)
+        rows.append(
+            {
+                "workers": n,
+                "events_per_s": result["events_per_s"],
+                "per_worker": round(result["events_per_s"] / n, 1),
+                "complete": result["complete"],
+                "unmatched": result["unmatched"],
+                "duplicates": result["duplicates"],
+            }
+        )
+    base = rows[0]["events_per_s"] or 1.0
+    for r in rows:
+        r["speedup"] = round(r["events_per_s"] / base, 2)
+    return {"scenario": "scale-out", "events": events, "rows": rows}
