@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from confluent_kafka import Consumer
 
 from streaming.config import PipelineConfig, load_config
 from streaming.kafka import reader_settings
+from streaming.produce import ProduceResult, produce_events
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "pipelines" / "fraud" / "pipeline.yaml"
@@ -144,6 +146,21 @@ def read_topic(
     finally:
         consumer.close()
     return out
+
+
+def produce_in_background(
+    cfg: PipelineConfig, n: int, rate: float, seed: int, invalid_ratio: float = 0.02
+) -> tuple[threading.Thread, list[ProduceResult]]:
+    """Generated events at ``rate`` on a thread; the result (with the events) lands in the
+    list when it is done."""
+    out: list[ProduceResult] = []
+    thread = threading.Thread(
+        target=lambda: out.append(
+            produce_events(cfg, n, rate=rate, invalid_ratio=invalid_ratio, seed=seed, keep=True)
+        )
+    )
+    thread.start()
+    return thread, out
 
 
 def wait_for_records(cfg: PipelineConfig, topic: str, at_least: int, timeout: float = 60.0) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import threading
 import time
 from collections import Counter
 
@@ -14,9 +13,15 @@ import pytest
 
 from models.fraud.faulty import build_faulty
 from streaming.broker import EmbeddedBroker
-from streaming.produce import ProduceResult, produce_events
+from streaming.produce import produce_events
 from streaming.topics import create_topics
-from tests.kafka_helpers import read_topic, start_worker, wait_for_records, write_config
+from tests.kafka_helpers import (
+    produce_in_background,
+    read_topic,
+    start_worker,
+    wait_for_records,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -71,16 +76,6 @@ def test_a_raising_model_dead_letters_its_events_and_its_breaker_opens(
         )
 
 
-def _produce_in_background(cfg, n: int, rate: float, seed: int):  # type: ignore[no-untyped-def]
-    out: list[ProduceResult] = []
-    thread = threading.Thread(
-        target=lambda: out.append(
-            produce_events(cfg, n, rate=rate, invalid_ratio=0.02, seed=seed, keep=True)
-        )
-    )
-    thread.start()
-    return thread, out
-
 
 def _accounted(cfg, events) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     """Assert no event lost; return (duplicate predictions, duplicate dead letters)."""
@@ -102,7 +97,7 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(
     create_topics(cfg)
     first = start_worker(path, tmp_path, "--idle-exit", "5")
     first.wait_for_log("assigned", 60)
-    producer, result = _produce_in_background(cfg, 80_000, 2_500, seed=91)
+    producer, result = produce_in_background(cfg, 80_000, 2_500, seed=91)
     wait_for_records(cfg, cfg.topics.predictions, 5_000)
     second = start_worker(path, tmp_path, "--idle-exit", "5")
     second.wait_for_log("assigned", 60)
@@ -131,26 +126,34 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(
 def test_repeated_kill_9_under_load_loses_nothing(broker, models_built, tmp_path, capsys):
     path, cfg = write_config(tmp_path, broker.bootstrap)
     create_topics(cfg)
-    producer, result = _produce_in_background(cfg, 110_000, 2_500, seed=97)
+    producer, result = produce_in_background(cfg, 110_000, 2_500, seed=97)
     kills = 0
     rng = random.Random(5)
+    recoveries: list[float] = []  # from a kill to the replacement's partition assignment
+    killed_at = None
     for _ in range(3):
         worker = start_worker(path, tmp_path)
         worker.wait_for_log("assigned", 60)
+        if killed_at is not None:
+            recoveries.append(time.monotonic() - killed_at)
         time.sleep(rng.uniform(1.5, 3.5))  # a random moment under load, not a commit boundary
         assert producer.is_alive(), f"the producer finished before kill {kills + 1}"
         worker.signal(signal.SIGKILL)
         worker.wait(10)
+        killed_at = time.monotonic()
         kills += 1
-    producer.join()
     last = start_worker(path, tmp_path, "--idle-exit", "4")
+    last.wait_for_log("assigned", 60)
+    recoveries.append(time.monotonic() - killed_at)
+    producer.join()
     assert last.wait(180) == 0, last.log()
     events = result[0].events
     dup_preds, dup_dead = _accounted(cfg, events)
     with capsys.disabled():
         print(
             f"\n[kill -9 x{kills}] {len(events):,} events: lost 0, duplicates {dup_preds} "
-            f"predictions, {dup_dead} dead letters"
+            f"predictions, {dup_dead} dead letters; kill to replacement assigned: "
+            f"{', '.join(f'{r:.1f}' for r in recoveries)} s (incl. process start and model load)"
         )
     assert dup_preds + dup_dead <= kills * cfg.worker.max_in_flight
 
@@ -164,7 +167,7 @@ def test_a_frozen_broker_then_resumed_the_worker_recovers_by_itself(
         create_topics(cfg)
         worker = start_worker(path, tmp_path, "--idle-exit", "6")
         worker.wait_for_log("assigned", 60)
-        producer, result = _produce_in_background(cfg, 30_000, 3_000, seed=99)
+        producer, result = produce_in_background(cfg, 30_000, 3_000, seed=99)
         wait_for_records(cfg, cfg.topics.predictions, 4_000)
         assert broker.process is not None
         frozen_s = 9.0  # longer than session.timeout.ms (6 s)

@@ -63,17 +63,21 @@ def test_refused_login_stops_the_start_with_the_fix_and_no_password(
     assert took < 15, f"a refused login took {took:.1f} s to report"
 
 
-def test_a_password_in_the_config_file_is_refused_at_start(tmp_path):
-    config = write_raw_config(
-        tmp_path, "127.0.0.1:1", **{"kafka.common": {"sasl.password": PASSWORD}}
-    )
-    done = subprocess.run(
+def run_worker(config) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run(
         [sys.executable, "-m", "streaming", "run", "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=ROOT,
     )
+
+
+def test_a_password_in_the_config_file_is_refused_at_start(tmp_path):
+    config = write_raw_config(
+        tmp_path, "127.0.0.1:1", **{"kafka.common": {"sasl.password": PASSWORD}}
+    )
+    done = run_worker(config)
     assert done.returncode == 2
     assert "kafka.common" in done.stderr and "kafka.secrets_dir" in done.stderr, done.stderr
     assert PASSWORD not in done.stderr + done.stdout
@@ -84,12 +88,6 @@ def test_a_secrets_dir_with_a_non_credential_file_is_refused(tmp_path):
     secrets.mkdir()
     (secrets / "linger.ms").write_text("5")
     config = write_raw_config(tmp_path, "127.0.0.1:1", **{"kafka.secrets_dir": str(secrets)})
-    done = subprocess.run(
-        [sys.executable, "-m", "streaming", "run", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    done = run_worker(config)
     assert done.returncode == 2
     assert "only sasl.* and ssl.*" in done.stderr, done.stderr

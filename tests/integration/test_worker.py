@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -25,6 +24,7 @@ from streaming.produce import ProduceResult, produce_events
 from streaming.topics import create_topics
 from tests.kafka_helpers import (
     Record,
+    produce_in_background,
     read_topic,
     start_worker,
     wait_for_records,
@@ -213,23 +213,13 @@ def test_events_from_another_client_kcat_are_scored(broker, models_built, tmp_pa
     assert all(r.headers["traceparent"].startswith(b"00-0af76519") for r in preds)
 
 
-def _produce_in_background(cfg, n: int, rate: float, seed: int) -> tuple[threading.Thread, list]:
-    out: list[ProduceResult] = []
-    thread = threading.Thread(
-        target=lambda: out.append(
-            produce_events(cfg, n, rate=rate, invalid_ratio=0.02, seed=seed, keep=True)
-        )
-    )
-    thread.start()
-    return thread, out
-
 
 def test_kill_9_mid_stream_loses_nothing(broker, models_built, tmp_path, capsys):
     path, cfg = write_config(tmp_path, broker.bootstrap)
     create_topics(cfg)
     first = start_worker(path, tmp_path)
     first.wait_for_log("assigned", 60)
-    producer, result = _produce_in_background(cfg, 40_000, 8_000, seed=21)
+    producer, result = produce_in_background(cfg, 40_000, 8_000, seed=21)
     wait_for_records(cfg, cfg.topics.predictions, 5_000)  # mid-stream: scoring is under way
     assert producer.is_alive(), "the producer finished before the kill: not mid-stream"
     first.signal(signal.SIGKILL)
@@ -257,7 +247,7 @@ def test_sigterm_mid_stream_then_restart_gives_no_duplicates(broker, models_buil
     create_topics(cfg)
     first = start_worker(path, tmp_path)
     first.wait_for_log("assigned", 60)
-    producer, result = _produce_in_background(cfg, 40_000, 8_000, seed=31)
+    producer, result = produce_in_background(cfg, 40_000, 8_000, seed=31)
     wait_for_records(cfg, cfg.topics.predictions, 5_000)
     assert producer.is_alive(), "the producer finished before SIGTERM: not mid-stream"
     first.signal(signal.SIGTERM)
