@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="1000,2000,4000",
         help="steady rates (events/s), comma-separated; step uses them and goes on doubling",
     )
+    p.add_argument(
+        "--step-rates",
+        help="the step scenario's rates (default: --rates, then doubling three more times)",
+    )
     p.add_argument("--seconds", type=float, default=20.0, help="length of each steady phase")
     p.add_argument("--soak-seconds", type=float, default=600.0)
     p.add_argument("--target-p99-ms", type=float, default=100.0)
@@ -104,9 +108,12 @@ def _run_all(cfg, workdir, scenarios, rates, args, progress) -> dict[str, Any]: 
             for rate in rates:
                 results[f"steady@{rate:g}"] = sc.steady(cfg, workdir, progress, rate, args.seconds)
         elif name == "step":
-            ladder = sorted(rates)
-            while len(ladder) < len(rates) + 3:
-                ladder.append(ladder[-1] * 2)
+            if args.step_rates:
+                ladder = sorted(float(r) for r in args.step_rates.split(",") if r.strip())
+            else:
+                ladder = sorted(rates)
+                while len(ladder) < len(rates) + 3:
+                    ladder.append(ladder[-1] * 2)
             results["step"] = sc.step(
                 cfg, workdir, progress, ladder, args.seconds, args.target_p99_ms
             )

@@ -25,6 +25,13 @@ def capacity(results: dict[str, Any], peak_rate: float | None) -> dict[str, Any]
             step["max_rate_within_target"],
             f"step (p99 <= {step['target_p99_ms']} ms)",
         )
+    elif step:
+        return {
+            "per_worker_events_per_s": None,
+            "basis": f"No step rate met p99 <= {step['target_p99_ms']} ms: the target is below "
+            "this setup's latency floor (see the lowest step's p50/p99); raise --target-p99-ms "
+            "or start from a lower rate.",
+        }
     elif results.get("drain"):
         per_worker, basis = results["drain"]["events_per_s"] * HEADROOM, "drain x 0.7"
     out: dict[str, Any] = {"per_worker_events_per_s": per_worker, "basis": basis}
@@ -251,7 +258,7 @@ def write_report(
                 "scale out later)."
             )
     else:
-        lines.append("Not enough data: run the step or drain scenario.")
+        lines.append(cap["basis"] or "Not enough data: run the step or drain scenario.")
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

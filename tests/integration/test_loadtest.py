@@ -44,6 +44,8 @@ def test_every_scenario_short_with_report(broker, models_built, tmp_path: Path, 
         "4000",
         "--rates",
         "1000",
+        "--step-rates",
+        "1000,3000",
         "--seconds",
         "2",
         "--soak-seconds",
@@ -84,7 +86,7 @@ def test_every_scenario_short_with_report(broker, models_built, tmp_path: Path, 
         if "unmatched" in r:
             assert r["unmatched"] == 0, r  # every sent event was matched to its output
     assert results["drain"]["complete"] and results["drain"]["sent"] == 4000
-    assert [s["rate"] for s in results["step"]["steps"]] == [1000, 2000, 4000, 8000]
+    assert [s["rate"] for s in results["step"]["steps"]] == [1000, 3000]
     assert [r["workers"] for r in results["scale-out"]["rows"]] == [1, 2]
     assert "replicas and at least" in report
     with capsys.disabled():
