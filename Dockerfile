@@ -1,34 +1,54 @@
-# The worker image: `docker build -t streaming-worker .` (models baked in with
-# --build-arg WITH_MODELS=1 after `make models`; or mount/download them, see the Helm chart).
-# CPU torch by default; a GPU image passes e.g.
-#   --build-arg TORCH_SPEC="torch==2.13.0" --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124
-FROM python:3.11-slim AS base
+# The worker image: `docker build -t streaming-worker .`
+# Models are baked in only with --build-arg WITH_MODELS=1 (after `make models`); otherwise the
+# Helm chart mounts or downloads them (models.source: volume / objectStorage).
+# CPU torch by default; a GPU image picks the CUDA build that matches its nodes' driver, e.g.
+#   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128
+ARG PYTHON_IMAGE=python:3.11-slim
 
+# Model artifacts (models/<name>/<version>/) in a stage of their own, so that an image built
+# without them carries none in any layer.
+FROM ${PYTHON_IMAGE} AS models
+ARG WITH_MODELS=0
+COPY models /src/models
+RUN mkdir -p /out/models \
+    && if [ "${WITH_MODELS}" = "1" ]; then \
+         cd /src/models \
+         && { ls -d */v*/ >/dev/null 2>&1 \
+              || { echo "WITH_MODELS=1 but no models/<name>/<version>/ built: run make models" >&2; \
+                   exit 1; }; } \
+         && for d in */v*/; do mkdir -p "/out/models/$d" && cp -r "$d". "/out/models/$d"; done; \
+       fi
+
+FROM ${PYTHON_IMAGE}
 ARG TORCH_SPEC="torch==2.13.0"
 ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
-ARG WITH_MODELS=0
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
+# torch first, from its own index: otherwise `pip install .` would pull a multi-GB CUDA build.
 RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streaming ./streaming
 COPY pipelines ./pipelines
 COPY loadtests ./loadtests
-COPY models ./models-src
-RUN mkdir -p models && cp -r models-src/*.py models/ && mkdir -p models/fraud \
-    && cp models-src/fraud/*.py models/fraud/ \
-    && if [ "${WITH_MODELS}" = "1" ]; then cp -r models-src/fraud/v* models/fraud/; fi \
-    && rm -rf models-src \
-    && pip install . \
-    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin streaming
+# No dev extras. The sources are installed as packages; the folder is then dropped.
+RUN pip install . \
+    && mkdir -p /app \
+    && cp -r pipelines /app/pipelines \
+    && rm -rf /src \
+    && groupadd --gid 10001 streaming \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
+       --shell /usr/sbin/nologin streaming
 
-USER 10001
+WORKDIR /app
+COPY --from=models /out/models /app/models
+
+USER 10001:10001
 EXPOSE 9100
 ENTRYPOINT ["streaming"]
-CMD ["run", "-c", "/etc/streaming/pipeline.yaml", "--metrics-port", "9100"]
+CMD ["run", "-c", "/etc/streaming/pipeline.yaml"]

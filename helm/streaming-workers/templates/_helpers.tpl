@@ -67,8 +67,33 @@ streaming/pipeline: {{ .Values.pipeline.name | quote }}
 {{- if and .Values.autoscaling.hpa.enabled (gt (int .Values.autoscaling.hpa.maxReplicas) $partitions) -}}
 {{- fail (printf "autoscaling.hpa.maxReplicas (%d) is above pipeline.topics.partitions (%d): replicas beyond the partition count sit idle; lower it or add partitions" (int .Values.autoscaling.hpa.maxReplicas) $partitions) -}}
 {{- end -}}
-{{- if gt (int .Values.replicaCount) $partitions -}}
+{{- if and .Values.autoscaling.keda.enabled (gt (int .Values.autoscaling.keda.minReplicaCount) (int .Values.autoscaling.keda.maxReplicaCount)) -}}
+{{- fail (printf "autoscaling.keda.minReplicaCount (%d) is above autoscaling.keda.maxReplicaCount (%d)" (int .Values.autoscaling.keda.minReplicaCount) (int .Values.autoscaling.keda.maxReplicaCount)) -}}
+{{- end -}}
+{{- if and .Values.autoscaling.hpa.enabled (gt (int .Values.autoscaling.hpa.minReplicas) (int .Values.autoscaling.hpa.maxReplicas)) -}}
+{{- fail (printf "autoscaling.hpa.minReplicas (%d) is above autoscaling.hpa.maxReplicas (%d)" (int .Values.autoscaling.hpa.minReplicas) (int .Values.autoscaling.hpa.maxReplicas)) -}}
+{{- end -}}
+{{- if and (not (or .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled)) (gt (int .Values.replicaCount) $partitions) -}}
 {{- fail (printf "replicaCount (%d) is above pipeline.topics.partitions (%d): the extra workers would get no partitions" (int .Values.replicaCount) $partitions) -}}
+{{- end -}}
+{{- if hasKey .Values.pipeline "models_dir" -}}
+{{- fail "pipeline.models_dir is set by the chart from models.source (image: models.imagePath; volume, objectStorage: /models): remove it" -}}
+{{- end -}}
+{{- $kafka := default dict .Values.pipeline.kafka -}}
+{{- if hasKey $kafka "secrets_dir" -}}
+{{- fail "pipeline.kafka.secrets_dir is set by the chart from kafka.credentialsSecret: remove it" -}}
+{{- end -}}
+{{- range $section := list "common" "consumer" "producer" -}}
+{{- range $key, $_ := (get $kafka $section | default dict) -}}
+{{- if has $key (list "sasl.password" "ssl.key.password" "ssl.keystore.password") -}}
+{{- fail (printf "pipeline.kafka.%s.%s: a password never goes in values (it would sit in a ConfigMap): put it in the Secret named by kafka.credentialsSecret, under the key %s" $section $key $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.pipeline.model.versions -}}
+{{- if and (hasPrefix "cuda" (toString (default "cpu" .device))) (not $.Values.gpu.enabled) -}}
+{{- fail (printf "pipeline.model.versions: version %s runs on device %s but gpu.enabled is false: set gpu.enabled (and the GPU pool's nodeSelector / tolerations) or use device cpu" (toString .version) (toString .device)) -}}
+{{- end -}}
 {{- end -}}
 {{- if and (eq .Values.models.source "volume") (not .Values.models.volume.claimName) -}}
 {{- fail "models.source is volume: set models.volume.claimName to an existing PersistentVolumeClaim" -}}
