@@ -176,9 +176,14 @@ def _pairs(items: list[str], flag: str) -> dict[str, float]:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from streaming.logs import setup_logging
+    from streaming.monitor.credentials import CredentialsError, monitor_credentials
     from streaming.monitor.rollout import MonitorStartError
 
     cfg = _load(args)
+    try:
+        monitor_credentials(cfg.kafka)
+    except (CredentialsError, OSError) as exc:
+        return _fail(f"kafka security settings for the monitor: {exc}")
     if args.auto_rollback is not None:
         cfg = cfg.with_overrides(**{"monitor.auto_rollback": args.auto_rollback})
     setup_logging("monitor", args.log_level)

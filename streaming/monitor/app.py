@@ -26,6 +26,7 @@ import faust
 
 from streaming.config import PipelineConfig
 from streaming.control import ControlReader, describe, write_update
+from streaming.monitor.credentials import monitor_credentials
 from streaming.monitor.rollout import RolloutMonitor
 from streaming.records import DLQ_STAGE, DLQ_VERSION
 
@@ -84,6 +85,7 @@ def build_app(
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
         producer_linger=0.05,
+        broker_credentials=monitor_credentials(cfg.kafka),
     )
     predictions = app.topic(t.predictions, value_type=bytes)
     shadow = app.topic(t.shadow_topic, value_type=bytes)
