@@ -31,6 +31,7 @@ from streaming import kafka
 from streaming.batcher import Chunk, Lane
 from streaming.batching import BatchPolicy
 from streaming.breaker import CircuitBreaker
+from streaming.collector import CollectorTuning
 from streaming.config import PipelineConfig, VersionConfig
 from streaming.control import ControlMessage, ControlReader, RoutingUpdate, describe
 from streaming.decode import (
@@ -158,8 +159,9 @@ class Worker:
         self._consumer: Consumer | None = None
         self._ready = threading.Event()
         self.assigned = threading.Event()
-        self._dead_letter_log = LogBudget(per_second=20)
         """Set once the group gave this worker partitions (benchmarks wait for it)."""
+        self._dead_letter_log = LogBudget(per_second=20)
+        self._collector = CollectorTuning(config.worker.gc_young_threshold)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -258,6 +260,8 @@ class Worker:
         )
         self._decoder = Decoder(self.pipeline.schema, cfg.pipeline.max_event_bytes)
         self._publisher = publisher
+        # after loading and warm-up: what exists now lives as long as the process
+        self._collector.apply()
         publisher.start()
         for v in self._versions:
             v.thread = threading.Thread(
@@ -1160,6 +1164,7 @@ class Worker:
             self._closing = True
             self._consumer.close()
             self._consumer = None
+        self._collector.restore()
 
 
 def _non_finite(pre: Preprocessor, row: np.ndarray) -> Rejection:

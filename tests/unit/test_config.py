@@ -49,6 +49,7 @@ def test_bootstrap_precedence_argument_over_env_over_file(monkeypatch) -> None: 
             "managed by the worker",
         ),
         (lambda r: r["worker"].update(max_in_flight="lots"), "worker.max_in_flight"),
+        (lambda r: r["worker"].update(gc_young_threshold=10), "worker.gc_young_threshold"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path: Path, mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
