@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,7 +30,6 @@ from streaming import kafka
 from streaming.batcher import Chunk, Lane
 from streaming.batching import BatchPolicy
 from streaming.breaker import CircuitBreaker
-from streaming.collector import CollectorTuning
 from streaming.config import PipelineConfig, VersionConfig
 from streaming.control import ControlMessage, ControlReader, RoutingUpdate, describe
 from streaming.decode import (
@@ -48,6 +46,7 @@ from streaming.logs import LogBudget, trace_id
 from streaming.metrics import WorkerMetrics
 from streaming.offsets import OffsetTracker, PartitionLedger
 from streaming.pipeline import PipelineSpec, Preprocessor, load_pipeline
+from streaming.process_tuning import ProcessTuning
 from streaming.records import dead_letter_headers, encode_json, encode_predictions
 from streaming.route import BUCKETS, Router
 from streaming.runtimes.base import ModelLoadError, Runtime
@@ -161,7 +160,9 @@ class Worker:
         self.assigned = threading.Event()
         """Set once the group gave this worker partitions (benchmarks wait for it)."""
         self._dead_letter_log = LogBudget(per_second=20)
-        self._collector = CollectorTuning(config.worker.gc_young_threshold)
+        self._tuning = ProcessTuning(
+            config.worker.gil_switch_interval_ms, config.worker.gc_young_threshold
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -244,9 +245,6 @@ class Worker:
         in-process through ``handle()`` with a publisher that acknowledges at once.
         """
         cfg = self.config
-        if cfg.worker.gil_switch_interval_ms is not None:
-            # process-wide on purpose: the worker owns its process (see the config field)
-            sys.setswitchinterval(cfg.worker.gil_switch_interval_ms / 1000.0)
         self._versions = [self._load_version(v) for v in cfg.model.versions]
         self._init_metric_series()
         self.apply_routing(
@@ -261,7 +259,7 @@ class Worker:
         self._decoder = Decoder(self.pipeline.schema, cfg.pipeline.max_event_bytes)
         self._publisher = publisher
         # after loading and warm-up: what exists now lives as long as the process
-        self._collector.apply()
+        self._tuning.apply()
         publisher.start()
         for v in self._versions:
             v.thread = threading.Thread(
@@ -1164,7 +1162,7 @@ class Worker:
             self._closing = True
             self._consumer.close()
             self._consumer = None
-        self._collector.restore()
+        self._tuning.restore()
 
 
 def _non_finite(pre: Preprocessor, row: np.ndarray) -> Rejection:

