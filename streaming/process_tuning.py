@@ -22,6 +22,13 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
+
+_lock = threading.Lock()
+_holders = 0
+"""Workers of this process with their tuning applied: the settings found before the first
+are put back when the last one closes, whatever order they close in."""
+_found: tuple[float, tuple[int, int, int]] | None = None
 
 
 class ProcessTuning:
@@ -30,27 +37,37 @@ class ProcessTuning:
     def __init__(self, switch_interval_ms: float | None, young_threshold: int | None) -> None:
         self._switch_s = None if switch_interval_ms is None else switch_interval_ms / 1000.0
         self._young = young_threshold
-        self._saved_switch: float | None = None
-        self._saved_thresholds: tuple[int, int, int] | None = None
+        self._applied = False
 
     def apply(self) -> None:
         """Call once the models are loaded and warm: what exists then lives as long as the
         process, and freezing it keeps it out of every later collection. Idempotent."""
-        if self._switch_s is not None and self._saved_switch is None:
-            self._saved_switch = sys.getswitchinterval()
-            sys.setswitchinterval(self._switch_s)
-        if self._young is not None and self._saved_thresholds is None:
-            self._saved_thresholds = gc.get_threshold()
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(self._young, *self._saved_thresholds[1:])
+        global _holders, _found
+        if self._applied or (self._switch_s is None and self._young is None):
+            return
+        with _lock:
+            if _holders == 0:
+                _found = (sys.getswitchinterval(), gc.get_threshold())
+            _holders += 1
+            self._applied = True
+            if self._switch_s is not None:
+                sys.setswitchinterval(self._switch_s)
+            if self._young is not None:
+                gc.collect()
+                gc.freeze()
+                gc.set_threshold(self._young, *gc.get_threshold()[1:])
 
     def restore(self) -> None:
-        """Back to the settings found."""
-        if self._saved_switch is not None:
-            sys.setswitchinterval(self._saved_switch)
-            self._saved_switch = None
-        if self._saved_thresholds is not None:
-            gc.set_threshold(*self._saved_thresholds)
-            gc.unfreeze()
-            self._saved_thresholds = None
+        """Back to the settings found, once no other worker of the process still runs."""
+        global _holders, _found
+        if not self._applied:
+            return
+        with _lock:
+            self._applied = False
+            _holders -= 1
+            if _holders == 0 and _found is not None:
+                switch, thresholds = _found
+                sys.setswitchinterval(switch)
+                gc.set_threshold(*thresholds)
+                gc.unfreeze()
+                _found = None

@@ -35,3 +35,19 @@ def test_none_leaves_the_interpreter_alone() -> None:
     assert gc.get_freeze_count() == 0
     tuning.restore()
     assert gc.get_threshold() == thresholds
+
+
+def test_workers_closing_in_any_order_leave_the_settings_found() -> None:
+    thresholds, switch = gc.get_threshold(), sys.getswitchinterval()
+    first, second = ProcessTuning(0.2, 50_000), ProcessTuning(0.2, 50_000)
+    first.apply()
+    second.apply()
+    first.restore()
+    try:
+        assert gc.get_threshold()[0] == 50_000  # the second worker still runs
+        assert gc.get_freeze_count() > 0
+    finally:
+        second.restore()
+    assert gc.get_threshold() == thresholds
+    assert sys.getswitchinterval() == switch
+    assert gc.get_freeze_count() == 0
