@@ -9,20 +9,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loadtests.baselines import passthrough
 from loadtests.engine_bench import model_ceiling
 from loadtests.load import Ledger, Sender, prepare
+from loadtests.scenarios import Progress, passthrough_drain
 from streaming.config import PipelineConfig
 
 
 def run_baselines(
-    cfg: PipelineConfig, workdir: Path, events: int, naive_events: int
+    cfg: PipelineConfig, workdir: Path, events: int, naive_events: int, progress: Progress
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    pt = passthrough_drain(cfg, workdir, progress, events)
+    out["passthrough_events_per_s"] = pt["events_per_s"]
+    if pt["unmatched"]:
+        out["passthrough_unmatched"] = pt["unmatched"]
     run_cfg, path = prepare(cfg, workdir, "baseline")
-    Sender(run_cfg, Ledger(), seed=11, invalid_ratio=0.0).send(events, None)
-    pt = passthrough(run_cfg, run_cfg.topics.dead_letters, events)
-    out["passthrough_events_per_s"] = round(pt.rate, 1)
+    Sender(run_cfg, Ledger(), seed=11, invalid_ratio=0.0).send(naive_events, None)
     ceiling = model_ceiling(run_cfg, [1, 32, 256], seconds=1.0)
     out["model_rows_per_s"] = {str(k): round(v, 1) for k, v in ceiling.items()}
     done = subprocess.run(
@@ -39,7 +41,8 @@ def run_baselines(
         text=True,
         timeout=600,
     )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    # faust's spinner may write terminal escapes ahead of the result on the same line
+    lines = [line[line.index("{") :] for line in done.stdout.splitlines() if '{"events"' in line]
     if lines:
         out["naive_faust_events_per_s"] = round(json.loads(lines[-1])["rate"], 1)
     else:

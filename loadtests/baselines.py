@@ -7,10 +7,17 @@
 
 Both drain the input topic from the start in their own consumer group and stop once they have
 produced an output for ``n`` events.
+
+    python -m loadtests.baselines -c CONFIG --events N
+
+runs the passthrough as a process of its own, writing to the predictions topic: the load test
+starts it the way it starts a worker and times it with the same reader, so the two drains are
+measured alike (the reader's share of the cores included).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 import time
@@ -21,7 +28,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, Producer
 
 from streaming import kafka
-from streaming.config import PipelineConfig
+from streaming.config import PipelineConfig, load_config
 from streaming.latency import LatencyRecorder
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
@@ -183,3 +190,32 @@ def naive_per_event(
     finally:
         consumer.close()
     return tally.result("naive per-event loop")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the passthrough (I/O ceiling) as a process")
+    parser.add_argument("-c", "--config", required=True)
+    parser.add_argument("--events", type=int, required=True, help="stop after this many outputs")
+    args = parser.parse_args()
+    cfg = load_config(args.config)
+    assigned = threading.Event()
+    results: list[DrainResult] = []
+    runner = threading.Thread(
+        target=lambda: results.append(
+            passthrough(cfg, cfg.topics.predictions, args.events, assigned=assigned)
+        ),
+        daemon=True,
+    )
+    runner.start()
+    while runner.is_alive() and not assigned.wait(0.1):
+        pass
+    print(json.dumps({"assigned": assigned.is_set()}), flush=True)
+    runner.join()
+    if not results:
+        raise SystemExit("passthrough: failed, see the error above")
+    pt = results[0]
+    print(json.dumps({"events": pt.events, "events_per_s": round(pt.rate, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

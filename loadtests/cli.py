@@ -98,7 +98,7 @@ def _run_all(cfg, workdir, scenarios, rates, args, progress) -> dict[str, Any]: 
     if not args.no_baselines:
         progress("baselines: passthrough, model only, naive faust agent")
         results["baselines"] = run_baselines(
-            cfg, workdir, args.events, max(1000, min(args.events // 10, 10_000))
+            cfg, workdir, args.events, max(1000, min(args.events // 10, 10_000)), progress
         )
     for name in scenarios:
         progress(f"scenario {name}")

@@ -222,13 +222,24 @@ class Reader(threading.Thread):
 
 
 class WorkerProc:
-    """``streaming run`` as a child process, with its RSS readable from /proc."""
+    """``streaming run`` as a child process, with its RSS readable from /proc.
 
-    def __init__(self, config: Path, workdir: Path, index: int, extra: tuple[str, ...] = ()):
+    ``command`` runs another consumer in its place (the passthrough baseline): anything that
+    takes ``-c CONFIG`` and logs a line with ``"assigned`` once it has partitions.
+    """
+
+    def __init__(
+        self,
+        config: Path,
+        workdir: Path,
+        index: int,
+        extra: tuple[str, ...] = (),
+        command: tuple[str, ...] = ("-m", "streaming", "run"),
+    ):
         self.log_path = workdir / f"worker-{index}-{uuid.uuid4().hex[:4]}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streaming", "run", "-c", str(config), *extra],
+            [sys.executable, *command, "-c", str(config), *extra],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "STREAMING_WORKER_ID": f"lt-{index}"},

@@ -60,8 +60,11 @@ class _Run:
         if not self.reader.ready.wait(60):
             raise LoadTestError("the reader of the predictions topic got no assignment in 60 s")
 
-    def add_workers(self, n: int) -> None:
-        new = [WorkerProc(self.path, self.workdir, len(self.workers) + i) for i in range(n)]
+    def add_workers(self, n: int, **kwargs: Any) -> None:
+        """Start n worker processes (``kwargs``: WorkerProc's ``command`` and ``extra``)."""
+        new = [
+            WorkerProc(self.path, self.workdir, len(self.workers) + i, **kwargs) for i in range(n)
+        ]
         self.workers += new
         for w in new:
             w.wait_assigned()
@@ -90,13 +93,44 @@ def drain(
     cfg: PipelineConfig, workdir: Path, progress: Progress, events: int, workers: int = 1
 ) -> dict[str, Any]:
     """A backlog of ``events``; the time from the workers' start until it is all scored."""
-    run = _Run(cfg, workdir, "drain", 0.01)
+    return _drain(cfg, workdir, progress, events, workers, "drain", 0.01)
+
+
+def passthrough_drain(
+    cfg: PipelineConfig, workdir: Path, progress: Progress, events: int
+) -> dict[str, Any]:
+    """The I/O ceiling measured as ``drain`` measures the worker: the passthrough (no model)
+    in a process of its own, its outputs timed by the same reader."""
+    return _drain(
+        cfg,
+        workdir,
+        progress,
+        events,
+        1,
+        "passthrough",
+        0.0,
+        command=("-m", "loadtests.baselines"),
+        extra=("--events", str(events)),
+    )
+
+
+def _drain(
+    cfg: PipelineConfig,
+    workdir: Path,
+    progress: Progress,
+    events: int,
+    workers: int,
+    name: str,
+    invalid_ratio: float,
+    **process: Any,
+) -> dict[str, Any]:
+    run = _Run(cfg, workdir, name, invalid_ratio)
     try:
         run.sender.send(events, None)
-        progress(f"drain: backlog of {events:,} sent; starting {workers} worker(s)")
+        progress(f"{name}: backlog of {events:,} sent; starting {workers} process(es)")
         run.start_reader()
         started = time.time()
-        run.add_workers(workers)
+        run.add_workers(workers, **process)
         assigned = time.time()
         ok = run.matched(timeout=max(120.0, events / 500))
         done = max(run.ledger.arrived.values(), default=time.time())
@@ -106,7 +140,7 @@ def drain(
         counts = run.close()
     span = max(done - first, 1e-6)
     return {
-        "scenario": "drain",
+        "scenario": name,
         "events": events,
         "workers": workers,
         "complete": ok,
