@@ -5,8 +5,8 @@
 
 Everything is measured side by side in one run and printed as ratios, because machines here are
 shared and noisy: compare ratios, not absolute figures, across runs. On a GPU machine, run it
-with ``--device cuda --runtime torch`` (and ``--model-dir models/fraud/v3`` for the heavier model)
-for the GPU figures.
+with ``-c pipelines/fraud/pipeline-gpu.yaml --no-broker`` (the heavier model, torch on cuda,
+larger batches) for the GPU figures.
 
 Sections:
 1. model-only ceiling: rows/s of the runtime alone at each batch size;
@@ -109,6 +109,26 @@ def _inference_stage(
     return (
         f"inference stage: {stage:,.0f} rows/s of model time at mean batch {mean} = "
         f"{stage / alone:.2f} x the model alone at that size ({alone:,.0f} rows/s)"
+    )
+
+
+def _half_saturation(
+    cfg: PipelineConfig, drain_rate: float, events: int, ceiling: dict[int, float]
+) -> str:
+    """The GPU latency target: at half the saturating (drain) rate, p99 within
+    ``max_delay_ms`` + the compute time of the batches formed there + 2 ms."""
+    offered = drain_rate / 2
+    n = min(events, max(1000, int(offered * 5)))
+    _got, lat, stats = engine_in_process(cfg, n, offered, cfg.worker.poll_batch)
+    mean = max(1, round(stats.batch_rows / max(stats.batches, 1)))
+    alone = ceiling.get(mean) or model_ceiling(cfg, [mean], seconds=0.5)[mean]
+    compute_ms = mean / alone * 1000
+    budget = cfg.batching.max_delay_ms + compute_ms + 2.0
+    p99 = lat.percentile(99)
+    return (
+        f"half the drain rate, {offered:,.0f}/s: p99 {p99:.2f} ms against a budget of "
+        f"{budget:.2f} ms (max_delay {cfg.batching.max_delay_ms:g} + compute of a batch of "
+        f"{mean} {compute_ms:.2f} + 2) = {p99 / budget:.2f} of it"
     )
 
 
@@ -289,6 +309,7 @@ def main() -> None:
             f"   offered {r:>8,.0f}/s: {got:>10,.0f} events/s  {_fmt_lat(lat)}  "
             f"mean batch {stats.batch_rows / max(stats.batches, 1):.0f}"
         )
+    print("   " + _half_saturation(cfg, rate, args.events, ceiling))
 
     if not args.no_broker:
         through_broker(cfg, args.events, 2000.0, 10_000)

@@ -1,9 +1,15 @@
 """TorchScript models on cpu or cuda.
 
-On cuda a batch goes: numpy -> a pinned host buffer (reused) -> non-blocking copy to a static
-device buffer -> a CUDA graph replay captured for that batch size (or eager) -> non-blocking
-copy into a pinned output buffer -> one stream synchronise. A batch smaller than a captured
-size is padded up to it; the padding rows' scores are dropped before anyone sees them.
+On cuda, a batch of a captured size is one CUDA graph that holds the whole trip: a copy from a
+pinned host buffer to the device, the model, and a copy back into a pinned host buffer. The
+Python side writes the rows into the input buffer (numpy), replays the graph, synchronises the
+stream and reads the scores: two calls that release the GIL. Each release matters in this
+engine, because the decoding thread holds the GIL in between, so every return costs up to the
+switch interval; the eager trip (copy, copy, model, copy, synchronise) pays it five times. Where
+the installed torch cannot capture the copies, the graph holds the model alone and the copies
+run around it; where it cannot capture at all, or a graph's scores differ from eager ones at
+warm-up, that size runs eagerly. A batch smaller than a captured size is padded up to it; the
+padding rows' scores are dropped before anyone sees them.
 
 The choices (which size a batch runs at, graph or eager, which dtype) are plain functions,
 tested on cpu; only the copies and the replay need a GPU.
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +40,32 @@ class RunPlan:
     rows: int
     size: int
     graph: bool
+
+
+@dataclass(slots=True)
+class CapturedGraph:
+    """A CUDA graph for one batch size and the buffers it reads and writes.
+
+    With ``copies`` the graph also copies ``host_in`` to the device and the scores back into
+    ``host_out``; without, the caller does both around the replay.
+    """
+
+    graph: torch.cuda.CUDAGraph
+    host_in: torch.Tensor  # pinned (rows, dim) float32
+    host_out: torch.Tensor  # pinned (rows,) float32
+    static_in: torch.Tensor  # device (rows, dim) float32
+    static_out: torch.Tensor  # device (rows,) float32
+    copies: bool
+    host_in_rows: np.ndarray = field(init=False)  # numpy views of the pinned buffers
+    host_out_rows: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.host_in_rows = self.host_in.numpy()
+        self.host_out_rows = self.host_out.numpy()
+
+    @property
+    def rows(self) -> int:
+        return int(self.host_in.shape[0])
 
 
 def plan_batch(rows: int, captured: list[int], graphs: bool) -> RunPlan:
@@ -102,7 +134,7 @@ class TorchRuntime(Runtime):
         if self.cuda_graphs and not self.on_cuda:
             raise ModelLoadError("cuda_graphs: true needs device: cuda")
         self._model: torch.jit.ScriptModule | None = None
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._graphs: dict[int, CapturedGraph] = {}
         self._captured: list[int] = []
         self._host_in: torch.Tensor | None = None
         self._host_out: torch.Tensor | None = None
@@ -130,6 +162,7 @@ class TorchRuntime(Runtime):
     # ------------------------------------------------------------------ cuda buffers
 
     def _ensure_buffers(self, rows: int) -> None:
+        """Pinned buffers of the eager path, grown to hold ``rows``."""
         have = 0 if self._host_in is None else self._host_in.shape[0]
         if rows <= have:
             return
@@ -145,26 +178,81 @@ class TorchRuntime(Runtime):
             for n in sorted(set(batch_sizes)):
                 self._capture(n)
             self._captured = sorted(self._graphs)
+            log.info(
+                "%s/%s on %s: CUDA graphs at %s (copies inside: %s); other sizes run eagerly",
+                self.metadata.name,
+                self.metadata.version,
+                self.device,
+                self._captured,
+                [n for n in self._captured if self._graphs[n].copies],
+            )
 
     def _capture(self, rows: int) -> None:
-        """Capture a CUDA graph at ``rows``; a model that cannot be captured runs eagerly."""
+        """A graph at ``rows`` with the copies inside, else without them, else none."""
+        for copies in (True, False):
+            graph = self._try_capture(rows, copies)
+            if graph is None:
+                continue
+            if self._agrees_with_eager(graph):
+                self._graphs[rows] = graph
+                return
+            log.warning(
+                "cuda graph at batch %d (copies inside: %s) scores unlike eager execution; "
+                "not used",
+                rows,
+                copies,
+            )
+        log.warning("no cuda graph at batch %d: that size runs eagerly", rows)
+
+    def _try_capture(self, rows: int, copies: bool) -> CapturedGraph | None:
         assert self._model is not None
-        static_in = torch.zeros(
-            (rows, self.metadata.input_dim), dtype=self.dtype, device=self._torch_device
-        )
+        model, dtype, dev = self._model, self.dtype, self._torch_device
+        dim = self.metadata.input_dim
+        host_in = torch.zeros((rows, dim), dtype=torch.float32).pin_memory()
+        host_out = torch.zeros((rows,), dtype=torch.float32).pin_memory()
+        static_in = torch.zeros((rows, dim), dtype=torch.float32, device=dev)
+
+        def forward() -> torch.Tensor:
+            return model(static_in.to(dtype)).reshape(-1).float()
+
         try:
-            side = torch.cuda.Stream(self._torch_device)
-            side.wait_stream(torch.cuda.current_stream(self._torch_device))
+            current = torch.cuda.current_stream(dev)
+            side = torch.cuda.Stream(dev)
+            side.wait_stream(current)
             with torch.inference_mode(), torch.cuda.stream(side):
-                for _ in range(3):
-                    self._model(static_in)
-            torch.cuda.current_stream(self._torch_device).wait_stream(side)
+                for _ in range(3):  # warm-up on a side stream, as capture requires
+                    static_in.copy_(host_in, non_blocking=True)
+                    host_out.copy_(forward(), non_blocking=True)
+            current.wait_stream(side)
+            torch.cuda.synchronize(dev)
             graph = torch.cuda.CUDAGraph()
             with torch.inference_mode(), torch.cuda.graph(graph):
-                static_out = self._model(static_in).reshape(-1)
-            self._graphs[rows] = (graph, static_in, static_out)
+                if copies:
+                    static_in.copy_(host_in, non_blocking=True)
+                static_out = forward()
+                if copies:
+                    host_out.copy_(static_out, non_blocking=True)
+            torch.cuda.synchronize(dev)
         except Exception as exc:  # noqa: BLE001 - "where the model allows"
-            log.warning("cuda graph capture at batch %d failed (%s); running eagerly", rows, exc)
+            log.info("cuda graph capture at batch %d (copies: %s) failed: %s", rows, copies, exc)
+            return None
+        return CapturedGraph(graph, host_in, host_out, static_in, static_out, copies)
+
+    def _agrees_with_eager(self, graph: CapturedGraph) -> bool:
+        """A graph serves traffic only once it has scored a random batch as eager code does."""
+        assert self._model is not None
+        rows = graph.rows
+        x = np.random.default_rng(rows).standard_normal((rows, self.metadata.input_dim))
+        x = x.astype(np.float32)
+        try:
+            got = self._replay(graph, x)
+        except Exception as exc:  # noqa: BLE001 - a graph that cannot replay is not used
+            log.info("cuda graph at batch %d failed its first replay: %s", rows, exc)
+            return False
+        with torch.inference_mode():
+            inputs = torch.from_numpy(x).to(self._torch_device, self.dtype)
+            want = self._model(inputs).reshape(-1).float().cpu().numpy()
+        return bool(np.allclose(got, want, rtol=1e-3 if self.half else 1e-5, atol=1e-5))
 
     # ------------------------------------------------------------------ inference
 
@@ -173,29 +261,42 @@ class TorchRuntime(Runtime):
         if not self.on_cuda:
             with torch.inference_mode():
                 return self._model(torch.from_numpy(features)).reshape(-1).numpy()
-        return self._run_cuda(features)
+        plan = plan_batch(features.shape[0], self._captured, self.cuda_graphs)
+        if plan.graph:
+            return self._replay(self._graphs[plan.size], features)
+        return self._run_eager(features)
 
-    def _run_cuda(self, features: np.ndarray) -> np.ndarray:
+    def _replay(self, graph: CapturedGraph, features: np.ndarray) -> np.ndarray:
+        rows = features.shape[0]
+        host_in, host_out = graph.host_in_rows, graph.host_out_rows
+        host_in[:rows] = features
+        if graph.rows > rows:
+            host_in[rows:] = 0.0  # padding rows: scored, never returned
+        with torch.inference_mode():
+            if not graph.copies:
+                graph.static_in.copy_(graph.host_in, non_blocking=True)
+            graph.graph.replay()
+            if not graph.copies:
+                graph.host_out.copy_(graph.static_out, non_blocking=True)
+        self._synchronize()
+        return host_out[:rows].copy()
+
+    def _run_eager(self, features: np.ndarray) -> np.ndarray:
         assert self._model is not None
         rows = features.shape[0]
-        plan = plan_batch(rows, self._captured, self.cuda_graphs)
-        self._ensure_buffers(plan.size)
+        self._ensure_buffers(rows)
         host_in, host_out = self._host_in, self._host_out
         assert host_in is not None and host_out is not None and self._dev_in is not None
         host_in[:rows].copy_(torch.from_numpy(features))
-        if plan.size > rows:
-            host_in[rows : plan.size].zero_()  # padding rows: scored, never returned
-        stream = torch.cuda.current_stream(self._torch_device)
         with torch.inference_mode():
-            if plan.graph:
-                graph, static_in, static_out = self._graphs[plan.size]
-                static_in.copy_(host_in[: plan.size], non_blocking=True)
-                graph.replay()
-                out = static_out
-            else:
-                dev_in = self._dev_in[: plan.size]
-                dev_in.copy_(host_in[: plan.size], non_blocking=True)
-                out = self._model(dev_in).reshape(-1)
-            host_out[: plan.size].copy_(out.float(), non_blocking=True)
-        stream.synchronize()
+            dev_in = self._dev_in[:rows]
+            dev_in.copy_(host_in[:rows], non_blocking=True)
+            out = self._model(dev_in).reshape(-1)
+            host_out[:rows].copy_(out.float(), non_blocking=True)
+        self._synchronize()
         return host_out[:rows].numpy().copy()
+
+    def _synchronize(self) -> None:
+        """Wait for the batch's copies and kernels (nothing to wait for on cpu)."""
+        if self.on_cuda:
+            torch.cuda.current_stream(self._torch_device).synchronize()

@@ -10,6 +10,7 @@ import yaml
 from streaming.config import ENV_BOOTSTRAP, ConfigError, load_config
 
 BASE = Path(__file__).resolve().parents[2] / "pipelines" / "fraud" / "pipeline.yaml"
+GPU = BASE.with_name("pipeline-gpu.yaml")
 
 
 def write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
@@ -25,6 +26,15 @@ def test_the_shipped_config_is_valid_and_frozen() -> None:
     assert cfg.topics.input and cfg.kafka.group
     with pytest.raises(Exception, match="frozen"):
         cfg.kafka.group = "x"  # type: ignore[misc]
+
+
+def test_the_gpu_config_keeps_the_contracts_and_captures_every_warm_up_size() -> None:
+    cpu, gpu = load_config(BASE), load_config(GPU)
+    assert gpu.topics == cpu.topics and gpu.pipeline == cpu.pipeline
+    (version,) = gpu.model.versions
+    assert (version.runtime, version.device, version.cuda_graphs) == ("torch", "cuda", True)
+    # drain batches fill to max_batch_size: it must be a warm-up (= captured) size
+    assert gpu.batching.max_batch_size in gpu.batching.warmup_sizes()
 
 
 def test_bootstrap_precedence_argument_over_env_over_file(monkeypatch) -> None:  # type: ignore[no-untyped-def]

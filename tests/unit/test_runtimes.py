@@ -13,7 +13,14 @@ import torch
 from models.export import export_model
 from streaming.runtimes.base import ModelLoadError
 from streaming.runtimes.registry import create_runtime
-from streaming.runtimes.torch import MAX_PAD_FACTOR, buffer_rows, check_device, plan_batch
+from streaming.runtimes.torch import (
+    MAX_PAD_FACTOR,
+    CapturedGraph,
+    TorchRuntime,
+    buffer_rows,
+    check_device,
+    plan_batch,
+)
 
 DIM = 30
 
@@ -127,3 +134,51 @@ def test_cuda_batch_plans() -> None:
     assert (p.size, p.graph) == (500, False)  # beyond every graph: eager
     assert not plan_batch(8, captured, graphs=False).graph
     assert [buffer_rows(n) for n in (1, 2, 3, 100, 128, 129)] == [1, 2, 4, 128, 128, 256]
+
+
+class CpuReplay:
+    """Stands in for a captured CUDA graph on cpu: replaying runs what capture recorded."""
+
+    def __init__(self, recorded) -> None:  # type: ignore[no-untyped-def]
+        self.recorded = recorded
+
+    def replay(self) -> None:
+        self.recorded()
+
+
+def cpu_graph(rt: TorchRuntime, rows: int, copies: bool, off_by: float = 0.0) -> CapturedGraph:
+    """A graph as ``_try_capture`` builds it, its buffers on cpu. With ``copies`` it reads the
+    host input and writes the host output itself; without, the runtime copies around it."""
+    host_in, static_in = torch.zeros((rows, DIM)), torch.zeros((rows, DIM))
+    host_out, static_out = torch.zeros(rows), torch.zeros(rows)
+
+    def recorded() -> None:
+        scores = rt._model(host_in if copies else static_in).reshape(-1) + off_by
+        (host_out if copies else static_out).copy_(scores)
+
+    return CapturedGraph(CpuReplay(recorded), host_in, host_out, static_in, static_out, copies)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("copies", [True, False])
+def test_a_graph_replay_pads_and_never_returns_padding_rows(model_dir: Path, copies: bool) -> None:
+    rt = TorchRuntime(model_dir)
+    rt.load()
+    graph = cpu_graph(rt, 8, copies)
+    x = batch(8, seed=3)
+    with torch.inference_mode():
+        full = rt._replay(graph, x)
+        assert full.shape == (8,)
+        np.testing.assert_allclose(full, rt.predict(x), atol=1e-6)
+        # a smaller batch after a full one: the rows left over are zeroed, not scored as stale
+        small = rt._replay(graph, x[:3])
+    assert small.shape == (3,)
+    np.testing.assert_allclose(small, rt.predict(x[:3]), atol=1e-6)
+    assert not graph.host_in_rows[3:].any()
+
+
+def test_a_graph_that_scores_unlike_eager_code_is_refused(model_dir: Path) -> None:
+    rt = TorchRuntime(model_dir)
+    rt.load()
+    assert rt._agrees_with_eager(cpu_graph(rt, 8, copies=True))
+    assert rt._agrees_with_eager(cpu_graph(rt, 8, copies=False))
+    assert not rt._agrees_with_eager(cpu_graph(rt, 8, copies=True, off_by=1e-3))
