@@ -1,9 +1,11 @@
 """The worker: consume, decode, preprocess, route, infer, publish, commit (DESIGN.md, data flow).
 
 Three kinds of thread overlap the stages: the main thread polls, decodes, preprocesses and
-routes a poll batch while each model version's inference thread scores earlier rows, and the
-delivery thread acknowledges what the broker has taken. onnxruntime, torch and librdkafka
-release the GIL, so the stages truly run at once.
+routes a poll batch while each model version's inference thread scores earlier rows
+(streaming.scoring), and the delivery thread acknowledges what the broker has taken.
+onnxruntime, torch and librdkafka release the GIL, so the stages truly run at once. Rejected
+events of every stage go through streaming.dead_letters; versions are loaded and checked by
+streaming.versions.
 
 At-least-once: an input offset is committed only once every record it produced is acked
 (see streaming.offsets). Memory is bounded: above ``worker.max_in_flight`` the partitions are
@@ -18,40 +20,29 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streaming import kafka
-from streaming.batcher import Chunk, Lane
-from streaming.batching import BatchPolicy
-from streaming.breaker import CircuitBreaker
-from streaming.config import PipelineConfig, VersionConfig
+from streaming.batcher import Chunk
+from streaming.config import PipelineConfig
 from streaming.control import ControlMessage, ControlReader, RoutingUpdate, describe
-from streaming.decode import (
-    STAGE_INFERENCE,
-    STAGE_PREPROCESS,
-    STAGE_TIMEOUT,
-    Decoder,
-    Rejection,
-)
-from streaming.delivery import ChunkDelivery
-from streaming.drift import DriftBaseline, FeatureSketch
-from streaming.latency import LatencyRecorder
-from streaming.logs import LogBudget, trace_id
+from streaming.dead_letters import DeadLetters
+from streaming.decode import STAGE_PREPROCESS, Decoder, Rejection
+from streaming.errors import FatalWorkerError, StartupError
 from streaming.metrics import WorkerMetrics
 from streaming.offsets import OffsetTracker, PartitionLedger
 from streaming.pipeline import PipelineSpec, Preprocessor, load_pipeline
 from streaming.process_tuning import ProcessTuning
-from streaming.records import dead_letter_headers, encode_json, encode_predictions
 from streaming.route import BUCKETS, Router
-from streaming.runtimes.base import ModelLoadError, Runtime
-from streaming.runtimes.registry import create_runtime
+from streaming.scoring import Scorer
 from streaming.sink import Publisher
+from streaming.stats import WorkerStats
+from streaming.versions import ModelVersion, load_version
+
+__all__ = ["FatalWorkerError", "StartupError", "Worker", "WorkerStats", "default_worker_id"]
 
 log = logging.getLogger("streaming.worker")
 
@@ -59,67 +50,8 @@ LOOP_STALL_S = 30.0
 """/healthz fails when the main loop has not turned for this long (it turns every poll)."""
 
 
-class StartupError(RuntimeError):
-    """The worker cannot start; the message names the fix. Nothing was committed."""
-
-
-class FatalWorkerError(RuntimeError):
-    """The worker must stop without committing past what is durable."""
-
-
 def default_worker_id() -> str:
     return os.environ.get("STREAMING_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass
-class WorkerStats:
-    """Counts for the progress line and the summary; written by one thread at a time."""
-
-    consumed: int = 0
-    predictions: int = 0
-    dead_letters: Counter[str] = field(default_factory=Counter)
-    delivery_errors: int = 0
-    batches: int = 0
-    batch_rows: int = 0
-    inference_s: float = 0.0
-    """Model time summed over batches: rows / inference_s is the inference stage's rate."""
-    transactions: int = 0
-    """Exactly-once: transactions committed."""
-    transaction_s: float = 0.0
-    """Exactly-once: time spent in commit_transaction (the drain before it not included)."""
-    first_consumed: float | None = None
-    last_output: float | None = None
-    end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
-    steady_from_ms: int | None = None
-    """Also record events with event time at or after this into ``steady_end_to_end_ms``
-    (benchmarks leave out a phase's start transient this way)."""
-    steady_end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
-
-    @property
-    def outputs(self) -> int:
-        return self.predictions + sum(self.dead_letters.values())
-
-    def rate(self) -> float:
-        """Events/s from the first consumed event to the last acknowledged output."""
-        if self.first_consumed is None or self.last_output is None:
-            return 0.0
-        span = self.last_output - self.first_consumed
-        return self.outputs / span if span > 0 else 0.0
-
-
-@dataclass
-class _Version:
-    config: VersionConfig
-    runtime: Runtime
-    preprocessor: Preprocessor
-    lane: Lane
-    predictions_metric: Any
-    end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
-    thread: threading.Thread | None = None
-    telemetry: dict[str, Any] = field(default_factory=dict)
-    breaker: CircuitBreaker | None = None
-    sketch: FeatureSketch | None = None
-    """Live input histograms in the model's drift-baseline bins (for the monitor)."""
 
 
 class Worker:
@@ -150,16 +82,27 @@ class Worker:
         self._active_at: float | None = None
         self._turned_at = self._polled_at = time.monotonic()
         """Last message or assignment: idle time counts from here, never during a (re)join."""
-        self._versions: list[_Version] = []
+        self._versions: list[ModelVersion] = []
         self._router: Router | None = None
-        self._shadows: list[tuple[_Version, float]] = []
+        self._shadows: list[tuple[ModelVersion, float]] = []
         self._control: ControlReader | None = None
         self._publisher: Publisher | None = None
         self._consumer: Consumer | None = None
         self._ready = threading.Event()
         self.assigned = threading.Event()
         """Set once the group gave this worker partitions (benchmarks wait for it)."""
-        self._dead_letter_log = LogBudget(per_second=20)
+        self.dead_letters = DeadLetters(
+            config, self.worker_id, self.metrics, self.stats, self._delivery_failed
+        )
+        self._scorer = Scorer(
+            config,
+            self.worker_id,
+            self.metrics,
+            self.stats,
+            self.dead_letters,
+            self._delivery_failed,
+            self._fail,
+        )
         self._tuning = ProcessTuning(
             config.worker.gil_switch_interval_ms, config.worker.gc_young_threshold
         )
@@ -245,7 +188,9 @@ class Worker:
         in-process through ``handle()`` with a publisher that acknowledges at once.
         """
         cfg = self.config
-        self._versions = [self._load_version(v) for v in cfg.model.versions]
+        self._versions = [
+            load_version(cfg, v, self.pipeline, self.metrics) for v in cfg.model.versions
+        ]
         self._init_metric_series()
         self.apply_routing(
             RoutingUpdate(
@@ -257,13 +202,13 @@ class Worker:
             source="config",
         )
         self._decoder = Decoder(self.pipeline.schema, cfg.pipeline.max_event_bytes)
-        self._publisher = publisher
+        self._publisher = self.dead_letters.publisher = self._scorer.publisher = publisher
         # after loading and warm-up: what exists now lives as long as the process
         self._tuning.apply()
         publisher.start()
         for v in self._versions:
             v.thread = threading.Thread(
-                target=self._infer_loop, args=(v,), name=f"infer-{v.config.version}", daemon=True
+                target=self._scorer.run, args=(v,), name=f"infer-{v.config.version}", daemon=True
             )
             v.thread.start()
 
@@ -292,57 +237,6 @@ class Worker:
                 f"topics missing on {cfg.kafka.bootstrap}: {', '.join(missing)}; create them "
                 f"with: streaming topics create -c CONFIG"
             )
-
-    def _load_version(self, vc: VersionConfig) -> _Version:
-        cfg = self.config
-        directory = cfg.version_dir(vc)
-        try:
-            options = (
-                {"half": vc.half, "cuda_graphs": vc.cuda_graphs} if vc.runtime == "torch" else {}
-            )
-            runtime = create_runtime(vc.runtime, directory, vc.device, vc.threads, **options)
-            runtime.load()
-        except ModelLoadError as exc:
-            raise StartupError(f"model {cfg.model.name}/{vc.version}: {exc}") from None
-        meta = runtime.metadata
-        pre = self.pipeline.make_preprocessor(meta.preprocessing)
-        if tuple(pre.feature_names) != tuple(meta.feature_names) or meta.input_dim != len(
-            pre.feature_names
-        ):
-            raise StartupError(
-                f"model {cfg.model.name}/{vc.version} expects {meta.input_dim} inputs "
-                f"({', '.join(meta.feature_names[:4])}…) but the pipeline's preprocessing makes "
-                f"{len(pre.feature_names)}; rebuild the model (make models) for this pipeline"
-            )
-        runtime.warm_up(cfg.batching.warmup_sizes())
-        b = cfg.batching
-        policy = BatchPolicy(
-            max_batch_size=b.max_batch_size,
-            max_delay_s=b.max_delay_ms / 1000.0,
-            preferred_sizes=b.preferred_batch_sizes,
-            deadline_s=b.deadline_ms / 1000.0 if b.deadline_ms is not None else None,
-        )
-        version = _Version(
-            vc,
-            runtime,
-            pre,
-            Lane(policy, b.max_queued_events),
-            self.metrics.predictions.labels(cfg.name, cfg.model.name, vc.version),
-        )
-        try:
-            baseline = DriftBaseline.from_metadata(meta.raw.get("drift_baseline"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StartupError(
-                f"model {cfg.model.name}/{vc.version}: bad drift_baseline in its metadata "
-                f"({exc}); rebuild the model (make models)"
-            ) from None
-        if baseline is not None and baseline.features:
-            version.sketch = FeatureSketch(baseline)
-        version.breaker = CircuitBreaker(
-            cfg.worker.breaker_failures, cfg.worker.breaker_cooldown_s
-        )
-        self.metrics.track_end_to_end(cfg.model.name, vc.version, version.end_to_end_ms)
-        return version
 
     # ------------------------------------------------------------------ main loop
 
@@ -477,7 +371,7 @@ class Worker:
         ledgers = self._register(good)
         idx, records, rejected = self._decoder.decode(good)
         for i, rejection in rejected:
-            self._dead_letter(good[i], ledgers[i], rejection)
+            self.dead_letters.message(good[i], ledgers[i], rejection)
         if not records:
             return
         msgs = [good[i] for i in idx]
@@ -549,7 +443,7 @@ class Worker:
 
     def _preprocess_and_queue(
         self,
-        version: _Version,
+        version: ModelVersion,
         msgs: list[Message],
         records: list[Any],
         ledgers: list[PartitionLedger],
@@ -607,7 +501,7 @@ class Worker:
                     rows.append(pre.transform([rec])[0])
                     keep.append(i)
                 except Exception as exc:  # noqa: BLE001
-                    self._dead_letter(
+                    self.dead_letters.message(
                         msgs[i],
                         ledgers[i],
                         Rejection(
@@ -622,370 +516,18 @@ class Worker:
             finite = np.isfinite(sub).all(axis=1)
             for j in np.flatnonzero(~finite):
                 i = keep[j]
-                self._dead_letter(msgs[i], ledgers[i], _non_finite(pre, sub[j]))
+                self.dead_letters.message(msgs[i], ledgers[i], _non_finite(pre, sub[j]))
             return [keep[j] for j in np.flatnonzero(finite)], sub[finite]
         if good_rows.all():
             return list(range(len(records))), features
         for i in np.flatnonzero(~good_rows):
-            self._dead_letter(msgs[i], ledgers[i], _non_finite(pre, features[i]))
+            self.dead_letters.message(msgs[i], ledgers[i], _non_finite(pre, features[i]))
         ok = np.flatnonzero(good_rows)
         return ok.tolist(), np.ascontiguousarray(features[ok])
 
-    # ------------------------------------------------------------------ inference
-
-    def _infer_loop(self, version: _Version) -> None:
-        lane = version.lane
-        while True:
-            chunks = lane.take(timeout=0.1)
-            if chunks is None:
-                return
-            if chunks:
-                try:
-                    self._score(version, chunks)
-                except Exception as exc:
-                    log.exception("inference thread failed")
-                    self._fatal = f"inference thread for {version.config.version} failed: {exc!r}"
-                    return
-            self._maybe_telemetry(version)
-
-    def _expire(self, chunks: list[Chunk]) -> list[Chunk]:
-        """With ``deadline_policy: dead_letter``, rows that waited too long are dead-lettered."""
-        b = self.config.batching
-        if b.deadline_ms is None or b.deadline_policy != "dead_letter":
-            return chunks
-        now = time.monotonic()
-        limit = b.deadline_ms / 1000.0
-        keep = []
-        for c in chunks:
-            waited = now - c.enqueued
-            if waited < limit:
-                keep.append(c)
-                continue
-            rejection = Rejection(
-                STAGE_TIMEOUT,
-                f"waited {waited * 1000:.1f} ms in the batch queue, over "
-                f"batching.deadline_ms ({b.deadline_ms:g})",
-                "deadline",
-            )
-            for i in range(len(c)):
-                self._dead_letter_row(c, i, rejection)
-        return keep
-
-    def _score(self, version: _Version, chunks: list[Chunk]) -> None:
-        cfg = self.config
-        vc = version.config
-        shadows = [c for c in chunks if c.shadow]
-        if shadows:
-            # a version can be a canary and a shadow at once: its lane carries both
-            self._score_shadow(version, shadows)
-            chunks = [c for c in chunks if not c.shadow]
-        chunks = self._expire(chunks)
-        if not chunks:
-            return
-        features = (
-            chunks[0].features if len(chunks) == 1 else np.concatenate([c.features for c in chunks])
-        )
-        n = features.shape[0]
-        started = time.monotonic()
-        queue_delay = started - chunks[0].enqueued
-        breaker = version.breaker
-        if breaker is not None and not breaker.allow():
-            rejection = Rejection(
-                STAGE_INFERENCE,
-                f"{vc.version}: circuit open after {breaker.failures} failing batches in a "
-                f"row; retried in at most {breaker.cooldown_s:g} s",
-                "circuit_open",
-                vc.version,
-            )
-            for c in chunks:
-                for i in range(len(c)):
-                    self._dead_letter_row(c, i, rejection)
-            return
-        try:
-            scores = version.runtime.predict(features)
-            error = None
-        except Exception as exc:  # noqa: BLE001 - a model error dead-letters its batch only
-            scores, error = None, exc
-        took = time.monotonic() - started
-        if breaker is not None and breaker.record(error is None):
-            log.error(
-                "%s/%s failed %d batches in a row (last: %s): circuit open for %g s",
-                cfg.model.name,
-                vc.version,
-                breaker.failures,
-                error,
-                breaker.cooldown_s,
-            )
-        labels = (cfg.name, cfg.model.name, vc.version)
-        m = self.metrics
-        m.batch_size.labels(*labels).observe(n)
-        m.queue_delay.labels(*labels).observe(queue_delay)
-        m.inference_time.labels(*labels).observe(took)
-        self.stats.batches += 1
-        self.stats.batch_rows += n
-        self.stats.inference_s += took
-        tele = version.telemetry
-        tele["batches"] = tele.get("batches", 0) + 1
-        tele["events"] = tele.get("events", 0) + n
-        tele["max_batch"] = max(tele.get("max_batch", 0), n)
-        tele["inference_s"] = tele.get("inference_s", 0.0) + took
-        tele["queue_delay_max_s"] = max(tele.get("queue_delay_max_s", 0.0), queue_delay)
-
-        if error is not None:
-            tele["errors"] = tele.get("errors", 0) + n
-            rejection = Rejection(
-                STAGE_INFERENCE,
-                f"{vc.version}: {type(error).__name__}: {error}"[:480],
-                type(error).__name__,
-                vc.version,
-            )
-            for c in chunks:
-                for i in range(len(c)):
-                    self._dead_letter_row(c, i, rejection)
-            return
-        assert scores is not None
-        tele.setdefault("scores", []).append(scores)
-        finite = np.isfinite(scores)
-        all_finite = bool(finite.all())
-        start = 0
-        scored_ms = int(time.time() * 1000)
-        for c in chunks:
-            part = scores[start : start + len(c)]
-            part_finite = finite[start : start + len(c)]
-            start += len(c)
-            rows = range(len(c)) if all_finite else np.flatnonzero(part_finite).tolist()
-            if not all_finite:
-                for i in np.flatnonzero(~part_finite):
-                    self._dead_letter_row(
-                        c,
-                        int(i),
-                        Rejection(
-                            STAGE_INFERENCE,
-                            f"{vc.version}: non-finite score {part[i]!r}",
-                            "non_finite_score",
-                            vc.version,
-                        ),
-                    )
-                if not rows:
-                    continue
-            payloads = encode_predictions(
-                c.event_ids,
-                c.ts_ms,
-                np.where(part_finite, part, 0.0),
-                model=cfg.model.name,
-                version=vc.version,
-                threshold=cfg.model.threshold,
-                scored_ms=scored_ms,
-                worker=self.worker_id,
-            )
-            self._publish_chunk(version, c, rows, payloads)
-
-    def _score_shadow(self, version: _Version, chunks: list[Chunk]) -> None:
-        """Score shadow rows; publish to the shadow topic, best effort, nothing acknowledged."""
-        cfg = self.config
-        tele = version.telemetry
-        features = (
-            np.concatenate([c.features for c in chunks])
-            if len(chunks) > 1
-            else (chunks[0].features)
-        )
-        started = time.monotonic()
-        try:
-            scores = version.runtime.predict(features)
-        except Exception:  # noqa: BLE001 - a failing shadow shows in telemetry only
-            tele["errors"] = tele.get("errors", 0) + features.shape[0]
-            return
-        tele["shadow_events"] = tele.get("shadow_events", 0) + features.shape[0]
-        tele["shadow_inference_s"] = tele.get("shadow_inference_s", 0.0) + (
-            time.monotonic() - started
-        )
-        tele.setdefault("scores", []).append(scores)
-        publisher = self._publisher
-        assert publisher is not None
-        topic = cfg.topics.shadow_topic
-        start = 0
-        scored_ms = int(time.time() * 1000)
-        for c in chunks:
-            part = scores[start : start + len(c)]
-            start += len(c)
-            finite = np.isfinite(part)
-            payloads = encode_predictions(
-                c.event_ids,
-                c.ts_ms,
-                np.where(finite, part, 0.0),
-                model=cfg.model.name,
-                version=version.config.version,
-                threshold=cfg.model.threshold,
-                scored_ms=scored_ms,
-                worker=self.worker_id,
-            )
-            for i in np.flatnonzero(finite).tolist():
-                publisher.produce(topic, payloads[i], c.keys[i], c.headers[i], None)
-
-    def _publish_chunk(
-        self, version: _Version, c: Chunk, rows: range | list[int], payloads: list[bytes]
-    ) -> None:
-        """Produce a chunk's predictions with one delivery counter for the whole chunk."""
-        if isinstance(rows, range):
-            ledgers, offsets, ts = c.ledgers, c.offsets, c.ts_ms
-        else:
-            ledgers = [c.ledgers[i] for i in rows]
-            offsets = [c.offsets[i] for i in rows]
-            ts = [c.ts_ms[i] for i in rows]
-        delivery = ChunkDelivery(ledgers, offsets, ts, partial(self._chunk_delivered, version))
-        publisher = self._publisher
-        assert publisher is not None
-        produce = publisher.produce
-        topic, keys, headers = self.config.topics.predictions, c.keys, c.headers
-        for i in rows:
-            produce(topic, payloads[i], keys[i], headers[i], delivery)
-
-    def _chunk_delivered(
-        self, version: _Version, delivery: ChunkDelivery, latencies_ms: np.ndarray | None
-    ) -> None:
-        """All predictions of a chunk are acknowledged (their offsets are already acked)."""
-        if latencies_ms is None:
-            self._delivery_failed(delivery.describe(), delivery.error)
-            return
-        stats = self.stats
-        stats.predictions += delivery.size
-        stats.last_output = time.monotonic()
-        stats.end_to_end_ms.record_many(latencies_ms)
-        if stats.steady_from_ms is not None:
-            steady = latencies_ms[np.asarray(delivery.ts_ms) >= stats.steady_from_ms]
-            stats.steady_end_to_end_ms.record_many(steady)
-        version.end_to_end_ms.record_many(latencies_ms)
-        version.predictions_metric.inc(delivery.size)
-
-    def _maybe_telemetry(self, version: _Version) -> None:
-        """One record per version per interval: batch sizes, delays, model time, scores."""
-        tele = version.telemetry
-        now = time.monotonic()
-        started = tele.setdefault("_since", now)
-        if now - started < self.config.worker.telemetry_interval_s or not (
-            tele.get("batches") or tele.get("shadow_events") or tele.get("errors")
-        ):
-            return
-        scores = np.concatenate(tele.pop("scores", [np.empty(0, np.float32)]))
-        record = {
-            "worker": self.worker_id,
-            "pipeline": self.config.name,
-            "model": self.config.model.name,
-            "version": version.config.version,
-            "interval_s": round(now - started, 3),
-            "ts_ms": int(time.time() * 1000),
-            "batches": tele.get("batches", 0),
-            "events": tele.get("events", 0),
-            "batch_size_mean": round(tele.get("events", 0) / max(tele.get("batches", 0), 1), 2),
-            "batch_size_max": tele.get("max_batch", 0),
-            "queue_delay_max_ms": round(tele.get("queue_delay_max_s", 0.0) * 1000, 3),
-            "inference_ms_mean": round(
-                tele.get("inference_s", 0.0) / max(tele.get("batches", 0), 1) * 1000, 4
-            ),
-            "shadow_events": tele.get("shadow_events", 0),
-            "errors": tele.get("errors", 0),
-            "score": _score_summary(scores, self.config.model.threshold),
-        }
-        if version.sketch is not None:
-            record["feature_counts"] = version.sketch.take()
-        version.telemetry = {"_since": now}
-        assert self._publisher is not None
-        # Telemetry is best effort: it holds no input offset back.
-        self._publisher.produce(
-            self.config.topics.telemetry,
-            encode_json(record),
-            self.config.model.name.encode(),
-            None,
-            None,
-        )
-
-    # ------------------------------------------------------------------ outputs
-
-    def _log_dead_letter(
-        self, rejection: Rejection, headers: Any, topic: str, partition: int, offset: int
-    ) -> None:
-        """One line per dead letter within a budget: where, which stage, the trace id. Never
-        the value or the reason text (either may carry card data); both are in the record."""
-        budget = self._dead_letter_log
-        if not log.isEnabledFor(logging.INFO) or not budget.take():
-            return
-        extra = {
-            "stage": rejection.stage,
-            "reason_class": rejection.reason_class,
-            "source": f"{topic}[{partition}]@{offset}",
-            "trace_id": trace_id(headers),
-        }
-        if budget.suppressed:
-            extra["suppressed_since_last"] = budget.suppressed
-            budget.suppressed = 0
-        log.info("dead letter", extra=extra)
-
-    def _dead_letter(self, msg: Message, ledger: PartitionLedger, rejection: Rejection) -> None:
-        assert self._publisher is not None
-        self._log_dead_letter(
-            rejection, msg.headers(), msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-        )
-        headers = dead_letter_headers(
-            msg.headers(),
-            rejection,
-            msg.topic() or "",
-            msg.partition() or 0,
-            msg.offset() or 0,
-            self.worker_id,
-        )
-        self._publisher.produce(
-            self.config.topics.dead_letters,
-            msg.value(),
-            msg.key(),
-            headers,
-            partial(self._on_dead_letter, ledger, msg.offset(), rejection),
-        )
-
-    def _dead_letter_row(self, chunk: Chunk, i: int, rejection: Rejection) -> None:
-        """Dead-letter a row that got past decoding, with its original bytes unchanged."""
-        assert self._publisher is not None
-        self._log_dead_letter(
-            rejection,
-            chunk.headers[i],
-            chunk.ledgers[i].topic,
-            chunk.ledgers[i].partition,
-            chunk.offsets[i],
-        )
-        ledger = chunk.ledgers[i]
-        headers = dead_letter_headers(
-            chunk.headers[i],
-            rejection,
-            ledger.topic,
-            ledger.partition,
-            chunk.offsets[i],
-            self.worker_id,
-        )
-        self._publisher.produce(
-            self.config.topics.dead_letters,
-            chunk.values[i],
-            chunk.keys[i],
-            headers,
-            partial(self._on_dead_letter, ledger, chunk.offsets[i], rejection),
-        )
-
-    def _on_dead_letter(
-        self,
-        ledger: PartitionLedger,
-        offset: int,
-        rejection: Rejection,
-        err: KafkaError | None,
-        _msg: Message,
-    ) -> None:
-        if err is not None:
-            ledger.fail(offset)
-            self._delivery_failed(f"{ledger.topic}[{ledger.partition}]@{offset}", err)
-            return
-        ledger.ack(offset)
-        self.stats.dead_letters[rejection.stage] += 1
-        self.stats.last_output = time.monotonic()
-        self.metrics.dead_letters.labels(
-            self.config.name, rejection.stage, rejection.reason_class
-        ).inc()
+    def _fail(self, reason: str) -> None:
+        """Stop the loop; nothing past what is durable gets committed."""
+        self._fatal = reason
 
     def _delivery_failed(self, what: str, err: KafkaError | None) -> None:
         # After librdkafka's own retries; the ledger already holds the commit point back.
@@ -1170,19 +712,6 @@ def _non_finite(pre: Preprocessor, row: np.ndarray) -> Rejection:
     return Rejection(
         STAGE_PREPROCESS, f"non-finite feature(s): {', '.join(names)}", "non_finite_feature"
     )
-
-
-def _score_summary(scores: np.ndarray, threshold: float) -> dict[str, float]:
-    if scores.size == 0:
-        return {}
-    q = np.quantile(scores, [0.5, 0.9, 0.99])
-    return {
-        "mean": round(float(scores.mean()), 6),
-        "p50": round(float(q[0]), 6),
-        "p90": round(float(q[1]), 6),
-        "p99": round(float(q[2]), 6),
-        "flagged_share": round(float((scores >= threshold).mean()), 6),
-    }
 
 
 def _names(partitions: list[TopicPartition]) -> str:
