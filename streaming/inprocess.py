@@ -49,7 +49,10 @@ class InstantPublisher:
     def __init__(self, keep: bool = False) -> None:
         self.keep = keep
         self.records: list[tuple[str, bytes | None, dict[str, bytes]]] = []
-        self.acked_at: dict[tuple[str, bytes], float] = {}
+        self.acked_at: dict[str, dict[bytes, float]] = {}
+        """Per topic, per key: when it was acknowledged. Bytes keys and float values are not
+        tracked by the collector, so a long benchmark adds no collections of its own to the
+        latencies it measures (tuple keys did: 10-14 ms young collections)."""
         self.lock = threading.Lock()
 
     def start(self) -> None:
@@ -65,7 +68,10 @@ class InstantPublisher:
     ) -> None:
         with self.lock:
             if key is not None:
-                self.acked_at[(topic, key)] = time.perf_counter()
+                acked = self.acked_at.get(topic)
+                if acked is None:
+                    acked = self.acked_at[topic] = {}
+                acked[key] = time.perf_counter()
             if self.keep:
                 self.records.append((topic, value, dict(headers or [])))
         if on_delivery is not None:

@@ -21,7 +21,7 @@ from streaming.metrics import WorkerMetrics
 from streaming.records import encode_json, encode_predictions
 from streaming.sink import Publisher
 from streaming.stats import WorkerStats
-from streaming.telemetry import take_record
+from streaming.telemetry import add_scores, take_record
 from streaming.versions import ModelVersion
 
 log = logging.getLogger("streaming.worker")
@@ -162,7 +162,7 @@ class Scorer:
                     self.dead_letters.row(c, i, rejection)
             return
         assert scores is not None
-        tele.setdefault("scores", []).append(scores)
+        add_scores(version, scores, cfg.model.threshold)
         finite = np.isfinite(scores)
         all_finite = bool(finite.all())
         start = 0
@@ -217,7 +217,7 @@ class Scorer:
         tele["shadow_inference_s"] = tele.get("shadow_inference_s", 0.0) + (
             time.monotonic() - started
         )
-        tele.setdefault("scores", []).append(scores)
+        add_scores(version, scores, cfg.model.threshold)
         publisher = self.publisher
         assert publisher is not None
         topic = cfg.topics.shadow_topic

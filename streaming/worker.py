@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from streaming import kafka
+from streaming import kafka, telemetry
 from streaming.batcher import Chunk
 from streaming.config import PipelineConfig
 from streaming.control import ControlMessage, ControlReader, RoutingUpdate, describe
@@ -203,6 +203,7 @@ class Worker:
         )
         self._decoder = Decoder(self.pipeline.schema, cfg.pipeline.max_event_bytes)
         self._publisher = self.dead_letters.publisher = self._scorer.publisher = publisher
+        telemetry.warm_up()
         # after loading and warm-up: what exists now lives as long as the process
         self._tuning.apply()
         publisher.start()
