@@ -42,13 +42,15 @@ run: $(MODELS)  ## the demo: embedded broker, topics, models, 200,000 events, wo
 
 test: $(MODELS) system-deps  ## lint, then the whole suite (unit + integration on the embedded broker)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
 
 test-unit: $(STAMP)  ## unit tests only (no broker)
 	$(BIN)/pytest -q tests/unit
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff: lint and formatting
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 format: $(STAMP)  ## ruff format and import sorting
 	$(BIN)/ruff check --fix --select I .

@@ -67,9 +67,7 @@ class Window:
 
     @property
     def events(self) -> int:
-        return sum(v.predictions for v in self.versions.values()) + sum(
-            self.dead_letters.values()
-        )
+        return sum(v.predictions for v in self.versions.values()) + sum(self.dead_letters.values())
 
 
 class WindowStore:

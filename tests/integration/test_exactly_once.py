@@ -90,9 +90,7 @@ def test_kill_9_then_restart_each_event_committed_once(
         # The restarted worker's outputs, or the killed one's before its commit point.
         return scored_ms > killed_ms or offset < commit_point[partition]
 
-    kept = Counter(
-        p["event_id"] for p in preds if committed(*where[p["event_id"]], p["scored_ms"])
-    )
+    kept = Counter(p["event_id"] for p in preds if committed(*where[p["event_id"]], p["scored_ms"]))
     assert set(kept) == {e.event_id for e in valid}, "an event lost"
     assert max(kept.values()) == 1, f"{sum(kept.values()) - len(kept)} committed twice"
     aborted = len(preds) - sum(kept.values())

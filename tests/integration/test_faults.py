@@ -76,7 +76,6 @@ def test_a_raising_model_dead_letters_its_events_and_its_breaker_opens(
         )
 
 
-
 def _accounted(cfg, events) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     """Assert no event lost; return (duplicate predictions, duplicate dead letters)."""
     valid = {e.event_id for e in events if e.invalid_kind is None}
@@ -158,9 +157,7 @@ def test_repeated_kill_9_under_load_loses_nothing(broker, models_built, tmp_path
     assert dup_preds + dup_dead <= kills * cfg.worker.max_in_flight
 
 
-def test_a_frozen_broker_then_resumed_the_worker_recovers_by_itself(
-    models_built, tmp_path, capsys
-):
+def test_a_frozen_broker_then_resumed_the_worker_recovers_by_itself(models_built, tmp_path, capsys):
     # Its own broker: freezing the session's would stall the other tests' clients.
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
         path, cfg = write_config(tmp_path, broker.bootstrap)

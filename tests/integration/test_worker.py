@@ -213,7 +213,6 @@ def test_events_from_another_client_kcat_are_scored(broker, models_built, tmp_pa
     assert all(r.headers["traceparent"].startswith(b"00-0af76519") for r in preds)
 
 
-
 def test_kill_9_mid_stream_loses_nothing(broker, models_built, tmp_path, capsys):
     path, cfg = write_config(tmp_path, broker.bootstrap)
     create_topics(cfg)
