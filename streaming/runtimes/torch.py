@@ -216,23 +216,26 @@ class TorchRuntime(Runtime):
             return model(static_in.to(dtype)).reshape(-1).float()
 
         try:
-            current = torch.cuda.current_stream(dev)
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(current)
-            with torch.inference_mode(), torch.cuda.stream(side):
-                for _ in range(3):  # warm-up on a side stream, as capture requires
-                    static_in.copy_(host_in, non_blocking=True)
-                    host_out.copy_(forward(), non_blocking=True)
-            current.wait_stream(side)
-            torch.cuda.synchronize(dev)
-            graph = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(graph):
-                if copies:
-                    static_in.copy_(host_in, non_blocking=True)
-                static_out = forward()
-                if copies:
-                    host_out.copy_(static_out, non_blocking=True)
-            torch.cuda.synchronize(dev)
+            # cuda:N: capture on that device's streams (torch's default capture stream is
+            # made once, on whatever device is current then)
+            with torch.cuda.device(dev):
+                current = torch.cuda.current_stream(dev)
+                side = torch.cuda.Stream(dev)
+                side.wait_stream(current)
+                with torch.inference_mode(), torch.cuda.stream(side):
+                    for _ in range(3):  # warm-up on a side stream, as capture requires
+                        static_in.copy_(host_in, non_blocking=True)
+                        host_out.copy_(forward(), non_blocking=True)
+                current.wait_stream(side)
+                torch.cuda.synchronize(dev)
+                graph = torch.cuda.CUDAGraph()
+                with torch.inference_mode(), torch.cuda.graph(graph, stream=side):
+                    if copies:
+                        static_in.copy_(host_in, non_blocking=True)
+                    static_out = forward()
+                    if copies:
+                        host_out.copy_(static_out, non_blocking=True)
+                torch.cuda.synchronize(dev)
         except Exception as exc:  # noqa: BLE001 - "where the model allows"
             log.info("cuda graph capture at batch %d (copies: %s) failed: %s", rows, copies, exc)
             return None
