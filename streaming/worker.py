@@ -338,9 +338,11 @@ class Worker:
             self.metrics.paused_partitions.labels(self.config.name).set(len(assigned))
             log.info("paused %d partitions: %d events in flight", len(assigned), in_flight)
         elif self._paused and in_flight <= limit // 2:
-            consumer.resume(consumer.assignment())
+            assigned = consumer.assignment()
+            consumer.resume(assigned)
             self._paused = False
             self.metrics.paused_partitions.labels(self.config.name).set(0)
+            log.info("resumed %d partitions: %d events in flight", len(assigned), in_flight)
 
     def handle(self, messages: list[Message]) -> None:
         """One poll batch: register, decode, route, preprocess, queue for inference."""

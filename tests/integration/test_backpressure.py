@@ -61,13 +61,16 @@ def test_overload_pauses_partitions_with_bounded_memory(broker, models_built, tm
     sampler.join()
 
     log = worker.log()
-    pauses = log.count('"paused ')
-    assert pauses >= 2, "the worker never paused its partitions under overload"
+    pauses, resumes = log.count('"paused '), log.count('"resumed ')
+    assert pauses >= 1, "the worker never paused its partitions under overload"
+    # how many cycles depends on how fast the broker refills the fetch queue; what users
+    # depend on is that every pause ends in a resume (else the backlog would never finish)
+    assert resumes == pauses, f"{pauses} pauses but {resumes} resumes"
     peak = max(samples)
     with capsys.disabled():
         print(
-            f"\n[overload] 60,000-event backlog, max_in_flight 3,000: {pauses} pauses, "
-            f"RSS {start_rss:.0f} MB at start, peak {peak:.0f} MB"
+            f"\n[overload] 60,000-event backlog, max_in_flight 3,000: {pauses} pauses and "
+            f"resumes, RSS {start_rss:.0f} MB at start, peak {peak:.0f} MB"
         )
     # 60,000 events are ~20 MB of values alone, several times that as Python objects; with
     # pausing the worker never holds more than a few thousand of them.
