@@ -52,4 +52,5 @@ class Transaction(BaseModel):
     distance_from_home_km: FiniteFloat = Field(ge=0, le=20_040)
     seconds_since_last_txn: FiniteFloat = Field(ge=0)
     txn_count_1h: StrictInt = Field(ge=0, le=10_000)
-    amount_avg_30d: FiniteFloat = Field(gt=0, le=1_000_000)
+    amount_avg_30d: FiniteFloat = Field(ge=0.01, le=1_000_000)
+    """At least one cent: the features divide the amount by it (2e-313 overflowed to inf)."""

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipelines.fraud import PIPELINE
@@ -28,6 +28,14 @@ class Msg:
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(hostile_values, min_size=1, max_size=20))
+@example(  # found by this test in CI: a subnormal average made amount / average overflow
+    values=[
+        b'{"event_id":"4","card_id":"c","ts_ms":1000000000579,"amount":8,"currency":"SEK",'
+        b'"merchant_category":"restaurants","country":"ES","channel":"pos","card_present":true,'
+        b'"home_country":"ES","distance_from_home_km":6,"seconds_since_last_txn":7,'
+        b'"txn_count_1h":0,"amount_avg_30d":2e-313}'
+    ]
+)
 def test_every_value_becomes_a_record_or_a_reasoned_rejection(values: list[bytes]) -> None:
     idx, records, rejected = DECODER.decode([Msg(v) for v in values])
     seen = sorted(idx + [i for i, _ in rejected])
