@@ -162,8 +162,8 @@ class Scorer:
                     self.dead_letters.row(c, i, rejection)
             return
         assert scores is not None
-        add_scores(version, scores, cfg.model.threshold)
         finite = np.isfinite(scores)
+        add_scores(version, scores, cfg.model.threshold, finite)
         all_finite = bool(finite.all())
         start = 0
         scored_ms = int(time.time() * 1000)
@@ -217,7 +217,8 @@ class Scorer:
         tele["shadow_inference_s"] = tele.get("shadow_inference_s", 0.0) + (
             time.monotonic() - started
         )
-        add_scores(version, scores, cfg.model.threshold)
+        finite_all = np.isfinite(scores)
+        add_scores(version, scores, cfg.model.threshold, finite_all)
         publisher = self.publisher
         assert publisher is not None
         topic = cfg.topics.shadow_topic
@@ -225,8 +226,8 @@ class Scorer:
         scored_ms = int(time.time() * 1000)
         for c in chunks:
             part = scores[start : start + len(c)]
+            finite = finite_all[start : start + len(c)]
             start += len(c)
-            finite = np.isfinite(part)
             payloads = encode_predictions(
                 c.event_ids,
                 c.ts_ms,

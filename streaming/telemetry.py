@@ -69,8 +69,10 @@ class ScoreSummary:
         self._kept: list[np.ndarray] = []
         self._n_kept = 0
 
-    def add(self, scores: np.ndarray) -> None:
-        finite = scores[np.isfinite(scores)]
+    def add(self, scores: np.ndarray, finite_mask: np.ndarray | None = None) -> None:
+        """``finite_mask``: ``np.isfinite(scores)`` if the caller has it already."""
+        mask = np.isfinite(scores) if finite_mask is None else finite_mask
+        finite = scores if mask.all() else scores[mask]
         if finite.size == 0:
             return
         # every stride-th score of the interval: positions that are multiples of the stride
@@ -99,12 +101,14 @@ class ScoreSummary:
         }
 
 
-def add_scores(version: ModelVersion, scores: np.ndarray, threshold: float) -> None:
+def add_scores(
+    version: ModelVersion, scores: np.ndarray, threshold: float, finite_mask: np.ndarray
+) -> None:
     """Count a batch's scores into the version's current interval."""
     summary = version.telemetry.get("scores")
     if summary is None:
         summary = version.telemetry["scores"] = ScoreSummary(threshold)
-    summary.add(scores)
+    summary.add(scores, finite_mask)
 
 
 def warm_up() -> None:
