@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, Producer
 
-from streaming import kafka
 from streaming.config import PipelineConfig, load_config
-from streaming.latency import LatencyRecorder
+from streaming.kafka import settings as kafka
+from streaming.observability.latency import LatencyRecorder
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
 

@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, load_cfg: Any) -> int:
     from loadtests.load import LoadTestError
-    from streaming.broker import EmbeddedBroker
+    from streaming.dev.broker import EmbeddedBroker
 
     scenarios = list(SCENARIOS) if "all" in args.scenario else list(dict.fromkeys(args.scenario))
     rates = [float(r) for r in args.rates.split(",") if r.strip()]

@@ -17,10 +17,10 @@ import time
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from loadtests.baselines import passthrough
-from streaming.broker import EmbeddedBroker
 from streaming.config import load_config
-from streaming.produce import produce_events
-from streaming.topics import create_topics
+from streaming.dev.broker import EmbeddedBroker
+from streaming.dev.produce import produce_events
+from streaming.kafka.topics import create_topics
 from streaming.worker import Worker
 
 

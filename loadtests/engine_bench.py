@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from streaming.config import ConfigError, PipelineConfig, load_config
-from streaming.inprocess import InMemoryMessage, InstantPublisher
-from streaming.latency import LatencyRecorder
+from streaming.dev.inprocess import InMemoryMessage, InstantPublisher
+from streaming.observability.latency import LatencyRecorder
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
 from streaming.worker import Worker, WorkerStats
@@ -146,7 +146,7 @@ def _latency_run(
     ``rate``; return its latency over all events and over those sent after the first second
     (the embedded broker's start transient, see README)."""
     from loadtests.baselines import passthrough
-    from streaming.produce import produce_events
+    from streaming.dev.produce import produce_events
 
     cfg = cfg.with_overrides(**{"kafka.group": f"lat-{name}"})
     out: list[tuple[LatencyRecorder, LatencyRecorder]] = []
@@ -188,9 +188,9 @@ def _latency_run(
 
 def through_broker(cfg: PipelineConfig, n: int, rate: float, rate_events: int) -> None:
     from loadtests.baselines import naive_per_event, passthrough
-    from streaming.broker import EmbeddedBroker
-    from streaming.produce import produce_events
-    from streaming.topics import create_topics
+    from streaming.dev.broker import EmbeddedBroker
+    from streaming.dev.produce import produce_events
+    from streaming.kafka.topics import create_topics
 
     with EmbeddedBroker() as broker:
         base = cfg.with_overrides(**{"kafka.bootstrap": broker.bootstrap})

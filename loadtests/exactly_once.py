@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from streaming.broker import EmbeddedBroker
 from streaming.config import load_config
-from streaming.produce import produce_events
-from streaming.topics import create_topics
+from streaming.dev.broker import EmbeddedBroker
+from streaming.dev.produce import produce_events
+from streaming.kafka.topics import create_topics
 from streaming.worker import Worker
 
 

@@ -23,10 +23,10 @@ import numpy as np
 import yaml
 from confluent_kafka import Consumer, Producer
 
-from streaming import kafka
 from streaming.config import PipelineConfig
+from streaming.kafka import settings as kafka
+from streaming.kafka.topics import create_topics
 from streaming.pipeline import load_pipeline
-from streaming.topics import create_topics
 
 
 class LoadTestError(RuntimeError):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from streaming.secrets import ENV_SECRETS_DIR, SECRET_KEYS, SecretsError, load_secrets
+from streaming.kafka.secrets import ENV_SECRETS_DIR, SECRET_KEYS, SecretsError, load_secrets
 
 ENV_BOOTSTRAP = "STREAMING_BOOTSTRAP"
 """Overrides ``kafka.bootstrap``; ``--bootstrap`` on the command line overrides both."""
@@ -162,7 +162,7 @@ class ModelConfig(_Strict):
 
 
 class BatchingConfig(_Strict):
-    """The dynamic batcher of each model version (see streaming/batching.py for the policy)."""
+    """The dynamic batcher of each model version (policy: streaming/engine/batching.py)."""
 
     max_batch_size: int = Field(default=256, ge=1, le=65_536)
     max_delay_ms: float = Field(default=2.0, ge=0, le=10_000)

@@ -2,13 +2,13 @@
 
 Three kinds of thread overlap the stages: the main thread polls, decodes, preprocesses and
 routes a poll batch while each model version's inference thread scores earlier rows
-(streaming.scoring), and the delivery thread acknowledges what the broker has taken.
+(streaming.engine.scoring), and the delivery thread acknowledges what the broker has taken.
 onnxruntime, torch and librdkafka release the GIL, so the stages truly run at once. Rejected
-events of every stage go through streaming.dead_letters; versions are loaded and checked by
-streaming.versions.
+events of every stage go through streaming.engine.dead_letters; versions are loaded and checked by
+streaming.engine.versions.
 
 At-least-once: an input offset is committed only once every record it produced is acked
-(see streaming.offsets). Memory is bounded: above ``worker.max_in_flight`` the partitions are
+(see streaming.commit.ledger). Memory is bounded: above ``worker.max_in_flight`` the partitions are
 paused, not buffered.
 """
 
@@ -25,22 +25,23 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from streaming import kafka, telemetry
-from streaming.batcher import Chunk
+from streaming.commit.ledger import OffsetTracker, PartitionLedger
 from streaming.config import PipelineConfig
-from streaming.control import ControlMessage, ControlReader, RoutingUpdate, describe
-from streaming.dead_letters import DeadLetters
-from streaming.decode import STAGE_PREPROCESS, Decoder, Rejection
+from streaming.engine.dead_letters import DeadLetters
+from streaming.engine.decode import STAGE_PREPROCESS, Decoder, Rejection
+from streaming.engine.lane import Chunk
+from streaming.engine.process_tuning import ProcessTuning
+from streaming.engine.route import BUCKETS, Router
+from streaming.engine.scoring import Scorer
+from streaming.engine.versions import ModelVersion, load_version
 from streaming.errors import FatalWorkerError, StartupError
-from streaming.metrics import WorkerMetrics
-from streaming.offsets import OffsetTracker, PartitionLedger
+from streaming.kafka import settings as kafka
+from streaming.kafka.sink import Publisher
+from streaming.observability import telemetry
+from streaming.observability.metrics import WorkerMetrics
+from streaming.observability.stats import WorkerStats
 from streaming.pipeline import PipelineSpec, Preprocessor, load_pipeline
-from streaming.process_tuning import ProcessTuning
-from streaming.route import BUCKETS, Router
-from streaming.scoring import Scorer
-from streaming.sink import Publisher
-from streaming.stats import WorkerStats
-from streaming.versions import ModelVersion, load_version
+from streaming.rollout.control import ControlMessage, ControlReader, RoutingUpdate, describe
 
 __all__ = ["FatalWorkerError", "StartupError", "Worker", "WorkerStats", "default_worker_id"]
 

@@ -18,8 +18,8 @@ import yaml
 from confluent_kafka import Consumer
 
 from streaming.config import PipelineConfig, load_config
-from streaming.kafka import reader_settings
-from streaming.produce import ProduceResult, produce_events
+from streaming.dev.produce import ProduceResult, produce_events
+from streaming.kafka.settings import reader_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "pipelines" / "fraud" / "pipeline.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streaming.broker import EmbeddedBroker
+from streaming.dev.broker import EmbeddedBroker
 from tests.kafka_helpers import ROOT
 
 _BROKER_LOG: list[Path] = []

@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 import yaml
 
-from streaming.produce import produce_events
-from streaming.topics import create_topics
+from streaming.dev.produce import produce_events
+from streaming.kafka.topics import create_topics
 from tests.kafka_helpers import BASE_CONFIG, read_topic, start_worker, write_config
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from streaming.broker import free_port
+from streaming.dev.broker import free_port
 from tests.kafka_helpers import ROOT, read_topic, write_config, write_raw_config
 
 pytestmark = pytest.mark.integration

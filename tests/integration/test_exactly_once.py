@@ -22,9 +22,9 @@ from collections import Counter
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streaming.kafka import reader_settings
-from streaming.produce import ProduceResult, produce_events
-from streaming.topics import create_topics
+from streaming.dev.produce import ProduceResult, produce_events
+from streaming.kafka.settings import reader_settings
+from streaming.kafka.topics import create_topics
 from tests.kafka_helpers import read_topic, start_worker, wait_for_records, write_config
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 
 from models.fraud.faulty import build_faulty
-from streaming.broker import EmbeddedBroker
-from streaming.produce import produce_events
-from streaming.topics import create_topics
+from streaming.dev.broker import EmbeddedBroker
+from streaming.dev.produce import produce_events
+from streaming.kafka.topics import create_topics
 from tests.kafka_helpers import (
     produce_in_background,
     read_topic,

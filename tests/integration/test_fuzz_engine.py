@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streaming.config import load_config
-from streaming.inprocess import InMemoryMessage, InstantPublisher
-from streaming.records import DLQ_OFFSET, DLQ_REASON, DLQ_STAGE
+from streaming.dev.inprocess import InMemoryMessage, InstantPublisher
+from streaming.engine.outputs import DLQ_OFFSET, DLQ_REASON, DLQ_STAGE
 from streaming.worker import Worker
 from tests.fuzz_strategies import hostile_values
 from tests.kafka_helpers import BASE_CONFIG, ROOT

@@ -11,9 +11,9 @@ import urllib.request
 
 import pytest
 
-from streaming.broker import free_port
-from streaming.produce import produce_events
-from streaming.topics import create_topics
+from streaming.dev.broker import free_port
+from streaming.dev.produce import produce_events
+from streaming.kafka.topics import create_topics
 from tests.kafka_helpers import start_worker, wait_for_records, write_config
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from collections import Counter
 import pytest
 
 from models.fraud.faulty import build_faulty
-from streaming.produce import ProduceResult, produce_events
-from streaming.topics import create_topics
+from streaming.dev.produce import ProduceResult, produce_events
+from streaming.kafka.topics import create_topics
 from tests.kafka_helpers import ROOT, read_topic, start_worker, write_config
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from models.fraud.faulty import build_faulty
-from streaming.broker import free_port
-from streaming.produce import ProduceResult, produce_events
-from streaming.topics import create_topics
+from streaming.dev.broker import free_port
+from streaming.dev.produce import ProduceResult, produce_events
+from streaming.kafka.topics import create_topics
 from tests.kafka_helpers import start_worker, write_config
 from tests.promql import RULES, dashboard_exprs, probe, rule_exprs
 

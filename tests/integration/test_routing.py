@@ -17,9 +17,9 @@ import pytest
 import torch
 from confluent_kafka import Producer
 
-from streaming.produce import ProduceResult, produce_events
+from streaming.dev.produce import ProduceResult, produce_events
+from streaming.kafka.topics import create_topics
 from streaming.runtimes.base import sha256_file
-from streaming.topics import create_topics
 from tests.kafka_helpers import ROOT, read_topic, start_worker, wait_for_records, write_config
 
 pytestmark = pytest.mark.integration

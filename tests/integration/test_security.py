@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from streaming.broker import EmbeddedBroker
+from streaming.dev.broker import EmbeddedBroker
 from tests.kafka_helpers import ROOT, write_raw_config
 
 pytestmark = pytest.mark.integration

@@ -19,9 +19,9 @@ from pathlib import Path
 import confluent_kafka
 import pytest
 
+from streaming.dev.produce import ProduceResult, produce_events
+from streaming.kafka.topics import create_topics
 from streaming.pipeline import SyntheticEvent
-from streaming.produce import ProduceResult, produce_events
-from streaming.topics import create_topics
 from tests.kafka_helpers import (
     Record,
     produce_in_background,

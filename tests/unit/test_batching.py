@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from streaming.batcher import Chunk, Lane
-from streaming.batching import ArrivalRate, BatchPolicy, decide
+from streaming.engine.batching import ArrivalRate, BatchPolicy, decide
+from streaming.engine.lane import Chunk, Lane
 
 POLICY = BatchPolicy(max_batch_size=256, max_delay_s=0.004, preferred_sizes=(8, 32, 128))
 

@@ -1,4 +1,4 @@
-from streaming.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from streaming.engine.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 class Clock:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from streaming.decode import STAGE_DECODE, STAGE_VALIDATE, Decoder
-from streaming.records import dead_letter_headers, encode_predictions
+from streaming.engine.decode import STAGE_DECODE, STAGE_VALIDATE, Decoder
+from streaming.engine.outputs import dead_letter_headers, encode_predictions
 
 
 class Event(BaseModel):
@@ -71,7 +71,7 @@ def test_each_kind_of_bad_value_gets_its_stage() -> None:
 
 
 def test_dead_letter_headers_keep_the_originals_and_say_where() -> None:
-    from streaming.decode import Rejection
+    from streaming.engine.decode import Rejection
 
     h = dict(
         dead_letter_headers(

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from streaming.config import PipelineConfig, load_config
-from streaming.secrets import ENV_SECRETS_DIR, SECRET_KEYS
+from streaming.kafka.secrets import ENV_SECRETS_DIR, SECRET_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "streaming-workers"

@@ -8,7 +8,7 @@ import faust
 import pytest
 
 from streaming.config import KafkaConfig
-from streaming.monitor.credentials import CredentialsError, monitor_credentials
+from streaming.rollout.monitor.credentials import CredentialsError, monitor_credentials
 
 
 def kafka(tmp_path: Path, **common: str) -> KafkaConfig:

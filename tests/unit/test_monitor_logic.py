@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from streaming.config import MonitorConfig, PipelineConfig, load_config
-from streaming.drift import DriftBaseline, FeatureSketch, Histogram, psi
-from streaming.monitor.rollout import RolloutMonitor
-from streaming.monitor.windows import WindowStore
+from streaming.observability.drift import DriftBaseline, FeatureSketch, Histogram, psi
+from streaming.rollout.monitor.rollout import RolloutMonitor
+from streaming.rollout.monitor.windows import WindowStore
 from tests.kafka_helpers import BASE_CONFIG
 
 EDGES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from streaming.offsets import OffsetTracker
+from streaming.commit.ledger import OffsetTracker
 
 
 def test_out_of_order_acks_commit_only_the_contiguous_prefix() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import sys
 
-from streaming.process_tuning import ProcessTuning
+from streaming.engine.process_tuning import ProcessTuning
 
 
 def test_apply_sets_both_knobs_and_freezes_the_heap_then_restore_undoes_it() -> None:

@@ -7,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from streaming.batcher import Chunk, Lane
-from streaming.batching import BatchPolicy
-from streaming.route import Router
+from streaming.engine.batching import BatchPolicy
+from streaming.engine.lane import Chunk, Lane
+from streaming.engine.route import Router
 
 KEYS = [f"card-{i}".encode() for i in range(20_000)]
 

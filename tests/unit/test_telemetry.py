@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from streaming.telemetry import ScoreSummary
+from streaming.observability.telemetry import ScoreSummary
 
 
 def test_mean_and_flagged_share_count_every_finite_score() -> None:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from streaming.config import PipelineConfig
-from streaming.control import RoutingUpdate
-from streaming.drift import DriftBaseline
-from streaming.monitor.judge import FAIL, RollbackTracker, Verdict, judge
-from streaming.monitor.windows import WindowStore
+from streaming.observability.drift import DriftBaseline
+from streaming.rollout.control import RoutingUpdate
+from streaming.rollout.monitor.judge import FAIL, RollbackTracker, Verdict, judge
+from streaming.rollout.monitor.windows import WindowStore
 from streaming.runtimes.base import ModelLoadError, ModelMetadata
 
 log = logging.getLogger("streaming.monitor")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from streaming.config import PipelineConfig
-from streaming.versions import ModelVersion
+from streaming.engine.versions import ModelVersion
 
 
 def take_record(

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from streaming.latency import LatencyRecorder
+from streaming.observability.latency import LatencyRecorder
 
 # Batches are 1..max_batch_size rows; powers of two show how full they run.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)

@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from streaming.broker import BrokerError, EmbeddedBroker
+from streaming.cli.progress import Progress
 from streaming.config import ConfigError, load_config
-from streaming.latency import LatencyRecorder
-from streaming.produce import ProduceResult, produce_events
-from streaming.progress import Progress
-from streaming.topics import create_topics
+from streaming.dev.broker import BrokerError, EmbeddedBroker
+from streaming.dev.produce import ProduceResult, produce_events
+from streaming.kafka.topics import create_topics
+from streaming.observability.latency import LatencyRecorder
 from streaming.worker import StartupError, Worker, WorkerStats
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from streaming.drift import DriftBaseline
-from streaming.latency import LatencyRecorder
+from streaming.observability.drift import DriftBaseline
+from streaming.observability.latency import LatencyRecorder
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 from confluent_kafka import KafkaError, Message
 
 if TYPE_CHECKING:
-    from streaming.offsets import PartitionLedger
+    from streaming.commit.ledger import PartitionLedger
 
 
 class ChunkDelivery:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streaming import kafka
 from streaming.config import PipelineConfig
+from streaming.kafka import settings as kafka
 
 
 def create_topics(

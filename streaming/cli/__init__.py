@@ -29,8 +29,8 @@ def _load(args: argparse.Namespace) -> PipelineConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from streaming.logs import setup_logging
-    from streaming.metrics import WorkerMetrics
+    from streaming.observability.logs import setup_logging
+    from streaming.observability.metrics import WorkerMetrics
     from streaming.worker import FatalWorkerError, StartupError, Worker, default_worker_id
 
     cfg = _load(args)
@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics=metrics,
     )
     if port:
-        from streaming.http import serve
+        from streaming.observability.http import serve
 
         try:
             serve(port, metrics.registry, worker.healthz, worker.readyz)
@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streaming.broker import BrokerError, EmbeddedBroker
+    from streaming.dev.broker import BrokerError, EmbeddedBroker
 
     broker = EmbeddedBroker(args.port)
     stop = threading.Event()
@@ -103,7 +103,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from streaming.topics import create_topics
+    from streaming.kafka.topics import create_topics
 
     cfg = _load(args)
     try:
@@ -116,8 +116,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from streaming.produce import produce_events
-    from streaming.progress import Progress
+    from streaming.cli.progress import Progress
+    from streaming.dev.produce import produce_events
 
     cfg = _load(args)
     progress = Progress()
@@ -145,7 +145,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from streaming.control import ControlError, RoutingUpdate, describe, write_update
+    from streaming.rollout.control import ControlError, RoutingUpdate, describe, write_update
 
     cfg = _load(args)
     try:
@@ -175,9 +175,9 @@ def _pairs(items: list[str], flag: str) -> dict[str, float]:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from streaming.logs import setup_logging
-    from streaming.monitor.credentials import CredentialsError, monitor_credentials
-    from streaming.monitor.rollout import MonitorStartError
+    from streaming.observability.logs import setup_logging
+    from streaming.rollout.monitor.credentials import CredentialsError, monitor_credentials
+    from streaming.rollout.monitor.rollout import MonitorStartError
 
     cfg = _load(args)
     try:
@@ -188,7 +188,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         cfg = cfg.with_overrides(**{"monitor.auto_rollback": args.auto_rollback})
     setup_logging("monitor", args.log_level)
     _check_reachable(cfg)
-    from streaming.monitor.app import run_monitor
+    from streaming.rollout.monitor.app import run_monitor
 
     try:
         return run_monitor(
@@ -203,7 +203,7 @@ def _check_reachable(cfg: PipelineConfig) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from streaming import kafka
+    from streaming.kafka import settings as kafka
 
     try:
         meta = AdminClient(kafka.admin_settings(cfg.kafka)).list_topics(timeout=10)
@@ -242,7 +242,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streaming.demo import DemoOptions, run_demo
+    from streaming.dev.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         config=Path(args.config),

@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streaming.config import KafkaConfig
-from streaming.secrets import load_secrets
+from streaming.kafka.secrets import load_secrets
 
 # Errors from librdkafka that mean "fix the setup", mapped to the fix, so a start-up failure
 # says what to do rather than only what happened.

@@ -12,17 +12,17 @@ from functools import partial
 
 import numpy as np
 
-from streaming.batcher import Chunk
+from streaming.commit.delivery import ChunkDelivery
 from streaming.config import PipelineConfig
-from streaming.dead_letters import DeadLetters, DeliveryFailed
-from streaming.decode import STAGE_INFERENCE, STAGE_TIMEOUT, Rejection
-from streaming.delivery import ChunkDelivery
-from streaming.metrics import WorkerMetrics
-from streaming.records import encode_json, encode_predictions
-from streaming.sink import Publisher
-from streaming.stats import WorkerStats
-from streaming.telemetry import add_scores, take_record
-from streaming.versions import ModelVersion
+from streaming.engine.dead_letters import DeadLetters, DeliveryFailed
+from streaming.engine.decode import STAGE_INFERENCE, STAGE_TIMEOUT, Rejection
+from streaming.engine.lane import Chunk
+from streaming.engine.outputs import encode_json, encode_predictions
+from streaming.engine.versions import ModelVersion
+from streaming.kafka.sink import Publisher
+from streaming.observability.metrics import WorkerMetrics
+from streaming.observability.stats import WorkerStats
+from streaming.observability.telemetry import add_scores, take_record
 
 log = logging.getLogger("streaming.worker")
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streaming import kafka
 from streaming.config import PipelineConfig, format_validation_error
+from streaming.kafka import settings as kafka
 
 log = logging.getLogger("streaming.control")
 

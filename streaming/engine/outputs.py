@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streaming.decode import Rejection
+from streaming.engine.decode import Rejection
 
 Headers = list[tuple[str, bytes]]
 

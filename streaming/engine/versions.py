@@ -7,14 +7,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from streaming.batcher import Lane
-from streaming.batching import BatchPolicy
-from streaming.breaker import CircuitBreaker
 from streaming.config import PipelineConfig, VersionConfig
-from streaming.drift import DriftBaseline, FeatureSketch
+from streaming.engine.batching import BatchPolicy
+from streaming.engine.breaker import CircuitBreaker
+from streaming.engine.lane import Lane
 from streaming.errors import StartupError
-from streaming.latency import LatencyRecorder
-from streaming.metrics import WorkerMetrics
+from streaming.observability.drift import DriftBaseline, FeatureSketch
+from streaming.observability.latency import LatencyRecorder
+from streaming.observability.metrics import WorkerMetrics
 from streaming.pipeline import PipelineSpec, Preprocessor
 from streaming.runtimes.base import ModelLoadError, Runtime
 from streaming.runtimes.registry import create_runtime

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streaming.config import MonitorConfig
-from streaming.drift import DriftBaseline, psi
-from streaming.monitor.windows import VersionWindow, Window
+from streaming.observability.drift import DriftBaseline, psi
+from streaming.rollout.monitor.windows import VersionWindow, Window
 
 OK = "ok"
 FAIL = "fail"

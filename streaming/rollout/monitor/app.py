@@ -25,10 +25,10 @@ from typing import Any
 import faust
 
 from streaming.config import PipelineConfig
-from streaming.control import ControlReader, describe, write_update
-from streaming.monitor.credentials import monitor_credentials
-from streaming.monitor.rollout import RolloutMonitor
-from streaming.records import DLQ_STAGE, DLQ_VERSION
+from streaming.engine.outputs import DLQ_STAGE, DLQ_VERSION
+from streaming.rollout.control import ControlReader, describe, write_update
+from streaming.rollout.monitor.credentials import monitor_credentials
+from streaming.rollout.monitor.rollout import RolloutMonitor
 
 log = logging.getLogger("streaming.monitor")
 

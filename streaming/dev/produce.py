@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
 
-from streaming import kafka
 from streaming.config import PipelineConfig
+from streaming.kafka import settings as kafka
 from streaming.pipeline import PipelineSpec, SyntheticEvent, load_pipeline
 
 _TICK_S = 0.01

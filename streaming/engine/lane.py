@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streaming.batching import ArrivalRate, BatchPolicy, decide
-from streaming.offsets import PartitionLedger
-from streaming.records import Headers
+from streaming.commit.ledger import PartitionLedger
+from streaming.engine.batching import ArrivalRate, BatchPolicy, decide
+from streaming.engine.outputs import Headers
 
 
 @dataclass(slots=True)
@@ -56,7 +56,7 @@ class Chunk:
 
 
 class Lane:
-    """A FIFO of chunks for one model version, batched by :mod:`streaming.batching`'s policy.
+    """A FIFO of chunks for one model version, batched by :mod:`streaming.engine.batching`'s policy.
 
     FIFO, so per-key order is kept. ``put`` blocks while ``max_queued`` rows wait, so a slow
     model pushes back on the source instead of growing the queue.

@@ -1,7 +1,7 @@
 """When to run the model, and on how many rows: the dynamic batching policy.
 
 The policy is a pure function of the queue (rows waiting, the oldest row's age, the recent
-arrival rate) and the clock, so it is tested with a fake clock; ``Lane`` (streaming.batcher)
+arrival rate) and the clock, so it is tested with a fake clock; ``Lane`` (streaming.engine.lane)
 applies it with real time.
 
 It is asked only when the model is idle. Its rules, in order:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from streaming.latency import LatencyRecorder
+from streaming.observability.latency import LatencyRecorder
 
 
 @dataclass

@@ -12,15 +12,15 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
-from streaming.batcher import Chunk
+from streaming.commit.ledger import PartitionLedger
 from streaming.config import PipelineConfig
-from streaming.decode import Rejection
-from streaming.logs import LogBudget, trace_id
-from streaming.metrics import WorkerMetrics
-from streaming.offsets import PartitionLedger
-from streaming.records import dead_letter_headers
-from streaming.sink import Publisher
-from streaming.stats import WorkerStats
+from streaming.engine.decode import Rejection
+from streaming.engine.lane import Chunk
+from streaming.engine.outputs import dead_letter_headers
+from streaming.kafka.sink import Publisher
+from streaming.observability.logs import LogBudget, trace_id
+from streaming.observability.metrics import WorkerMetrics
+from streaming.observability.stats import WorkerStats
 
 log = logging.getLogger("streaming.worker")
 

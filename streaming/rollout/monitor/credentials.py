@@ -14,7 +14,7 @@ from typing import Any
 import faust
 
 from streaming.config import KafkaConfig
-from streaming.secrets import load_secrets
+from streaming.kafka.secrets import load_secrets
 
 _MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
 _SSL_KEYS = {

@@ -1,0 +1,1 @@
+"""Which input offsets may be committed, and the committers that commit them."""
