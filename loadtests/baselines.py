@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, Producer
 
 from streaming.config import PipelineConfig, load_config
 from streaming.kafka import settings as kafka
+from streaming.kafka.sink import produce_when_room
 from streaming.observability.latency import LatencyRecorder
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
@@ -80,14 +81,15 @@ class _Tally:
 def _produce(
     producer: Producer, topic: str, value: bytes, key: bytes | None, ts_ms: int, tally: _Tally
 ) -> None:
-    while True:
-        try:
-            producer.produce(
-                topic, value, key, on_delivery=lambda e, m: tally.delivered(ts_ms, e, m)
-            )
-            return
-        except BufferError:
-            producer.poll(0.01)
+    produce_when_room(
+        producer,
+        topic,
+        value,
+        key,
+        None,
+        lambda e, m: tally.delivered(ts_ms, e, m),
+        lambda: producer.poll(0.01),
+    )
 
 
 def _clients(

@@ -29,11 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from streaming.config import ConfigError, PipelineConfig, load_config
-from streaming.dev.inprocess import InMemoryMessage, InstantPublisher
+from streaming.dev.inprocess import InMemoryMessage, InstantSink
+from streaming.engine.engine import Engine
 from streaming.observability.latency import LatencyRecorder
+from streaming.observability.stats import WorkerStats
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
-from streaming.worker import Worker, WorkerStats
+from streaming.worker import Worker
 
 
 def model_ceiling(cfg: PipelineConfig, sizes: list[int], seconds: float = 1.0) -> dict[int, float]:
@@ -67,10 +69,10 @@ def engine_in_process(
 ) -> tuple[float, LatencyRecorder]:
     """(events/s, latency from feed to acknowledgement) for n events fed at ``rate`` or flat out."""
     msgs = _messages(cfg, n, seed=3)
-    worker = Worker(cfg)
-    publisher = InstantPublisher()
+    sink = InstantSink()
+    engine = Engine(cfg, sink)
     topic = cfg.topics.predictions
-    worker.start_engine(publisher)  # type: ignore[arg-type]
+    engine.start()
     fed_at: dict[bytes, float] = {}
     try:
         start = time.perf_counter()
@@ -84,16 +86,16 @@ def engine_in_process(
             now = time.perf_counter()
             for m in batch:
                 fed_at[m._key] = now
-            worker.handle(batch)  # type: ignore[arg-type]
-        worker.tracker.wait_drained(120)
-        acked = publisher.acked_at.get(topic, {})
+            engine.submit(batch)
+        engine.offsets.wait_drained(120)
+        acked = sink.acked_at.get(topic, {})
         elapsed = max(acked.values()) - start
     finally:
-        worker.close()
+        engine.close()
     latency = LatencyRecorder()
     for key, t in acked.items():
         latency.record((t - fed_at[key]) * 1000)
-    return n / elapsed, latency, worker.stats
+    return n / elapsed, latency, engine.stats
 
 
 def _inference_stage(
@@ -223,7 +225,8 @@ def through_broker(cfg: PipelineConfig, n: int, rate: float, rate_events: int) -
             f"(first {naive_n:,} events); worker = {stats.rate() / nv.rate:.1f} x naive"
         )
 
-    # Latency on fresh topics and a short run (the broker's fetch walk, see DESIGN.md).
+    # Latency on fresh topics and a short run (the broker's fetch walk: README, Latency and
+    # the embedded broker).
     with EmbeddedBroker() as broker:
         live = cfg.with_overrides(**{"kafka.bootstrap": broker.bootstrap})
         create_topics(live)

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, Producer
 
 from streaming.config import PipelineConfig
 from streaming.kafka import settings as kafka
+from streaming.kafka.sink import produce_when_room
 from streaming.kafka.topics import create_topics
 from streaming.pipeline import load_pipeline
 
@@ -120,6 +121,10 @@ class Sender:
         chunk = 200 if rate is None else max(1, min(200, int(rate / 100)))
         done = 0
         topic = self.cfg.topics.input
+
+        def poll() -> None:
+            self.producer.poll(0.01)
+
         while done < n and not (stop is not None and stop.is_set()):
             size = min(chunk, n - done)
             now = time.time()
@@ -130,12 +135,7 @@ class Sender:
                     if e.invalid_kind is not None:
                         self.ledger.by_value[e.value] = e.event_id
             for e in events:
-                while True:
-                    try:
-                        self.producer.produce(topic, e.value, e.key, on_delivery=self._failed)
-                        break
-                    except BufferError:
-                        self.producer.poll(0.01)
+                produce_when_room(self.producer, topic, e.value, e.key, None, self._failed, poll)
             self.producer.poll(0)
             done += size
             self.sent += size
@@ -158,7 +158,7 @@ class Reader(threading.Thread):
             kafka.reader_settings(
                 cfg.kafka,
                 f"loadtest-reader-{uuid.uuid4().hex[:6]}",
-                # latency is measured here: a short wait (see DESIGN.md on the embedded broker)
+                # latency is measured here: a short wait (README, Latency and the embedded broker)
                 **{"fetch.wait.max.ms": 10},
             )
         )

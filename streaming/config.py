@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streaming.engine.routing_rules import routing_problem
 from streaming.kafka.secrets import ENV_SECRETS_DIR, SECRET_KEYS, SecretsError, load_secrets
 
 ENV_BOOTSTRAP = "STREAMING_BOOTSTRAP"
@@ -156,8 +157,13 @@ class ModelConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"versions: {', '.join(dupes)} listed twice")
-        if not any(v.weight > 0 for v in self.versions):
-            raise ValueError("versions: every weight is 0; give at least one version weight > 0")
+        problem = routing_problem(
+            {v.version: v.weight for v in self.versions},
+            {v.version: v.shadow_share for v in self.versions},
+            names,
+        )
+        if problem:
+            raise ValueError(f"versions: {problem}")
         return self
 
 

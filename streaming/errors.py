@@ -1,6 +1,12 @@
-"""The two ways a worker stops on its own, shared by the modules that raise them."""
+"""How a worker stops on its own: start-up errors, fatal errors, and the one channel through
+which any thread reports the fault that stops it."""
 
 from __future__ import annotations
+
+import logging
+import threading
+
+log = logging.getLogger("streaming.worker")
 
 
 class StartupError(RuntimeError):
@@ -9,3 +15,33 @@ class StartupError(RuntimeError):
 
 class FatalWorkerError(RuntimeError):
     """The worker must stop without committing past what is durable."""
+
+
+class Faults:
+    """The worker's error channel: the first fatal reason wins, whichever thread reports it.
+
+    Written by any thread (main loop, inference threads, delivery thread, committer) under a
+    lock; read without one by the loop and the health check. Once set, the loop stops, nothing
+    more is committed, and ``Worker.run`` raises :class:`FatalWorkerError` with the reason.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+
+    def report(self, reason: str) -> bool:
+        """Record a fatal fault; True if it is the first (later ones are only logged)."""
+        with self._lock:
+            first = self._reason is None
+            if first:
+                self._reason = reason
+        if not first:
+            log.debug("a further fault after the first: %s", reason)
+        return first
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    def __bool__(self) -> bool:
+        return self._reason is not None

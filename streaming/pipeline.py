@@ -63,8 +63,6 @@ class PipelineSpec:
     name: str
     schema: type[BaseModel]
     """pydantic model of one input event; the worker validates every value against it."""
-    key_field: str
-    """The entity id (the Kafka key), e.g. the card id."""
     id_field: str
     """Unique id of an event, copied into its prediction."""
     ts_field: str

@@ -8,7 +8,6 @@ from streaming.pipeline import PipelineSpec
 PIPELINE = PipelineSpec(
     name="fraud",
     schema=Transaction,
-    key_field="card_id",
     id_field="event_id",
     ts_field="ts_ms",
     make_preprocessor=make_preprocessor,

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class PartitionLedger:
     """Outstanding outputs of one assigned partition, and its commit point."""
 
     __slots__ = (
+        "_counter",
         "_failed",
         "_lock",
         "_order",
         "_outstanding",
-        "_tracker",
         "committed",
         "next_commit",
         "partition",
@@ -33,7 +33,7 @@ class PartitionLedger:
     def __init__(self, topic: str, partition: int, tracker: OffsetTracker) -> None:
         self.topic = topic
         self.partition = partition
-        self._tracker = tracker
+        self._counter: InFlight = tracker.counter
         self._lock = threading.Lock()
         self._order: deque[int] = deque()
         self._outstanding: dict[int, int] = {}
@@ -53,14 +53,8 @@ class PartitionLedger:
                 )
             self._order.append(offset)
             self._outstanding[offset] = outputs
-            tracker = self._tracker
-        tracker._adjust(1)
-
-    def expect_more(self, offset: int, outputs: int) -> None:
-        """The message will produce ``outputs`` more records (e.g. a shadow copy)."""
-        with self._lock:
-            if offset in self._outstanding:
-                self._outstanding[offset] += outputs
+            counter = self._counter
+        counter.add(1)
 
     def ack(self, offset: int) -> None:
         """One output of ``offset`` is durable downstream."""
@@ -74,8 +68,8 @@ class PartitionLedger:
             del self._outstanding[offset]
             # Read under the lock: detach() swaps it under the same lock, so this offset is
             # counted down exactly once, either here or by detach().
-            tracker = self._tracker
-        tracker._adjust(-1)
+            counter = self._counter
+        counter.add(-1)
 
     def ack_many(self, offsets: list[int]) -> None:
         """One output of each offset is durable (one lock for a whole chunk)."""
@@ -91,9 +85,9 @@ class PartitionLedger:
                 else:
                     del outstanding[offset]
                     finished += 1
-            tracker = self._tracker
+            counter = self._counter
         if finished:
-            tracker._adjust(-finished)
+            counter.add(-finished)
 
     def register_many(self, offsets: list[int]) -> None:
         """Consumed messages of this partition, in order, one output each."""
@@ -105,8 +99,8 @@ class PartitionLedger:
                 )
             self._order.extend(offsets)
             self._outstanding.update(dict.fromkeys(offsets, 1))
-            tracker = self._tracker
-        tracker._adjust(len(offsets))
+            counter = self._counter
+        counter.add(len(offsets))
 
     def fail(self, offset: int) -> None:
         """An output of ``offset`` could not be delivered: never commit at or past it."""
@@ -128,11 +122,48 @@ class PartitionLedger:
         with self._lock:
             return len(self._outstanding)
 
+    def detach(self) -> int:
+        """Stop counting into the worker's in-flight total; return what was still out."""
+        with self._lock:
+            self._counter = _DISCARD
+            return len(self._outstanding)
+
     @property
     def blocked(self) -> bool:
         """True when a failed delivery holds the commit point back."""
         with self._lock:
             return bool(self._failed)
+
+
+class InFlight:
+    """The worker-wide count of consumed messages whose outputs are not all durable yet.
+
+    Ledgers add to it from any thread (the feeding thread registers, the delivery thread
+    acks); waiters block until it falls to zero."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.value = 0
+
+    def add(self, delta: int) -> None:
+        with self._cond:
+            self.value += delta
+            if delta <= 0:
+                self._cond.notify_all()
+
+    def wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(done, timeout)
+
+
+class _Discard(InFlight):
+    """Where a detached ledger counts: its offsets no longer belong to the worker."""
+
+    def add(self, delta: int) -> None:
+        return None
+
+
+_DISCARD = _Discard()
 
 
 class OffsetTracker:
@@ -141,8 +172,7 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._ledgers: dict[tuple[str, int], PartitionLedger] = {}
         self._lock = threading.Lock()
-        self._in_flight = 0
-        self._drained = threading.Condition(self._lock)
+        self.counter = InFlight()
 
     def ledger(self, topic: str, partition: int) -> PartitionLedger:
         """The ledger of the current assignment of a partition (created on first use)."""
@@ -161,10 +191,7 @@ class OffsetTracker:
                 ledger = self._ledgers.pop(key, None)
             if ledger is None:
                 continue
-            with ledger._lock:
-                still_out = len(ledger._outstanding)
-                ledger._tracker = _DETACHED
-            self._adjust(-still_out)
+            self.counter.add(-ledger.detach())
             out.append(ledger)
         return out
 
@@ -181,34 +208,24 @@ class OffsetTracker:
                 points.append((ledger.topic, ledger.partition, offset))
         return points
 
+    def mark_committed(self, points: Iterable[tuple[str, int, int]]) -> None:
+        """The group coordinator (or a transaction) has these commit points."""
+        for topic, partition, offset in points:
+            self.ledger(topic, partition).committed = offset
+
     @property
     def in_flight(self) -> int:
         """Messages consumed whose outputs are not all durable yet."""
-        return self._in_flight
+        return self.counter.value
 
     def wait_drained(self, timeout: float, partitions: set[tuple[str, int]] | None = None) -> bool:
         """Block until nothing (of ``partitions``, or at all) is in flight, or the timeout."""
 
         def done() -> bool:
             if partitions is None:
-                return self._in_flight <= 0
-            return all(not self._ledgers[k]._outstanding for k in partitions if k in self._ledgers)
+                return self.counter.value <= 0
+            with self._lock:
+                ledgers = [self._ledgers[k] for k in partitions if k in self._ledgers]
+            return all(ledger.in_flight == 0 for ledger in ledgers)
 
-        with self._drained:
-            return self._drained.wait_for(done, timeout)
-
-    def _adjust(self, delta: int) -> None:
-        with self._lock:
-            self._in_flight += delta
-            if delta <= 0:
-                self._drained.notify_all()
-
-
-class _Detached(OffsetTracker):
-    """Where a revoked ledger reports: its counts no longer belong to the worker."""
-
-    def _adjust(self, delta: int) -> None:
-        return None
-
-
-_DETACHED = _Detached()
+        return self.counter.wait_for(done, timeout)

@@ -1,6 +1,7 @@
-"""The engine without a broker: in-memory messages and a publisher that acknowledges at once.
+"""The engine without a broker: in-memory messages and a sink that acknowledges at once.
 
-For the engine benchmark and the engine fuzz tests, which drive ``Worker.handle`` directly.
+For the engine benchmark and the engine fuzz tests, which drive ``Engine.submit`` as the worker
+does.
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+
+from streaming.engine.types import DeliveryCallback, Headers
 
 
 @dataclass
@@ -43,8 +45,11 @@ class InMemoryMessage:
         return None
 
 
-class InstantPublisher:
-    """Acknowledges every record as it is produced; notes when, and keeps them if asked."""
+class InstantSink:
+    """Acknowledges every record as it is produced; notes when, and keeps them if asked.
+
+    Delivery callbacks run under its lock, one at a time, as the Sink contract asks (the
+    producing threads here are the feeding thread and the inference threads)."""
 
     def __init__(self, keep: bool = False) -> None:
         self.keep = keep
@@ -63,8 +68,8 @@ class InstantPublisher:
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
-        on_delivery: Any,
+        headers: Headers | None,
+        on_delivery: DeliveryCallback | None,
     ) -> None:
         with self.lock:
             if key is not None:
@@ -74,8 +79,8 @@ class InstantPublisher:
                 acked[key] = time.perf_counter()
             if self.keep:
                 self.records.append((topic, value, dict(headers or [])))
-        if on_delivery is not None:
-            on_delivery(None, None)
+            if on_delivery is not None:
+                on_delivery(None, None)
 
     def close(self, timeout: float) -> int:
         return 0

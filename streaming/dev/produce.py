@@ -10,6 +10,7 @@ from confluent_kafka import Producer
 
 from streaming.config import PipelineConfig
 from streaming.kafka import settings as kafka
+from streaming.kafka.sink import produce_when_room
 from streaming.pipeline import PipelineSpec, SyntheticEvent, load_pipeline
 
 _TICK_S = 0.01
@@ -48,7 +49,8 @@ def produce_events(
     spec = pipeline or load_pipeline(cfg.pipeline.module)
     generator = spec.make_generator(seed)
     # A long linger makes large batches: cheaper for any broker, and the embedded broker's
-    # fetch walks batches one by one (DESIGN.md), so small batches would stall readers.
+    # fetch walks batches one by one (README, Latency and the embedded broker), so small batches
+    # would stall readers.
     producer = Producer(
         {
             **kafka.producer_settings(cfg.kafka, "streaming-produce"),
@@ -61,6 +63,9 @@ def produce_events(
     def delivered(err: object, _msg: object) -> None:
         if err is not None:
             result.failed += 1
+
+    def poll() -> None:
+        producer.poll(0.05)
 
     topic = cfg.topics.input
     started = time.monotonic()
@@ -77,17 +82,7 @@ def produce_events(
                 time.sleep(wait)
         batch = generator.batch(n, int(time.time() * 1000), invalid_ratio)
         for ev in batch:
-            while True:
-                try:
-                    if headers:
-                        producer.produce(
-                            topic, ev.value, ev.key, headers=headers, on_delivery=delivered
-                        )
-                    else:
-                        producer.produce(topic, ev.value, ev.key, on_delivery=delivered)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_when_room(producer, topic, ev.value, ev.key, headers, delivered, poll)
             if ev.invalid_kind is not None:
                 result.invalid += 1
         producer.poll(0)

@@ -1,12 +1,14 @@
 """Dead letters: a rejected event goes to the dead-letter topic with its original bytes and
-headers plus the reason (DESIGN.md), and its input offset is acked only once the broker has
-the dead letter, so a rejection loses nothing either."""
+headers plus the reason (README, Topics and records), and its input offset is acked only once
+the broker has the dead letter, so a rejection loses nothing either.
+
+Called from the feeding thread (decode, preprocess) and the inference threads (inference);
+what it shares between them (the log budget) takes a lock."""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
@@ -14,38 +16,24 @@ from confluent_kafka import KafkaError, Message
 
 from streaming.commit.ledger import PartitionLedger
 from streaming.config import PipelineConfig
-from streaming.engine.decode import Rejection
-from streaming.engine.lane import Chunk
+from streaming.engine.outcomes import Outcomes
 from streaming.engine.outputs import dead_letter_headers
-from streaming.kafka.sink import Publisher
+from streaming.engine.types import Chunk, Rejection, Sink
 from streaming.observability.logs import LogBudget, trace_id
-from streaming.observability.metrics import WorkerMetrics
-from streaming.observability.stats import WorkerStats
 
 log = logging.getLogger("streaming.worker")
 
-DeliveryFailed = Callable[[str, "KafkaError | None"], None]
-"""Told what could not be delivered after librdkafka's retries (the worker then stops)."""
-
 
 class DeadLetters:
-    """Produces dead letters for one worker; ``publisher`` is set when its engine starts."""
+    """Produces the dead letters of one engine."""
 
     def __init__(
-        self,
-        config: PipelineConfig,
-        worker_id: str,
-        metrics: WorkerMetrics,
-        stats: WorkerStats,
-        failed: DeliveryFailed,
+        self, config: PipelineConfig, worker_id: str, sink: Sink, outcomes: Outcomes
     ) -> None:
         self.topic = config.topics.dead_letters
-        self.pipeline = config.name
         self.worker_id = worker_id
-        self.metrics = metrics
-        self.stats = stats
-        self.publisher: Publisher | None = None
-        self._failed = failed
+        self._sink = sink
+        self._outcomes = outcomes
         self._log_budget = LogBudget(per_second=20)
 
     def message(self, msg: Message, ledger: PartitionLedger, rejection: Rejection) -> None:
@@ -54,6 +42,11 @@ class DeadLetters:
         self._send(
             msg.value(), msg.key(), msg.headers(), ledger, topic, partition, offset, rejection
         )
+
+    def rows(self, chunk: Chunk, rows: Iterable[int], rejection: Rejection) -> None:
+        """Dead-letter rows of a chunk with one rejection."""
+        for i in rows:
+            self.row(chunk, i, rejection)
 
     def row(self, chunk: Chunk, i: int, rejection: Rejection) -> None:
         """Dead-letter a row that got past decoding, with its original bytes unchanged."""
@@ -80,12 +73,11 @@ class DeadLetters:
         offset: int,
         rejection: Rejection,
     ) -> None:
-        assert self.publisher is not None, "the engine is not started"
         self._log(rejection, headers, topic, partition, offset)
         out_headers = dead_letter_headers(
             headers, rejection, topic, partition, offset, self.worker_id
         )
-        self.publisher.produce(
+        self._sink.produce(
             self.topic,
             value,
             key,
@@ -98,18 +90,19 @@ class DeadLetters:
     ) -> None:
         """One line per dead letter within a budget: where, which stage, the trace id. Never
         the value or the reason text (either may carry card data); both are in the record."""
-        budget = self._log_budget
-        if not log.isEnabledFor(logging.INFO) or not budget.take():
+        if not log.isEnabledFor(logging.INFO):
             return
-        extra = {
+        suppressed = self._log_budget.take()
+        if suppressed is None:
+            return
+        extra: dict[str, Any] = {
             "stage": rejection.stage,
             "reason_class": rejection.reason_class,
             "source": f"{topic}[{partition}]@{offset}",
             "trace_id": trace_id(headers),
         }
-        if budget.suppressed:
-            extra["suppressed_since_last"] = budget.suppressed
-            budget.suppressed = 0
+        if suppressed:
+            extra["suppressed_since_last"] = suppressed
         log.info("dead letter", extra=extra)
 
     def _delivered(
@@ -122,11 +115,7 @@ class DeadLetters:
     ) -> None:
         if err is not None:
             ledger.fail(offset)
-            self._failed(f"{ledger.topic}[{ledger.partition}]@{offset}", err)
+            self._outcomes.failed(f"{ledger.topic}[{ledger.partition}]@{offset}", err)
             return
         ledger.ack(offset)
-        self.stats.dead_letters[rejection.stage] += 1
-        self.stats.last_output = time.monotonic()
-        self.metrics.dead_letters.labels(
-            self.pipeline, rejection.stage, rejection.reason_class
-        ).inc()
+        self._outcomes.dead_letter(rejection)

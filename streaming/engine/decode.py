@@ -3,42 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-STAGE_DECODE = "decode"
-STAGE_VALIDATE = "validate"
-STAGE_PREPROCESS = "preprocess"
-STAGE_INFERENCE = "inference"
-STAGE_TIMEOUT = "timeout"
-STAGES = (STAGE_DECODE, STAGE_VALIDATE, STAGE_PREPROCESS, STAGE_INFERENCE, STAGE_TIMEOUT)
+from streaming.engine.types import STAGE_DECODE, STAGE_VALIDATE, Rejection, SourceMessage
 
 _MAX_REASON = 480
 _MAX_INPUT_REPR = 40
-
-
-class SourceMessage(Protocol):
-    """The part of confluent_kafka.Message the worker reads."""
-
-    def value(self) -> bytes | None: ...
-    def key(self) -> bytes | None: ...
-    def headers(self) -> list[tuple[str, bytes]] | None: ...
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why one event cannot be scored. ``reason_class`` is a bounded label for metrics."""
-
-    stage: str
-    reason: str
-    reason_class: str
-    version: str | None = None
-    """The model version that failed it (stage inference), for per-version error rates."""
 
 
 def too_large(size: int, limit: int) -> Rejection:

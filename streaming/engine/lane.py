@@ -6,53 +6,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
-
-from streaming.commit.ledger import PartitionLedger
 from streaming.engine.batching import ArrivalRate, BatchPolicy, decide
-from streaming.engine.outputs import Headers
-
-
-@dataclass(slots=True)
-class Chunk:
-    """Rows of one poll routed to one version, with what their outputs need."""
-
-    features: np.ndarray
-    event_ids: list[str]
-    ts_ms: list[int]
-    keys: list[bytes | None]
-    values: list[bytes]
-    """The original bytes, kept for dead letters after decoding (a reference, not a copy)."""
-    headers: list[Headers | None]
-    ledgers: list[PartitionLedger]
-    offsets: list[int]
-    enqueued: float
-    shadow: bool = False
-    """A shadow copy: published to the shadow topic, never acknowledged in the ledger."""
-
-    def __len__(self) -> int:
-        return len(self.event_ids)
-
-    def split(self, n: int) -> tuple[Chunk, Chunk]:
-        """The first n rows, and the rest (which keeps its original enqueue time)."""
-
-        def part(s: slice) -> Chunk:
-            return Chunk(
-                self.features[s],
-                self.event_ids[s],
-                self.ts_ms[s],
-                self.keys[s],
-                self.values[s],
-                self.headers[s],
-                self.ledgers[s],
-                self.offsets[s],
-                self.enqueued,
-                self.shadow,
-            )
-
-        return part(slice(0, n)), part(slice(n, None))
+from streaming.engine.types import Chunk
 
 
 class Lane:

@@ -1,4 +1,4 @@
-"""The records the worker writes: predictions, dead-letter headers, telemetry (see DESIGN.md)."""
+"""The records the worker writes: predictions, dead-letter headers, telemetry (README, Topics)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streaming.engine.decode import Rejection
-
-Headers = list[tuple[str, bytes]]
+from streaming.engine.types import Headers, Rejection
 
 DLQ_STAGE = "dead_letter.stage"
 DLQ_REASON = "dead_letter.reason"

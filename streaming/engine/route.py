@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from streaming.engine.routing_rules import routing_problem
+
 BUCKETS = 10_000
 
 
@@ -19,12 +21,10 @@ class Router:
     """Maps keys to version indexes; rebuilt (cheaply) whenever weights change."""
 
     def __init__(self, versions: Sequence[str], weights: Mapping[str, float]) -> None:
-        unknown = sorted(set(weights) - set(versions))
-        if unknown:
-            raise ValueError(f"weights name unknown versions: {', '.join(unknown)}")
-        w = np.array([max(0.0, float(weights.get(v, 0.0))) for v in versions])
-        if w.sum() <= 0:
-            raise ValueError("every weight is 0; at least one version needs weight > 0")
+        problem = routing_problem(weights, {}, versions)
+        if problem:
+            raise ValueError(problem)
+        w = np.array([float(weights.get(v, 0.0)) for v in versions])
         self.versions = tuple(versions)
         self.weights = {v: float(x) for v, x in zip(versions, w, strict=True)}
         edges = np.round(np.cumsum(w) / w.sum() * BUCKETS).astype(np.int64)

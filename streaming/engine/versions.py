@@ -3,7 +3,6 @@ batch lane, breaker and drift sketch, checked against the pipeline before any ev
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +14,8 @@ from streaming.errors import StartupError
 from streaming.observability.drift import DriftBaseline, FeatureSketch
 from streaming.observability.latency import LatencyRecorder
 from streaming.observability.metrics import WorkerMetrics
+from streaming.observability.stats import ScoringTotals
+from streaming.observability.telemetry import IntervalCounts
 from streaming.pipeline import PipelineSpec, Preprocessor
 from streaming.runtimes.base import ModelLoadError, Runtime
 from streaming.runtimes.registry import create_runtime
@@ -22,18 +23,27 @@ from streaming.runtimes.registry import create_runtime
 
 @dataclass
 class ModelVersion:
+    """One loaded version. Its lane is the hand-off between the feeding thread (puts) and the
+    version's inference thread (takes); ``interval`` and ``totals`` are written by that
+    inference thread only; ``end_to_end_ms`` by the delivery thread only."""
+
     config: VersionConfig
     runtime: Runtime
     preprocessor: Preprocessor
     lane: Lane
+    breaker: CircuitBreaker
     predictions_metric: Any
-    end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
-    thread: threading.Thread | None = None
-    telemetry: dict[str, Any] = field(default_factory=dict)
-    """Counts since the last telemetry record (written by the version's inference thread)."""
-    breaker: CircuitBreaker | None = None
     sketch: FeatureSketch | None = None
     """Live input histograms in the model's drift-baseline bins (for the monitor)."""
+    end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
+    interval: IntervalCounts = field(default_factory=IntervalCounts)
+    """Counts since the last telemetry record."""
+    totals: ScoringTotals = field(default_factory=ScoringTotals)
+    """Counts since start (for the summary and the benchmarks)."""
+
+    @property
+    def name(self) -> str:
+        return self.config.version
 
 
 def load_version(
@@ -70,6 +80,7 @@ def load_version(
         runtime,
         pre,
         Lane(policy, b.max_queued_events),
+        CircuitBreaker(cfg.worker.breaker_failures, cfg.worker.breaker_cooldown_s),
         metrics.predictions.labels(cfg.name, cfg.model.name, vc.version),
     )
     try:
@@ -81,6 +92,5 @@ def load_version(
         ) from None
     if baseline is not None and baseline.features:
         version.sketch = FeatureSketch(baseline)
-    version.breaker = CircuitBreaker(cfg.worker.breaker_failures, cfg.worker.breaker_cooldown_s)
     metrics.track_end_to_end(cfg.model.name, vc.version, version.end_to_end_ms)
     return version

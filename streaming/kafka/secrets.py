@@ -44,11 +44,3 @@ def load_secrets(directory: str | Path | None) -> dict[str, str]:
             )
         out[path.name] = path.read_text().rstrip("\r\n")
     return out
-
-
-def redact(settings: dict[str, object]) -> dict[str, object]:
-    """A copy of client settings fit for a log line."""
-    return {
-        k: "***" if k in SECRET_KEYS or "password" in k or "secret" in k else v
-        for k, v in settings.items()
-    }

@@ -133,7 +133,7 @@ def admin_settings(cfg: KafkaConfig) -> dict[str, Any]:
 
 def reader_settings(cfg: KafkaConfig, group: str, **extra: Any) -> dict[str, Any]:
     """A plain reader of an output topic (tests, demo, monitors): latency does not matter,
-    so it keeps a long fetch wait (see DESIGN.md on the embedded broker's fetch walk)."""
+    so it keeps a long fetch wait (README, Latency and the embedded broker)."""
     return {
         **_base(cfg),
         "group.id": group,

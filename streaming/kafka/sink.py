@@ -1,7 +1,9 @@
-"""One idempotent producer for every output, and the thread that serves its delivery reports.
+"""The Kafka sink: one idempotent producer for every output, and the thread that serves its
+delivery reports.
 
-Delivery reports run only on the poller thread (and in the final flush, after it stopped), so
-the callbacks never race each other.
+Delivery reports run only on the delivery thread (and in the final flush, after it stopped), so
+the callbacks never race each other: what they write has one writer (streaming.engine.types,
+Sink).
 """
 
 from __future__ import annotations
@@ -11,19 +13,46 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
-DeliveryCallback = Callable[[KafkaError | None, Message], None]
+from streaming.engine.types import DeliveryCallback, Headers
 
 
-class Publisher:
-    """Produces records and runs their delivery callbacks; never drops a record on a full queue."""
+def produce_when_room(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    headers: Headers | None,
+    on_delivery: DeliveryCallback | None,
+    wait: Callable[[], object],
+) -> None:
+    """Queue one record; while librdkafka's queue is full, ``wait`` (for deliveries to free
+    it) and retry, so a full queue never drops a record. A single-threaded producer passes
+    ``lambda: producer.poll(0.05)``; a producer with a delivery thread must not poll."""
+    produce = producer.produce
+    while True:
+        try:
+            if headers:
+                produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+            else:
+                produce(topic, value, key, on_delivery=on_delivery)
+            return
+        except BufferError:
+            wait()
+
+
+def _pause() -> None:
+    time.sleep(0.002)
+
+
+class KafkaSink:
+    """Produces records and runs their delivery callbacks on its delivery thread."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self._producer = Producer(settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="delivery", daemon=True)
-        self.queue_full_waits = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -33,23 +62,12 @@ class Publisher:
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
+        headers: Headers | None,
         on_delivery: DeliveryCallback | None,
     ) -> None:
-        """Queue one record; when librdkafka's queue is full, wait for deliveries to free it."""
-        produce = self._producer.produce
-        while True:
-            try:
-                if headers:
-                    produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                else:
-                    produce(topic, value, key, on_delivery=on_delivery)
-                return
-            except BufferError:
-                # The poller thread frees the queue; polling here too would run callbacks on
-                # two threads at once.
-                self.queue_full_waits += 1
-                time.sleep(0.002)
+        # The delivery thread frees the queue; polling here too would run callbacks on two
+        # threads at once.
+        produce_when_room(self._producer, topic, value, key, headers, on_delivery, _pause)
 
     def _poll_loop(self) -> None:
         poll = self._producer.poll
@@ -76,11 +94,8 @@ class Publisher:
     def abort_transaction(self, timeout: float = 10.0) -> None:
         self._producer.abort_transaction(timeout)
 
-    def in_queue(self) -> int:
-        return len(self._producer)
-
     def close(self, timeout: float) -> int:
-        """Stop the poller, then flush; return how many records were still not delivered."""
+        """Stop the delivery thread, then flush; return how many records were not delivered."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()

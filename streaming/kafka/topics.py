@@ -1,6 +1,9 @@
-"""Create the pipeline's topics (idempotent: existing topics are left as they are)."""
+"""The pipeline's topics: created idempotently (existing ones are kept), and checked before a
+client starts."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -48,3 +51,14 @@ def create_topics(
                 else:
                     raise RuntimeError(f"creating topic {name}: {exc}") from None
     return result
+
+
+def require_topics(cfg: PipelineConfig, names: Sequence[str], error: type[Exception]) -> None:
+    """Raise ``error`` with the fix if the broker cannot be reached or a topic is missing."""
+    meta = kafka.cluster_metadata(cfg.kafka, error)
+    missing = [n for n in names if n not in meta.topics or meta.topics[n].error is not None]
+    if missing:
+        raise error(
+            f"topics missing on {cfg.kafka.bootstrap}: {', '.join(missing)}; create them "
+            "with: streaming topics create -c CONFIG"
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -48,23 +49,27 @@ def trace_id(headers: list[tuple[str, bytes]] | None) -> str | None:
 class LogBudget:
     """At most ``per_second`` lines of one kind per second; the rest are counted, and the
     count is reported on the next line that gets through (a flood of bad events must not
-    become a flood of logs)."""
+    become a flood of logs). Shared by the threads that log that kind, so it takes a lock."""
 
     def __init__(self, per_second: int = 20) -> None:
         self.per_second = per_second
+        self._lock = threading.Lock()
         self._second = 0
         self._used = 0
-        self.suppressed = 0
+        self._suppressed = 0
 
-    def take(self) -> bool:
+    def take(self) -> int | None:
+        """None when over budget; else how many lines were suppressed since the last one."""
         now = int(time.monotonic())
-        if now != self._second:
-            self._second, self._used = now, 0
-        if self._used < self.per_second:
+        with self._lock:
+            if now != self._second:
+                self._second, self._used = now, 0
+            if self._used >= self.per_second:
+                self._suppressed += 1
+                return None
             self._used += 1
-            return True
-        self.suppressed += 1
-        return False
+            suppressed, self._suppressed = self._suppressed, 0
+            return suppressed
 
 
 def setup_logging(worker: str, level: str = "INFO", json_lines: bool = True) -> None:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of a worker (names and labels are a contract: see DESIGN.md).
+"""Prometheus metrics of a worker (names and labels are a contract: README, Operating).
 
 Labels are bounded: pipeline, model, version, topic, partition, stage, reason class.
 """

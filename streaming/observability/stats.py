@@ -1,4 +1,8 @@
-"""A worker's running counts: for its progress line, its summary and the benchmarks."""
+"""A worker's running counts: for its progress line, its summary and the benchmarks.
+
+Each field has one writer, named beside it; readers (progress line, summary, tests) read
+without locks, which is safe for ints and floats in CPython and at worst a turn stale.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +12,51 @@ from dataclasses import dataclass, field
 from streaming.observability.latency import LatencyRecorder
 
 
+@dataclass(slots=True)
+class ScoringTotals:
+    """One version's model work since start; written only by that version's inference thread."""
+
+    batches: int = 0
+    rows: int = 0
+    inference_s: float = 0.0
+
+
 @dataclass
 class WorkerStats:
-    """Counts for the progress line and the summary; written by one thread at a time."""
+    """Counts for the progress line and the summary, each written by one thread."""
 
+    # the feeding thread (Engine.submit)
     consumed: int = 0
+    first_consumed: float | None = None
+    # the delivery thread (every sink runs its delivery callbacks one at a time)
     predictions: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     delivery_errors: int = 0
-    batches: int = 0
-    batch_rows: int = 0
-    inference_s: float = 0.0
-    """Model time summed over batches: rows / inference_s is the inference stage's rate."""
-    transactions: int = 0
-    """Exactly-once: transactions committed."""
-    transaction_s: float = 0.0
-    """Exactly-once: time spent in commit_transaction (the drain before it not included)."""
-    first_consumed: float | None = None
     last_output: float | None = None
     end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
-    steady_from_ms: int | None = None
-    """Also record events with event time at or after this into ``steady_end_to_end_ms``
-    (benchmarks leave out a phase's start transient this way)."""
     steady_end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
+    steady_from_ms: int | None = None
+    """Set by a benchmark before it feeds: events with event time at or after this are also
+    recorded into ``steady_end_to_end_ms`` (leaving out a phase's start transient)."""
+    # the committer (main thread), exactly-once only
+    transactions: int = 0
+    transaction_s: float = 0.0
+    """Time spent in commit_transaction (the drain before it not included)."""
+    scoring: list[ScoringTotals] = field(default_factory=list)
+    """One per model version, each written by its own inference thread."""
+
+    @property
+    def batches(self) -> int:
+        return sum(s.batches for s in self.scoring)
+
+    @property
+    def batch_rows(self) -> int:
+        return sum(s.rows for s in self.scoring)
+
+    @property
+    def inference_s(self) -> float:
+        """Model time summed over batches: rows / inference_s is the inference stage's rate."""
+        return sum(s.inference_s for s in self.scoring)
 
     @property
     def outputs(self) -> int:

@@ -1,51 +1,83 @@
-"""A version's telemetry record (DESIGN.md, telemetry topic): what its inference thread did
+"""A version's telemetry record (README, Topics and records): what its inference thread did
 over the last interval, for dashboards and the rollout monitor."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from streaming.config import PipelineConfig
-from streaming.engine.versions import ModelVersion
+from streaming.observability.drift import FeatureSketch
 
 
-def take_record(
-    version: ModelVersion, cfg: PipelineConfig, worker_id: str
-) -> dict[str, Any] | None:
-    """The record for the interval now ended and a fresh count, or None before the interval
-    is up or when the version did nothing in it."""
-    tele = version.telemetry
-    now = time.monotonic()
-    started = tele.setdefault("_since", now)
-    if now - started < cfg.worker.telemetry_interval_s or not (
-        tele.get("batches") or tele.get("shadow_events") or tele.get("errors")
-    ):
-        return None
-    scores: ScoreSummary | None = tele.pop("scores", None)
-    batches = tele.get("batches", 0)
+@dataclass(slots=True)
+class IntervalCounts:
+    """What a version's inference thread did since its last telemetry record. Written and
+    replaced only by that thread (the record is built there too), so it takes no lock."""
+
+    since: float = field(default_factory=time.monotonic)
+    batches: int = 0
+    events: int = 0
+    max_batch: int = 0
+    inference_s: float = 0.0
+    queue_delay_max_s: float = 0.0
+    errors: int = 0
+    shadow_events: int = 0
+    shadow_inference_s: float = 0.0
+    scores: ScoreSummary | None = None
+
+    def add_batch(self, rows: int, inference_s: float, queue_delay_s: float) -> None:
+        self.batches += 1
+        self.events += rows
+        self.max_batch = max(self.max_batch, rows)
+        self.inference_s += inference_s
+        self.queue_delay_max_s = max(self.queue_delay_max_s, queue_delay_s)
+
+    def add_scores(self, scores: np.ndarray, threshold: float, finite_mask: np.ndarray) -> None:
+        """Count a batch's scores into the interval's summary."""
+        if self.scores is None:
+            self.scores = ScoreSummary(threshold)
+        self.scores.add(scores, finite_mask)
+
+    def due(self, now: float, interval_s: float) -> bool:
+        """The interval is up and something happened in it."""
+        return now - self.since >= interval_s and bool(
+            self.batches or self.shadow_events or self.errors
+        )
+
+
+def build_record(
+    counts: IntervalCounts,
+    version: str,
+    sketch: FeatureSketch | None,
+    cfg: PipelineConfig,
+    worker_id: str,
+    now: float,
+) -> dict[str, Any]:
+    """The telemetry record of an interval that ended at ``now`` (monotonic)."""
+    batches = counts.batches
     record: dict[str, Any] = {
         "worker": worker_id,
         "pipeline": cfg.name,
         "model": cfg.model.name,
-        "version": version.config.version,
-        "interval_s": round(now - started, 3),
+        "version": version,
+        "interval_s": round(now - counts.since, 3),
         "ts_ms": int(time.time() * 1000),
         "batches": batches,
-        "events": tele.get("events", 0),
-        "batch_size_mean": round(tele.get("events", 0) / max(batches, 1), 2),
-        "batch_size_max": tele.get("max_batch", 0),
-        "queue_delay_max_ms": round(tele.get("queue_delay_max_s", 0.0) * 1000, 3),
-        "inference_ms_mean": round(tele.get("inference_s", 0.0) / max(batches, 1) * 1000, 4),
-        "shadow_events": tele.get("shadow_events", 0),
-        "errors": tele.get("errors", 0),
-        "score": scores.summary() if scores is not None else {},
+        "events": counts.events,
+        "batch_size_mean": round(counts.events / max(batches, 1), 2),
+        "batch_size_max": counts.max_batch,
+        "queue_delay_max_ms": round(counts.queue_delay_max_s * 1000, 3),
+        "inference_ms_mean": round(counts.inference_s / max(batches, 1) * 1000, 4),
+        "shadow_events": counts.shadow_events,
+        "errors": counts.errors,
+        "score": counts.scores.summary() if counts.scores is not None else {},
     }
-    if version.sketch is not None:
-        record["feature_counts"] = version.sketch.take()
-    version.telemetry = {"_since": now}
+    if sketch is not None:
+        record["feature_counts"] = sketch.take()
     return record
 
 
@@ -99,16 +131,6 @@ class ScoreSummary:
             "p99": round(float(q[2]), 6),
             "flagged_share": round(self.flagged / self.count, 6),
         }
-
-
-def add_scores(
-    version: ModelVersion, scores: np.ndarray, threshold: float, finite_mask: np.ndarray
-) -> None:
-    """Count a batch's scores into the version's current interval."""
-    summary = version.telemetry.get("scores")
-    if summary is None:
-        summary = version.telemetry["scores"] = ScoreSummary(threshold)
-    summary.add(scores, finite_mask)
 
 
 def warm_up() -> None:

@@ -14,16 +14,19 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streaming.config import PipelineConfig, format_validation_error
+from streaming.engine.routing_rules import routing_problem
 from streaming.kafka import settings as kafka
 
 log = logging.getLogger("streaming.control")
+worker_log = logging.getLogger("streaming.worker")
 
 
 class RoutingUpdate(BaseModel):
@@ -47,19 +50,9 @@ def parse_update(value: bytes | None, versions: Iterable[str]) -> RoutingUpdate:
         update = RoutingUpdate.model_validate_json(value)
     except ValidationError as exc:
         raise ControlError(format_validation_error("control record", exc)) from None
-    known = set(versions)
-    unknown = sorted((set(update.weights) | set(update.shadows)) - known)
-    if unknown:
-        raise ControlError(
-            f"unknown version(s) {', '.join(unknown)}; loaded: {', '.join(sorted(known))}"
-        )
-    if any(w < 0 for w in update.weights.values()):
-        raise ControlError("weights must be >= 0")
-    if not any(w > 0 for w in update.weights.values()):
-        raise ControlError("every weight is 0; at least one version needs weight > 0")
-    bad = {v: s for v, s in update.shadows.items() if not 0 <= s <= 1}
-    if bad:
-        raise ControlError(f"shadow shares must lie in 0..1, got {bad}")
+    problem = routing_problem(update.weights, update.shadows, versions)
+    if problem:
+        raise ControlError(problem)
     return update
 
 
@@ -113,6 +106,53 @@ class ControlReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class ControlFollower:
+    """Applies this model's control records to the engine, on the main thread: everything
+    already on the topic at start, then what arrives, looked at every ``every_s``."""
+
+    def __init__(
+        self,
+        reader: ControlReader,
+        apply: Callable[[RoutingUpdate, str], None],
+        refused: Any,
+        every_s: float = 0.05,
+    ) -> None:
+        self._reader = reader
+        self._apply = apply
+        self._refused = refused
+        self._every_s = every_s
+        self._next_at = 0.0
+
+    def catch_up(self) -> None:
+        for message in self._reader.catch_up():
+            self._handle(message)
+
+    def turn(self, now: float) -> None:
+        if now < self._next_at:
+            return
+        self._next_at = now + self._every_s
+        for message in self._reader.poll():
+            self._handle(message)
+
+    def _handle(self, message: ControlMessage) -> None:
+        if message.update is None:
+            self._refused.inc()
+            worker_log.warning(
+                "control record refused, the weights in force stay: %s", message.error
+            )
+            return
+        self._apply(message.update, "control topic")
+        lag_ms = time.time() * 1000 - message.produced_ms
+        worker_log.info(
+            "control record applied %.0f ms after it was written",
+            lag_ms,
+            extra={"control_lag_ms": round(lag_ms)},
+        )
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 def write_update(cfg: PipelineConfig, update: RoutingUpdate) -> None:

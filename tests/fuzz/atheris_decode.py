@@ -19,7 +19,8 @@ with atheris.instrument_imports():
 
     from pipelines.fraud import PIPELINE
     from pipelines.fraud.preprocessing import fit_params
-    from streaming.engine.decode import STAGES, Decoder
+    from streaming.engine.decode import Decoder
+    from streaming.engine.types import STAGES
 
 DECODER = Decoder(PIPELINE.schema, max_event_bytes=65_536)
 PRE = PIPELINE.make_preprocessor(fit_params(PIPELINE.make_generator(1).training_data(2000)[0]))  # type: ignore[attr-defined]

@@ -100,3 +100,51 @@ def test_demo_runs_bounded_and_summarises(tmp_path) -> None:
     assert "dead letters" in out and "decode" in out and "validate" in out
     assert "drain throughput" in out and "live latency      p50" in out
     assert time.monotonic() - started < 240
+
+
+def test_run_imports_neither_faust_nor_the_dev_tools_nor_the_load_tests(
+    broker, tmp_path, models_built
+) -> None:
+    """`streaming run` stays lean: a worker pod loads only the event path. Every module the
+    process imports over its whole life is listed by -X importtime (on stderr)."""
+    from streaming.dev.produce import produce_events
+    from streaming.kafka.topics import create_topics
+
+    path, cfg = write_config(tmp_path, broker.bootstrap)
+    create_topics(cfg)
+    produce_events(cfg, 200, seed=5)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "streaming",
+            "run",
+            "-c",
+            str(path),
+            "--max-events",
+            "200",
+            "--idle-exit",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "streaming.worker" in imported and "streaming.engine.engine" in imported
+    heavy = sorted(
+        m
+        for m in imported
+        if m.split(".")[0] in ("faust", "aiokafka", "loadtests", "matplotlib")
+        or m.startswith(("streaming.dev", "streaming.rollout.monitor"))
+    )
+    assert heavy == [], heavy

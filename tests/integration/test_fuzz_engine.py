@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streaming.config import load_config
-from streaming.dev.inprocess import InMemoryMessage, InstantPublisher
+from streaming.dev.inprocess import InMemoryMessage, InstantSink
+from streaming.engine.engine import Engine
 from streaming.engine.outputs import DLQ_OFFSET, DLQ_REASON, DLQ_STAGE
-from streaming.worker import Worker
 from tests.fuzz_strategies import hostile_values
 from tests.kafka_helpers import BASE_CONFIG, ROOT
 
@@ -22,11 +22,11 @@ from tests.kafka_helpers import BASE_CONFIG, ROOT
 @pytest.fixture(scope="module")
 def engine(models_built):  # type: ignore[no-untyped-def]
     cfg = load_config(BASE_CONFIG).with_overrides(models_dir=str(ROOT / "models"))
-    worker = Worker(cfg)
-    publisher = InstantPublisher(keep=True)
-    worker.start_engine(publisher)  # type: ignore[arg-type]
-    yield worker, publisher, cfg, itertools.count()
-    worker.close()
+    sink = InstantSink(keep=True)
+    engine = Engine(cfg, sink)
+    engine.start()
+    yield engine, sink, cfg, itertools.count()
+    engine.close()
 
 
 @settings(
@@ -36,13 +36,13 @@ def engine(models_built):  # type: ignore[no-untyped-def]
 )
 @given(st.lists(hostile_values, min_size=1, max_size=30))
 def test_every_event_gets_exactly_one_output(engine, values: list[bytes]) -> None:  # type: ignore[no-untyped-def]
-    worker, publisher, cfg, offsets = engine
+    engine, publisher, cfg, offsets = engine
     msgs = [InMemoryMessage(v, b"card-1", next(offsets)) for v in values]
     with publisher.lock:
         publisher.records.clear()
-    worker.handle(msgs)  # type: ignore[arg-type]
-    assert worker.tracker.wait_drained(30), "the engine stopped producing outputs"
-    assert worker._fatal is None
+    engine.submit(msgs)
+    assert engine.offsets.wait_drained(30), "the engine stopped producing outputs"
+    assert not engine.faults, engine.faults.reason
     with publisher.lock:
         records = list(publisher.records)
     predictions = [json.loads(v) for t, v, _ in records if t == cfg.topics.predictions]

@@ -161,7 +161,7 @@ def test_predictions_for_one_key_keep_input_order(broker, models_built, tmp_path
 
 def _kcat_env(tmp_path: Path) -> dict[str, str]:
     """Debian's kcat links an old librdkafka that cannot talk to the embedded broker; point it
-    at the newer copy bundled in the confluent-kafka wheel (DESIGN.md)."""
+    at the newer copy bundled in the confluent-kafka wheel (README, Development)."""
     libs = glob.glob(
         os.path.join(
             os.path.dirname(confluent_kafka.__file__),

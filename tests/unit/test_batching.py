@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from streaming.engine.batching import ArrivalRate, BatchPolicy, decide
-from streaming.engine.lane import Chunk, Lane
+from streaming.engine.lane import Lane
+from streaming.engine.types import Chunk
 
 POLICY = BatchPolicy(max_batch_size=256, max_delay_s=0.004, preferred_sizes=(8, 32, 128))
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from streaming.engine.decode import STAGE_DECODE, STAGE_VALIDATE, Decoder
+from streaming.engine.decode import Decoder
 from streaming.engine.outputs import dead_letter_headers, encode_predictions
+from streaming.engine.types import STAGE_DECODE, STAGE_VALIDATE
 
 
 class Event(BaseModel):
@@ -71,7 +72,7 @@ def test_each_kind_of_bad_value_gets_its_stage() -> None:
 
 
 def test_dead_letter_headers_keep_the_originals_and_say_where() -> None:
-    from streaming.engine.decode import Rejection
+    from streaming.engine.types import Rejection
 
     h = dict(
         dead_letter_headers(

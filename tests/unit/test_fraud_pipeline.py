@@ -127,5 +127,5 @@ def test_the_signal_is_learnable(training) -> None:  # type: ignore[no-untyped-d
 
 def test_the_pipeline_spec_names_real_fields() -> None:
     fields = Transaction.model_fields
-    assert {PIPELINE.key_field, PIPELINE.id_field, PIPELINE.ts_field} <= set(fields)
+    assert {PIPELINE.id_field, PIPELINE.ts_field} <= set(fields)
     assert isinstance(PIPELINE.make_generator(1), FraudGenerator)

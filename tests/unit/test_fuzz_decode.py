@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from pipelines.fraud import PIPELINE
 from pipelines.fraud.preprocessing import fit_params
-from streaming.engine.decode import STAGES, Decoder
+from streaming.engine.decode import Decoder
+from streaming.engine.types import STAGES
 from tests.fuzz_strategies import hostile_values
 
 DECODER = Decoder(PIPELINE.schema, max_event_bytes=65_536)

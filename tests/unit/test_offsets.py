@@ -40,8 +40,7 @@ def test_gaps_in_offsets_are_fine() -> None:
 def test_an_offset_with_several_outputs_waits_for_all() -> None:
     tracker = OffsetTracker()
     ledger = tracker.ledger("in", 0)
-    ledger.register(0)
-    ledger.expect_more(0, 1)  # e.g. a shadow prediction
+    ledger.register(0, outputs=2)  # e.g. a prediction and a second output
     ledger.ack(0)
     assert tracker.commit_points() == []
     assert tracker.in_flight == 1

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from streaming.engine.batching import BatchPolicy
-from streaming.engine.lane import Chunk, Lane
+from streaming.engine.lane import Lane
 from streaming.engine.route import Router
+from streaming.engine.types import Chunk
 
 KEYS = [f"card-{i}".encode() for i in range(20_000)]
 
@@ -31,7 +32,7 @@ def test_sticky_and_minimal_movement_when_a_canary_grows() -> None:
 
 
 def test_weights_are_checked() -> None:
-    with pytest.raises(ValueError, match="unknown versions"):
+    with pytest.raises(ValueError, match="unknown version"):
         Router(["v1"], {"v9": 1})
     with pytest.raises(ValueError, match="every weight is 0"):
         Router(["v1", "v2"], {"v1": 0, "v2": 0})

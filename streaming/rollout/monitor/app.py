@@ -80,7 +80,8 @@ def build_app(
         topic_disable_leader=True,
         topic_allow_declare=False,  # the topics are created by `streaming topics create`
         consumer_auto_offset_reset="earliest",
-        # Joins a group in half the session timeout on some brokers (see DESIGN.md).
+        # Joins a group in half the session timeout on some brokers (README, Latency and the
+        # embedded broker).
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,

@@ -1,0 +1,289 @@
+"""The engine: everything between the source and the sink, driven by ``submit(messages)``.
+
+The worker feeds it from its poll loop; the engine benchmark and the fuzz tests feed it
+in-memory messages through a sink that acknowledges at once. All three drive it the same way:
+``start()``, ``submit()`` from one feeding thread, ``offsets.wait_drained()``, ``close()``.
+
+For each batch submitted (on the feeding thread): register every message in its partition's
+ledger, decode and validate, route each event to a version (sticky by key) and copy a share to
+shadows, preprocess per version, and queue the chunk on the version's lane. Each version's
+inference thread (streaming.engine.scoring) takes it from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from streaming.commit.ledger import OffsetTracker, PartitionLedger
+from streaming.config import PipelineConfig
+from streaming.engine.dead_letters import DeadLetters
+from streaming.engine.decode import Decoder
+from streaming.engine.outcomes import Outcomes
+from streaming.engine.output_variants import PrimaryOutput, ShadowOutput
+from streaming.engine.preprocess import preprocess
+from streaming.engine.process_tuning import ProcessTuning
+from streaming.engine.route import BUCKETS, Router
+from streaming.engine.scoring import Scorer
+from streaming.engine.types import Chunk, Sink, SourceMessage
+from streaming.engine.versions import ModelVersion, load_version
+from streaming.errors import Faults
+from streaming.observability import telemetry
+from streaming.observability.metrics import WorkerMetrics
+from streaming.observability.stats import WorkerStats
+from streaming.pipeline import PipelineSpec, load_pipeline
+from streaming.rollout.control import RoutingUpdate, describe
+
+log = logging.getLogger("streaming.worker")
+
+
+class Engine:
+    """Decode, route, preprocess, batch, score and publish; offsets acked as outputs land."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        sink: Sink,
+        *,
+        worker_id: str = "engine",
+        pipeline: PipelineSpec | None = None,
+        metrics: WorkerMetrics | None = None,
+        faults: Faults | None = None,
+        stats: WorkerStats | None = None,
+    ) -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self.sink = sink
+        self.pipeline = pipeline or load_pipeline(config.pipeline.module)
+        self.metrics = metrics or WorkerMetrics(config.name)
+        self.faults = faults or Faults()
+        self.stats = stats or WorkerStats()
+        self.offsets = OffsetTracker()
+        """The ledgers: written here (register) and by delivery callbacks (ack); the committer
+        reads their commit points."""
+        outcomes = Outcomes(config.name, self.stats, self.metrics, self.faults)
+        self.dead_letters = DeadLetters(config, self.worker_id, sink, outcomes)
+        self._scorer = Scorer(
+            config,
+            self.worker_id,
+            sink,
+            PrimaryOutput(config, sink, self.dead_letters, outcomes, self.metrics),
+            ShadowOutput(config, sink),
+            self.faults,
+        )
+        self._decoder = Decoder(self.pipeline.schema, config.pipeline.max_event_bytes)
+        self._tuning = ProcessTuning(
+            config.worker.gil_switch_interval_ms, config.worker.gc_young_threshold
+        )
+        self.versions: list[ModelVersion] = []
+        self._threads: list[threading.Thread] = []
+        self._router: Router | None = None
+        self._shadows: list[tuple[ModelVersion, float]] = []
+        self._consumed = self.metrics.events_consumed.labels(config.name, config.topics.input)
+
+    def start(self) -> None:
+        """Load and warm the models, then start the sink and the inference threads."""
+        cfg = self.config
+        self.versions = [
+            load_version(cfg, v, self.pipeline, self.metrics) for v in cfg.model.versions
+        ]
+        self.stats.scoring = [v.totals for v in self.versions]
+        self._init_metric_series()
+        self.apply_routing(
+            RoutingUpdate(
+                weights={v.version: v.weight for v in cfg.model.versions},
+                shadows={
+                    v.version: v.shadow_share for v in cfg.model.versions if v.shadow_share > 0
+                },
+            ),
+            source="config",
+        )
+        telemetry.warm_up()
+        # after loading and warm-up: what exists now lives as long as the process
+        self._tuning.apply()
+        self.sink.start()
+        for v in self.versions:
+            thread = threading.Thread(
+                target=self._scorer.run, args=(v,), name=f"infer-{v.name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _init_metric_series(self) -> None:
+        """Counters that only move on trouble exist at 0 from the start, so that rate() and
+        the alerts on them see an increase from the first one (not from the second)."""
+        cfg, m = self.config, self.metrics
+        m.control_refused.labels(cfg.name)
+        m.delivery_errors.labels(cfg.name, "?")
+        for v in cfg.model.versions:
+            m.shadow_shed.labels(cfg.name, cfg.model.name, v.version)
+            m.batch_size.labels(cfg.name, cfg.model.name, v.version)
+
+    def apply_routing(self, update: RoutingUpdate, source: str) -> None:
+        """Route by new weights and shadows from the next submit on (feeding thread only)."""
+        cfg = self.config
+        names = [v.version for v in cfg.model.versions]
+        router = Router(names, update.weights)
+        by_name = {v.name: v for v in self.versions}
+        self._router = router
+        self._shadows = [(by_name[n], share) for n, share in update.shadows.items() if share > 0]
+        total = sum(router.weights.values())
+        for name in names:
+            self.metrics.routing_weight.labels(cfg.name, cfg.model.name, name).set(
+                router.weights[name] / total
+            )
+        log.info(
+            "routing applied from %s: %s",
+            source,
+            describe(update),
+            extra={"weights": update.weights, "shadows": update.shadows},
+        )
+
+    def submit(self, messages: Sequence[SourceMessage]) -> None:
+        """One poll batch (without consumer errors): register, decode, route, preprocess,
+        queue for inference. Blocks while a lane is full: backpressure on the caller."""
+        if not messages:
+            return
+        stats = self.stats
+        if stats.first_consumed is None:
+            stats.first_consumed = time.monotonic()
+        stats.consumed += len(messages)
+        self._consumed.inc(len(messages))
+
+        ledgers = self._register(messages)
+        idx, records, rejected = self._decoder.decode(messages)
+        for i, rejection in rejected:
+            self.dead_letters.message(messages[i], ledgers[i], rejection)
+        if not records:
+            return
+        msgs = [messages[i] for i in idx]
+        led = [ledgers[i] for i in idx]
+        assert self._router is not None, "the engine is not started"
+        routes = self._router.route([m.key() for m in msgs])
+        now = time.monotonic()
+        single = len(self.versions) == 1
+        for vi, version in enumerate(self.versions):
+            if single:
+                self._queue(version, msgs, records, led, now)
+                continue
+            rows = np.flatnonzero(routes == vi)
+            if rows.size:
+                self._queue(
+                    version,
+                    [msgs[r] for r in rows],
+                    [records[r] for r in rows],
+                    [led[r] for r in rows],
+                    now,
+                )
+        if self._shadows:
+            self._queue_shadows(msgs, records, led, now)
+
+    def _register(self, messages: Sequence[SourceMessage]) -> list[PartitionLedger]:
+        """Enter every message in its partition's ledger before any output can be acked."""
+        offsets = self.offsets
+        out: list[PartitionLedger] = []
+        groups: dict[tuple[str, int], tuple[PartitionLedger, list[int]]] = {}
+        for msg in messages:
+            key = (msg.topic(), msg.partition())
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = (offsets.ledger(*key), [])  # type: ignore[arg-type]
+            group[1].append(msg.offset())  # type: ignore[arg-type]
+            out.append(group[0])
+        for ledger, offs in groups.values():
+            ledger.register_many(offs)
+        return out
+
+    def _queue(
+        self,
+        version: ModelVersion,
+        msgs: list[Any],
+        records: list[Any],
+        ledgers: list[PartitionLedger],
+        enqueued: float,
+    ) -> None:
+        """Primary rows: preprocess, dead-letter what it refuses, queue the rest (blocking)."""
+        feats = preprocess(version.preprocessor, records)
+        for i, rejection in feats.rejected:
+            self.dead_letters.message(msgs[i], ledgers[i], rejection)
+        if not feats.rows:
+            return
+        if not feats.complete:
+            rows = feats.rows
+            msgs = [msgs[i] for i in rows]
+            records = [records[i] for i in rows]
+            ledgers = [ledgers[i] for i in rows]
+        if version.sketch is not None:
+            version.sketch.add(records)
+        version.lane.put(self._chunk(feats.matrix, msgs, records, ledgers, enqueued))
+
+    def _queue_shadows(
+        self, msgs: list[Any], records: list[Any], ledgers: list[PartitionLedger], now: float
+    ) -> None:
+        """Copy a share of the events (sticky by key) to each shadow version, if it keeps up.
+
+        A shadow never holds the primary path: its rows are not in the ledger, a full shadow
+        queue sheds them (with a metric), and its errors reach telemetry only.
+        """
+        assert self._router is not None
+        buckets = self._router.buckets([m.key() for m in msgs])
+        for version, share in self._shadows:
+            picked = np.flatnonzero(buckets < share * BUCKETS)
+            if picked.size == 0:
+                continue
+            feats = preprocess(version.preprocessor, [records[r] for r in picked])
+            keep = [int(picked[i]) for i in feats.rows]
+            if not keep:
+                continue
+            chunk = self._chunk(
+                feats.matrix,
+                [msgs[r] for r in keep],
+                [records[r] for r in keep],
+                [ledgers[r] for r in keep],
+                now,
+            )
+            chunk.shadow = True
+            if not version.lane.put(chunk, timeout=0):
+                self.metrics.shadow_shed.labels(
+                    self.config.name, self.config.model.name, version.name
+                ).inc(len(chunk))
+
+    def _chunk(
+        self,
+        features: np.ndarray,
+        msgs: list[Any],
+        records: list[Any],
+        ledgers: list[PartitionLedger],
+        enqueued: float,
+    ) -> Chunk:
+        spec = self.pipeline
+        id_field, ts_field = spec.id_field, spec.ts_field
+        return Chunk(
+            features=features,
+            event_ids=[getattr(r, id_field) for r in records],
+            ts_ms=[getattr(r, ts_field) for r in records],
+            keys=[m.key() for m in msgs],
+            values=[m.value() for m in msgs],
+            headers=[m.headers() for m in msgs],
+            ledgers=ledgers,
+            offsets=[m.offset() for m in msgs],
+            enqueued=enqueued,
+        )
+
+    def stop_scoring(self, timeout: float = 10.0) -> None:
+        """Close the lanes (what is queued is still scored) and wait for the threads."""
+        for v in self.versions:
+            v.lane.close()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+
+    def close(self) -> None:
+        """Stop the inference threads and put the process tuning back (the sink is the
+        owner's to close: exactly-once commits its last transaction first)."""
+        self.stop_scoring()
+        self._tuning.restore()

@@ -1,0 +1,67 @@
+"""What the sink's delivery reports mean to the worker: counts and latencies when outputs are
+durable, a fatal fault when one could not be delivered.
+
+Runs only inside delivery callbacks, which every sink runs one at a time (on the Kafka sink's
+delivery thread), so the counts it writes in WorkerStats and on each version have one writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from streaming.commit.delivery import ChunkDelivery
+from streaming.engine.types import Rejection
+from streaming.engine.versions import ModelVersion
+from streaming.errors import Faults
+from streaming.observability.metrics import WorkerMetrics
+from streaming.observability.stats import WorkerStats
+
+log = logging.getLogger("streaming.worker")
+
+
+class Outcomes:
+    def __init__(
+        self, pipeline: str, stats: WorkerStats, metrics: WorkerMetrics, faults: Faults
+    ) -> None:
+        self._pipeline = pipeline
+        self._stats = stats
+        self._metrics = metrics
+        self._faults = faults
+        self._dead_letters = metrics.dead_letters
+        self._delivery_errors = metrics.delivery_errors.labels(pipeline, "?")
+
+    def predictions(
+        self, version: ModelVersion, delivery: ChunkDelivery, latencies_ms: np.ndarray | None
+    ) -> None:
+        """All predictions of a chunk are durable (their offsets are acked already)."""
+        if latencies_ms is None:
+            self.failed(delivery.describe(), delivery.error)
+            return
+        stats = self._stats
+        stats.predictions += delivery.size
+        stats.last_output = time.monotonic()
+        stats.end_to_end_ms.record_many(latencies_ms)
+        if stats.steady_from_ms is not None:
+            steady = latencies_ms[np.asarray(delivery.ts_ms) >= stats.steady_from_ms]
+            stats.steady_end_to_end_ms.record_many(steady)
+        version.end_to_end_ms.record_many(latencies_ms)
+        version.predictions_metric.inc(delivery.size)
+
+    def dead_letter(self, rejection: Rejection) -> None:
+        """A dead letter is durable."""
+        stats = self._stats
+        stats.dead_letters[rejection.stage] += 1
+        stats.last_output = time.monotonic()
+        self._dead_letters.labels(self._pipeline, rejection.stage, rejection.reason_class).inc()
+
+    def failed(self, what: str, err: Any) -> None:
+        """After librdkafka's own retries. The ledger already holds the commit point back;
+        stop, so that a restart reprocesses from there."""
+        self._stats.delivery_errors += 1
+        self._delivery_errors.inc()
+        self._faults.report(f"delivery failed for {what}: {err}")
+        log.error("delivery failed for %s: %s", what, err)

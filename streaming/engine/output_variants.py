@@ -1,0 +1,103 @@
+"""Where a version's scores go: the primary output or a shadow. Scoring has one path; the two
+variants differ only in the topic, in what a refused row becomes, and in what is counted.
+
+- primary: predictions topic; each row's input offset waits for its prediction (one delivery
+  counter per chunk); a refused row is dead-lettered; counted in metrics and totals.
+- shadow: shadow topic, best effort; nothing in the ledger; a refused row is only counted as an
+  error in telemetry, never a dead letter (the primary path answers for the event).
+
+Both are called on the version's inference thread, which owns what they count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+from streaming.commit.delivery import ChunkDelivery
+from streaming.config import PipelineConfig
+from streaming.engine.dead_letters import DeadLetters
+from streaming.engine.outcomes import Outcomes
+from streaming.engine.types import Chunk, Rejection, Sink
+from streaming.engine.versions import ModelVersion
+from streaming.observability.metrics import WorkerMetrics
+
+
+class PrimaryOutput:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        sink: Sink,
+        dead_letters: DeadLetters,
+        outcomes: Outcomes,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.topic = cfg.topics.predictions
+        self._pipeline, self._model = cfg.name, cfg.model.name
+        self._sink = sink
+        self._dead_letters = dead_letters
+        self._outcomes = outcomes
+        self._metrics = metrics
+
+    def account(
+        self, version: ModelVersion, rows: int, took: float, queue_delay: float, failed: bool
+    ) -> None:
+        labels = (self._pipeline, self._model, version.name)
+        m = self._metrics
+        m.batch_size.labels(*labels).observe(rows)
+        m.queue_delay.labels(*labels).observe(queue_delay)
+        m.inference_time.labels(*labels).observe(took)
+        totals = version.totals
+        totals.batches += 1
+        totals.rows += rows
+        totals.inference_s += took
+        version.interval.add_batch(rows, took, queue_delay)
+        if failed:
+            version.interval.errors += rows
+
+    def reject(
+        self, version: ModelVersion, chunk: Chunk, rows: Sequence[int], rejection: Rejection
+    ) -> None:
+        self._dead_letters.rows(chunk, rows, rejection)
+
+    def publish(
+        self, version: ModelVersion, c: Chunk, rows: range | list[int], payloads: list[bytes]
+    ) -> None:
+        """Produce a chunk's predictions with one delivery counter for the whole chunk."""
+        if isinstance(rows, range):
+            ledgers, offsets, ts = c.ledgers, c.offsets, c.ts_ms
+        else:
+            ledgers = [c.ledgers[i] for i in rows]
+            offsets = [c.offsets[i] for i in rows]
+            ts = [c.ts_ms[i] for i in rows]
+        delivery = ChunkDelivery(ledgers, offsets, ts, partial(self._outcomes.predictions, version))
+        produce = self._sink.produce
+        topic, keys, headers = self.topic, c.keys, c.headers
+        for i in rows:
+            produce(topic, payloads[i], keys[i], headers[i], delivery)
+
+
+class ShadowOutput:
+    def __init__(self, cfg: PipelineConfig, sink: Sink) -> None:
+        self.topic = cfg.topics.shadow_topic
+        self._sink = sink
+
+    def account(
+        self, version: ModelVersion, rows: int, took: float, queue_delay: float, failed: bool
+    ) -> None:
+        if not failed:
+            version.interval.shadow_events += rows
+            version.interval.shadow_inference_s += took
+
+    def reject(
+        self, version: ModelVersion, chunk: Chunk, rows: Sequence[int], rejection: Rejection
+    ) -> None:
+        version.interval.errors += len(rows)
+
+    def publish(
+        self, version: ModelVersion, c: Chunk, rows: range | list[int], payloads: list[bytes]
+    ) -> None:
+        produce = self._sink.produce
+        topic, keys, headers = self.topic, c.keys, c.headers
+        for i in rows:
+            produce(topic, payloads[i], keys[i], headers[i], None)

@@ -1,0 +1,71 @@
+"""Records -> a float32 feature matrix through the pipeline's vectorised code, and the rows it
+refused with why. Pure: the caller decides what a refused row becomes (a dead letter on the
+primary path, nothing on a shadow's)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streaming.engine.types import STAGE_PREPROCESS, Rejection
+from streaming.pipeline import Preprocessor
+
+_MAX_REASON = 480
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """The rows that made finite features, and the others with their rejection."""
+
+    rows: list[int]
+    """Indexes (into the records given) of the rows in ``matrix``, in order."""
+    matrix: np.ndarray
+    rejected: list[tuple[int, Rejection]]
+
+    @property
+    def complete(self) -> bool:
+        return not self.rejected
+
+
+def preprocess(pre: Preprocessor, records: Sequence[Any]) -> Features:
+    """Vectorised over the batch; a failing batch is retried row by row to find the culprit."""
+    try:
+        matrix = pre.transform(records)
+    except Exception:  # noqa: BLE001 - isolate the rows that break the pipeline's code
+        return _row_by_row(pre, records)
+    finite = np.isfinite(matrix).all(axis=1)
+    if finite.all():
+        return Features(list(range(len(records))), matrix, [])
+    bad = [(int(i), _non_finite(pre, matrix[i])) for i in np.flatnonzero(~finite)]
+    ok = np.flatnonzero(finite)
+    return Features(ok.tolist(), np.ascontiguousarray(matrix[ok]), bad)
+
+
+def _row_by_row(pre: Preprocessor, records: Sequence[Any]) -> Features:
+    rows: list[np.ndarray] = []
+    keep: list[int] = []
+    rejected: list[tuple[int, Rejection]] = []
+    for i, rec in enumerate(records):
+        try:
+            rows.append(pre.transform([rec])[0])
+            keep.append(i)
+        except Exception as exc:  # noqa: BLE001
+            reason = f"{type(exc).__name__}: {exc}"[:_MAX_REASON]
+            rejected.append((i, Rejection(STAGE_PREPROCESS, reason, type(exc).__name__)))
+    if not rows:
+        return Features([], np.empty((0, len(pre.feature_names)), np.float32), rejected)
+    sub = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+    finite = np.isfinite(sub).all(axis=1)
+    rejected += [(keep[j], _non_finite(pre, sub[j])) for j in np.flatnonzero(~finite)]
+    rejected.sort(key=lambda r: r[0])
+    return Features([keep[j] for j in np.flatnonzero(finite)], sub[finite], rejected)
+
+
+def _non_finite(pre: Preprocessor, row: np.ndarray) -> Rejection:
+    names = [pre.feature_names[j] for j in np.flatnonzero(~np.isfinite(row))][:5]
+    return Rejection(
+        STAGE_PREPROCESS, f"non-finite feature(s): {', '.join(names)}", "non_finite_feature"
+    )

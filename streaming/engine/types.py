@@ -1,0 +1,114 @@
+"""Types the stages share, kept apart so that stages never import each other for them.
+
+Stages (the dead-letter header ``dead_letter.stage``), a rejection, the part of a Kafka message
+the engine reads, a chunk of rows on its way to a model, and the sink every output goes to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from streaming.commit.ledger import PartitionLedger
+
+STAGE_DECODE = "decode"
+STAGE_VALIDATE = "validate"
+STAGE_PREPROCESS = "preprocess"
+STAGE_INFERENCE = "inference"
+STAGE_TIMEOUT = "timeout"
+STAGES = (STAGE_DECODE, STAGE_VALIDATE, STAGE_PREPROCESS, STAGE_INFERENCE, STAGE_TIMEOUT)
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one event cannot be scored. ``reason_class`` is a bounded label for metrics."""
+
+    stage: str
+    reason: str
+    reason_class: str
+    version: str | None = None
+    """The model version that failed it (stage inference), for per-version error rates."""
+
+
+class SourceMessage(Protocol):
+    """The part of confluent_kafka.Message the engine reads."""
+
+    def value(self) -> bytes | None: ...
+    def key(self) -> bytes | None: ...
+    def headers(self) -> Headers | None: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+
+
+DeliveryCallback = Callable[[Any, Any], None]
+"""Called with (error or None, message) once the sink has the record durable, or gave up."""
+
+
+class Sink(Protocol):
+    """Where every output goes: the Kafka producer (streaming.kafka.sink) or, for benchmarks
+    and fuzz tests, a sink that acknowledges at once (streaming.dev.inprocess).
+
+    Contract: ``produce`` never drops a record (it waits when full); delivery callbacks never
+    run two at a time (each sink serialises them), so what they write has one writer."""
+
+    def start(self) -> None: ...
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        on_delivery: DeliveryCallback | None,
+    ) -> None: ...
+
+    def close(self, timeout: float) -> int:
+        """Flush; return how many records were still not delivered."""
+        ...
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Rows of one poll routed to one version, with what their outputs need."""
+
+    features: np.ndarray
+    event_ids: list[str]
+    ts_ms: list[int]
+    keys: list[bytes | None]
+    values: list[bytes]
+    """The original bytes, kept for dead letters after decoding (a reference, not a copy)."""
+    headers: list[Headers | None]
+    ledgers: list[PartitionLedger]
+    offsets: list[int]
+    enqueued: float
+    shadow: bool = False
+    """A shadow copy: published to the shadow topic, never acknowledged in the ledger."""
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    def split(self, n: int) -> tuple[Chunk, Chunk]:
+        """The first n rows, and the rest (which keeps its original enqueue time)."""
+
+        def part(s: slice) -> Chunk:
+            return Chunk(
+                self.features[s],
+                self.event_ids[s],
+                self.ts_ms[s],
+                self.keys[s],
+                self.values[s],
+                self.headers[s],
+                self.ledgers[s],
+                self.offsets[s],
+                self.enqueued,
+                self.shadow,
+            )
+
+        return part(slice(0, n)), part(slice(n, None))
