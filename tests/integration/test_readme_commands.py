@@ -253,6 +253,7 @@ def check_make_dry_run(target: str, expect: str) -> Callable[[Ctx], None]:
 
 
 def check_make_help(ctx: Ctx) -> None:
+    """`make help` is how the README sends readers to the rest: it must list what it names."""
     done = run(ctx, ctx.argv)
     for target in ("run", "test", "models", "test-unit", "lint", "format"):
         assert re.search(rf"^\s+{target}\s", done.stdout, flags=re.M), (target, done.stdout)
@@ -331,6 +332,7 @@ def check_engine_bench_gpu(ctx: Ctx) -> None:
 
 
 def check_helm_install(ctx: Ctx) -> None:
+    """No helm binary or cluster here: what install would apply, rendered by Helm's own engine."""
     import helm_python as helm
 
     assert ctx.argv[:3] == ["helm", "install", "fraud"] and ctx.argv[4] == "-f"
@@ -415,7 +417,8 @@ MONITOR = (
 HELM_INSTALL = (
     "helm install fraud helm/streaming-workers -f helm/streaming-workers/examples/values-cpu.yaml"
 )
-FRESH = "on a copy of the shipped config with its own topics and group (created first)"
+COPY = "on a copy of the shipped config with its own topics and group"
+FRESH = f"{COPY} (topics created first)"
 
 COMMANDS: dict[str, Check] = {
     "make run": Check(
@@ -439,7 +442,7 @@ COMMANDS: dict[str, Check] = {
         check_broker,
     ),
     ".venv/bin/streaming topics create -c pipelines/fraud/pipeline.yaml": Check(
-        f"as written {FRESH.replace(' (created first)', '')}: every topic reported created",
+        f"as written {COPY}: every topic reported created",
         check_topics_create,
     ),
     ".venv/bin/streaming run -c pipelines/fraud/pipeline.yaml --metrics-port 9400": Check(
