@@ -238,11 +238,14 @@ class WorkerProc:
     ):
         self.log_path = workdir / f"worker-{index}-{uuid.uuid4().hex[:4]}.log"
         self._log = self.log_path.open("w")
+        # The run's config already names the cluster (--embedded, --bootstrap or the env);
+        # an inherited STREAMING_BOOTSTRAP would override it and point the worker elsewhere.
+        env = {k: v for k, v in os.environ.items() if k != "STREAMING_BOOTSTRAP"}
         self.proc = subprocess.Popen(
             [sys.executable, *command, "-c", str(config), *extra],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "STREAMING_WORKER_ID": f"lt-{index}"},
+            env={**env, "PYTHONUNBUFFERED": "1", "STREAMING_WORKER_ID": f"lt-{index}"},
         )
 
     def wait_assigned(self, timeout: float = 90.0) -> None:

@@ -11,6 +11,7 @@ from streaming.config import ENV_BOOTSTRAP, ConfigError, load_config
 
 BASE = Path(__file__).resolve().parents[2] / "pipelines" / "fraud" / "pipeline.yaml"
 GPU = BASE.with_name("pipeline-gpu.yaml")
+CANARY = BASE.with_name("pipeline-canary.yaml")
 
 
 def write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
@@ -35,6 +36,16 @@ def test_the_gpu_config_keeps_the_contracts_and_captures_every_warm_up_size() ->
     assert (version.runtime, version.device, version.cuda_graphs) == ("torch", "cuda", True)
     # drain batches fill to max_batch_size: it must be a warm-up (= captured) size
     assert gpu.batching.max_batch_size in gpu.batching.warmup_sizes()
+
+
+def test_the_canary_config_keeps_the_contracts_and_loads_three_versions() -> None:
+    """README's route example names v1, v2 and v3: this shipped config loads all three, on the
+    same topics, in a group of its own (a v2-only worker would refuse their control records)."""
+    base, canary = load_config(BASE), load_config(CANARY)
+    assert canary.topics == base.topics and canary.pipeline == base.pipeline
+    assert canary.kafka.group != base.kafka.group
+    versions = {v.version: (v.weight, v.shadow_share) for v in canary.model.versions}
+    assert versions == {"v2": (90, 0), "v1": (10, 0), "v3": (0, 0.2)}
 
 
 def test_bootstrap_precedence_argument_over_env_over_file(monkeypatch) -> None:  # type: ignore[no-untyped-def]
