@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,40 @@ import matplotlib.pyplot as plt
 HEADROOM = 0.7
 """Plan replicas to run at 70% of the measured capacity: room for spikes and a lost pod."""
 
+MIN_INTERVALS = 3
+"""Fewer points than this make no plot worth reading (one bar on an axis of +-0.4 around it):
+the report says so instead."""
+
+_SCALES = ((1e9, "G"), (1e6, "M"))
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    """A figure as people read it: ``32,526 events/s``, ``4.42 M rows/s``, ``12.3 ms``.
+
+    Floats are measurements: three significant digits below 100 (trailing zeros dropped),
+    whole numbers with thousands separators up to a million, M and G above. Ints are counts and
+    stay exact. None (and NaN) is "-" with no unit; text passes through unchanged.
+    """
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    text = f"{value:,}" if isinstance(value, int) else _measurement(value)
+    return f"{text} {unit}" if unit else text
+
+
+def _measurement(value: float) -> str:
+    for scale, suffix in _SCALES:
+        if abs(value) >= scale * 0.9995:  # what rounds to 1.00 M is 1 M, not 1,000,000
+            scaled = value / scale
+            return f"{scaled:.3g} {suffix}" if abs(scaled) < 999.5 else f"{scaled:,.0f} {suffix}"
+    if abs(value) >= 99.95:
+        return f"{value:,.0f}"
+    text = f"{value:.3g}"
+    if "e" in text:  # below 0.0001: plain digits, not 1e-05
+        text = f"{value:.6f}".rstrip("0").rstrip(".") or "0"
+    return text
+
 
 def capacity(results: dict[str, Any], peak_rate: float | None) -> dict[str, Any]:
     step = results.get("step")
@@ -23,12 +58,13 @@ def capacity(results: dict[str, Any], peak_rate: float | None) -> dict[str, Any]
     if step and step.get("max_rate_within_target"):
         per_worker, basis = (
             step["max_rate_within_target"],
-            f"step (p99 <= {step['target_p99_ms']} ms)",
+            f"step (p99 <= {fmt(step['target_p99_ms'], 'ms')})",
         )
     elif step:
         return {
             "per_worker_events_per_s": None,
-            "basis": f"No step rate met p99 <= {step['target_p99_ms']} ms: the target is below "
+            "basis": f"No step rate met p99 <= {fmt(step['target_p99_ms'], 'ms')}: the target is "
+            "below "
             "this setup's latency floor (see the lowest step's p50/p99); raise --target-p99-ms "
             "or start from a lower rate.",
         }
@@ -88,9 +124,7 @@ def _plot_step(path: Path, step: dict[str, Any]) -> None:
 
 
 def _plot_batches(path: Path, results: dict[str, Any]) -> None:
-    pairs = [
-        p for r in results.values() if isinstance(r, dict) for p in r.get("batch_size_means", [])
-    ]
+    pairs = _batch_pairs(results)
     fig, ax = plt.subplots(figsize=(8, 4))
     if pairs:
         ax.hist([m for m, _ in pairs], weights=[n for _, n in pairs], bins=30)
@@ -101,8 +135,42 @@ def _plot_batches(path: Path, results: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def _growth(soak: dict[str, Any]) -> str:
+    """The soak's RSS change on its own: at three digits 101.1 -> 101.9 MB reads 101 -> 102."""
+    start, end = soak.get("rss_start_mb"), soak.get("rss_end_mb")
+    if start is None or end is None:
+        return ""
+    return f", {'+' if end >= start else ''}{fmt(float(end - start), 'MB')} over the run"
+
+
 def _row(cells: list[Any]) -> str:
-    return "| " + " | ".join("-" if c is None else str(c) for c in cells) + " |"
+    return "| " + " | ".join(fmt(c) for c in cells) + " |"
+
+
+def _figure(
+    path: Path, alt: str, points: int, noun: str, draw: Callable[[Path], None], least: int
+) -> list[str]:
+    """The plot's Markdown, or a sentence saying why there is none (a stale PNG of an earlier
+    report in the same folder is removed, so the folder never shows a plot the report lacks)."""
+    if points < least:
+        path.unlink(missing_ok=True)
+        return [f"*{alt}: too few intervals to plot ({points} {noun}; a plot needs {least}).*", ""]
+    draw(path)
+    return [f"![{alt}]({path.name})", ""]
+
+
+def _series_points(runs: dict[str, dict[str, Any]]) -> int:
+    return max((len(r["series"]["t"]) for r in runs.values()), default=0)
+
+
+def _batch_pairs(results: dict[str, Any]) -> list[tuple[float, float]]:
+    """(mean rows per batch, batches) per telemetry interval, over every scenario."""
+    return [
+        (m, n)
+        for r in results.values()
+        if isinstance(r, dict)
+        for m, n in r.get("batch_size_means", [])
+    ]
 
 
 def write_report(
@@ -111,18 +179,16 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": meta, **results}, indent=2))
     lines = [f"# Load test: {meta['pipeline']} on {meta['bootstrap']}", ""]
-    lines += [f"- {k}: {v}" for k, v in meta.items()] + [""]
+    lines += [f"- {k}: {fmt(v)}" for k, v in meta.items()] + [""]
     b = results.get("baselines")
     if b:
         lines += ["## Baselines (same run)", "", "| baseline | figure |", "|---|---|"]
-        lines.append(
-            _row(["I/O ceiling: passthrough drain (events/s)", b.get("passthrough_events_per_s")])
-        )
+        pt_rate = b.get("passthrough_events_per_s")
+        lines.append(_row(["I/O ceiling: passthrough drain", fmt(pt_rate, "events/s")]))
         for size, rate in b.get("model_rows_per_s", {}).items():
-            lines.append(_row([f"model only, batch {size} (rows/s)", rate]))
-        lines.append(
-            _row(["naive faust agent drain (events/s)", b.get("naive_faust_events_per_s")])
-        )
+            lines.append(_row([f"model only, batch {size}", fmt(rate, "rows/s")]))
+        faust_rate = b.get("naive_faust_events_per_s")
+        lines.append(_row(["naive faust agent drain", fmt(faust_rate, "events/s")]))
         lines.append("")
     d = results.get("drain")
     if d:
@@ -142,8 +208,8 @@ def write_report(
                     d["workers"],
                     d["seconds_from_start"],
                     d["events_per_s"],
-                    round(d["events_per_s"] / pt, 2) if pt else None,
-                    round(d["events_per_s"] / nf, 1) if nf else None,
+                    d["events_per_s"] / pt if pt else None,
+                    d["events_per_s"] / nf if nf else None,
                     d["unmatched"],
                     d["duplicates"],
                 ]
@@ -172,12 +238,19 @@ def write_report(
                     ]
                 )
             )
-        _plot_series(out / "steady.png", "steady: latency and throughput over time", steadies)
-        lines += ["", "![steady](steady.png)", ""]
+        lines.append("")
+        lines += _figure(
+            out / "steady.png",
+            "steady",
+            _series_points(steadies),
+            "one-second intervals",
+            lambda p: _plot_series(p, "steady: latency and throughput over time", steadies),
+            MIN_INTERVALS,
+        )
     s = results.get("step")
     if s:
         lines += [
-            f"## Step (p99 target {s['target_p99_ms']} ms)",
+            f"## Step (p99 target {fmt(s['target_p99_ms'], 'ms')})",
             "",
             "| rate | p50 ms | p99 ms | within target |",
             "|---|---|---|---|",
@@ -186,42 +259,62 @@ def write_report(
             lines.append(
                 _row([st["rate"], st["p50_ms"], st["p99_ms"], "yes" if st["ok"] else "no"])
             )
+        knee, top = s["knee_rate"], s["max_rate_within_target"]
         lines += [
             "",
-            f"Knee: {s['knee_rate']} events/s; highest rate within the target: "
-            f"{s['max_rate_within_target']}.",
+            f"Knee: {fmt(knee, 'events/s') if knee is not None else 'none among these rates'}; "
+            "highest rate within the target: "
+            f"{fmt(top, 'events/s') if top is not None else 'none of these rates'}.",
             "",
         ]
-        _plot_step(out / "step.png", s)
-        lines += ["![step](step.png)", ""]
+        # a line of latency against rate needs two rates, not three intervals
+        lines += _figure(
+            out / "step.png", "step", len(s["steps"]), "rates", lambda p: _plot_step(p, s), 2
+        )
     sp = results.get("spike")
     if sp:
         lines += [
             "## Spike",
             "",
-            f"{sp['factor']}x burst over {sp['rate']} events/s: burst p99 {sp['burst_p99_ms']} "
-            "ms; "
+            f"{fmt(sp['factor'])}x burst over {fmt(sp['rate'], 'events/s')}: burst p99 "
+            f"{fmt(sp['burst_p99_ms'], 'ms')}; "
             + (
                 "the p99 never left the target."
                 if sp["recovery_s"] == 0
-                else f"p99 back within target {sp['recovery_s']} s after the burst."
+                else f"p99 back within target {fmt(sp['recovery_s'], 's')} after the burst."
+                if sp["recovery_s"] is not None
+                else "the p99 was not back within the target by the end of the run."
             ),
             "",
         ]
-        _plot_series(out / "spike.png", "spike", {"spike": sp})
-        lines += ["![spike](spike.png)", ""]
+        lines += _figure(
+            out / "spike.png",
+            "spike",
+            _series_points({"spike": sp}),
+            "one-second intervals",
+            lambda p: _plot_series(p, "spike", {"spike": sp}),
+            MIN_INTERVALS,
+        )
     so = results.get("soak")
     if so:
         lines += [
             "## Soak",
             "",
-            f"{so['rate']} events/s for {so['seconds']} s: p99 {so['p99_first_fifth_ms']} ms "
-            f"in the first fifth, {so['p99_last_fifth_ms']} ms in the last; worker RSS "
-            f"{so['rss_start_mb']} -> {so['rss_end_mb']} MB (max {so['rss_max_mb']}).",
+            f"{fmt(so['rate'], 'events/s')} for {fmt(so['seconds'], 's')}: p99 "
+            f"{fmt(so['p99_first_fifth_ms'], 'ms')} in the first fifth, "
+            f"{fmt(so['p99_last_fifth_ms'], 'ms')} in the last; worker RSS "
+            f"{fmt(so['rss_start_mb'])} -> {fmt(so['rss_end_mb'], 'MB')} "
+            f"(max {fmt(so['rss_max_mb'], 'MB')}{_growth(so)}).",
             "",
         ]
-        _plot_series(out / "soak.png", "soak", {"soak": so})
-        lines += ["![soak](soak.png)", ""]
+        lines += _figure(
+            out / "soak.png",
+            "soak",
+            _series_points({"soak": so}),
+            "one-second intervals",
+            lambda p: _plot_series(p, "soak", {"soak": so}),
+            MIN_INTERVALS,
+        )
     sc = results.get("scale-out")
     if sc:
         lines += [
@@ -238,21 +331,28 @@ def write_report(
             )
         lines += [
             "",
-            f"All workers share this machine's {meta.get('cpus', '?')} cores, so the speedup "
+            f"All workers share this machine's {fmt(meta.get('cpus', '?'))} cores, so the speedup "
             "shows contention here, not the fleet's.",
             "",
         ]
-    _plot_batches(out / "batches.png", results)
-    lines += ["## Batch sizes", "", "![batch sizes](batches.png)", ""]
+    lines += ["## Batch sizes", ""]
+    lines += _figure(
+        out / "batches.png",
+        "batch sizes",
+        len(_batch_pairs(results)),
+        "telemetry intervals",
+        lambda p: _plot_batches(p, results),
+        MIN_INTERVALS,
+    )
     cap = capacity(results, peak_rate)
     lines += ["## Capacity", ""]
     if cap["per_worker_events_per_s"]:
         lines.append(
-            f"One worker: {cap['per_worker_events_per_s']:,.0f} events/s ({cap['basis']})."
+            f"One worker: {fmt(cap['per_worker_events_per_s'], 'events/s')} ({cap['basis']})."
         )
         if "replicas" in cap:
             lines.append(
-                f"For a peak of {cap['peak_rate']:,.0f} events/s at {HEADROOM:.0%} utilisation: "
+                f"For a peak of {fmt(cap['peak_rate'], 'events/s')} at {HEADROOM:.0%} utilisation: "
                 f"{cap['replicas']} replicas and at least {cap['partitions']} partitions "
                 "(a partition is read by one worker of a group; extra partitions let you "
                 "scale out later)."

@@ -3,6 +3,8 @@ reading a topic back. Everything talks to the real embedded broker."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -79,6 +81,41 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+
+def log_records(worker: WorkerProcess) -> list[dict[str, Any]]:
+    """The worker's JSON log lines (librdkafka's own lines and anything else are skipped)."""
+    out = []
+    for line in worker.log().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and "msg" in record:
+                out.append(record)
+    return out
+
+
+def _assignment(worker: WorkerProcess) -> set[str]:
+    """The partitions of the worker's latest assignment (empty after a revoke)."""
+    held: set[str] = set()
+    for record in log_records(worker):
+        if record["msg"].startswith("assigned "):
+            held = set(json.loads(record["msg"].removeprefix("assigned ")))
+        elif record["msg"].startswith(("revoked ", "lost ")):
+            held = set()
+    return held
+
+
+def wait_for_split(workers: list[WorkerProcess], partitions: int, timeout: float = 60) -> None:
+    """Block until the group's rebalance has settled: every worker holds partitions, none
+    twice, all of them held (read from the workers' own logs, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    held: list[set[str]] = []
+    while time.monotonic() < deadline:
+        held = [_assignment(w) for w in workers]
+        if all(held) and sum(map(len, held)) == len(set().union(*held)) == partitions:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no settled split of {partitions} partitions: {held}")
 
 
 def start_worker(config: Path, tmp_path: Path, *args: str) -> WorkerProcess:

@@ -196,12 +196,19 @@ def _run(cfg, opts: DemoOptions, out) -> int:  # type: ignore[no-untyped-def]
             f"({live_all.count:,} predictions, event time to acknowledged prediction)",
             file=out,
         )
-        print(
-            f"  from 2nd second  p50 {live_steady.percentile(50):.1f} ms, p99 "
-            f"{live_steady.percentile(99):.1f} ms ({live_steady.count:,} predictions of events "
-            "sent after the first second, which holds the broker's start transient)",
-            file=out,
-        )
+        if live_steady.count:
+            print(
+                f"  from 2nd second  p50 {live_steady.percentile(50):.1f} ms, p99 "
+                f"{live_steady.percentile(99):.1f} ms ({live_steady.count:,} predictions of "
+                "events sent after the first second, which holds the broker's start transient)",
+                file=out,
+            )
+        else:  # a live phase of a second or less has no steady part: say so, not "nan ms"
+            print(
+                "  from 2nd second  none: the live phase lasted a second or less "
+                "(send more --live-events or lower --live-rate)",
+                file=out,
+            )
     if stats.batches:
         print(
             f"batches           {stats.batches:,}, mean size {stats.batch_rows / stats.batches:.1f}"

@@ -95,8 +95,17 @@ class KafkaSink:
         self._producer.abort_transaction(timeout)
 
     def close(self, timeout: float) -> int:
-        """Stop the delivery thread, then flush; return how many records were not delivered."""
+        """Stop the delivery thread, flush, then release the client; return how many records were
+        still not delivered.
+
+        A producer left open keeps its broker connections until it is garbage collected, and
+        logs a disconnect when the cluster goes first (the demo stops its broker right after
+        the worker). With records left it stays open: librdkafka's close() would wait for them.
+        """
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        return int(self._producer.flush(max(0.0, timeout)))
+        left = int(self._producer.flush(max(0.0, timeout)))
+        if not left:
+            self._producer.close()
+        return left

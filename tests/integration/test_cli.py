@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,10 @@ def test_demo_runs_bounded_and_summarises(tmp_path) -> None:
     assert "dead letters" in out and "decode" in out and "validate" in out
     assert "drain throughput" in out and "live latency      p50" in out
     assert time.monotonic() - started < 240
+    # The summary is the last word: no Kafka client outlives the broker to log its disconnect
+    # (librdkafka's own lines start with %LEVEL|, e.g. "%6|...|FAIL|...: Disconnected").
+    assert out.rstrip().splitlines()[-1].startswith("wall time"), out[-500:]
+    assert not re.search(r"^%\d\|", demo.stderr, re.MULTILINE), demo.stderr[-2000:]
 
 
 def test_run_imports_neither_faust_nor_the_dev_tools_nor_the_load_tests(

@@ -20,6 +20,7 @@ from tests.kafka_helpers import (
     read_topic,
     start_worker,
     wait_for_records,
+    wait_for_split,
     write_config,
 )
 
@@ -102,7 +103,8 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(
     second.wait_for_log("assigned", 60)
     third = start_worker(path, tmp_path, "--idle-exit", "5")
     third.wait_for_log("assigned", 60)
-    time.sleep(1.5)  # let the rebalance settle before a member leaves (see README, Tansu)
+    # the rebalance settles before a member leaves (see README, Tansu): read from the logs
+    wait_for_split([first, second, third], cfg.topics.partitions)
     second.signal(signal.SIGTERM)  # a scale-down mid-stream
     assert second.wait(60) == 0, second.log()
     assert producer.is_alive(), "the producer finished before the members changed"

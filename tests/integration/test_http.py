@@ -62,12 +62,17 @@ def test_probes_and_metrics_of_a_running_worker(broker, models_built, tmp_path):
 
     produce_events(cfg, 3_000, invalid_ratio=0.05, seed=81)
     wait_for_records(cfg, cfg.topics.predictions, 2_700)
-    time.sleep(1)
-    status, text = get(port, "/metrics")
-    assert status == 200
     labels = {"pipeline": "fraud", "model": "fraud", "version": "v2"}
-    predicted = metric(text, "streaming_predictions_total", **labels)
-    dead = metric(text, "streaming_dead_letters_total", pipeline="fraud")
+    # Until the counters have every event (not a sleep that guesses how long that takes).
+    deadline = time.monotonic() + 30
+    while True:
+        status, text = get(port, "/metrics")
+        assert status == 200
+        predicted = metric(text, "streaming_predictions_total", **labels)
+        dead = metric(text, "streaming_dead_letters_total", pipeline="fraud")
+        if predicted + dead >= 3_000 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert predicted + dead == 3_000 and dead > 50
     assert metric(text, "streaming_events_consumed_total") == 3_000
     assert metric(text, "streaming_batch_size_count", **labels) > 0

@@ -151,7 +151,10 @@ def test_prometheus_sees_the_run_and_every_expression_returns_data(
         assert dead == produced.invalid + inference_dl
 
         rate = value(prom.query("sum(rate(streaming_predictions_total[5s]))", at=mid))
-        assert 200 < rate < 600, rate  # produced at 400/s
+        # against the rate the producer measured itself achieving (400/s asked; a busy machine
+        # may send slower), not against the rate asked for
+        achieved = predictions / produced.seconds
+        assert 0.5 * achieved < rate < 1.5 * achieved, (rate, achieved)
         batches = prom.query("sum by (version) (streaming_batch_size_count)")
         assert {r["metric"]["version"] for r in batches} == {"v2", "v8"}
         assert all(float(r["value"][1]) > 0 for r in batches)
@@ -183,7 +186,8 @@ def test_prometheus_sees_the_run_and_every_expression_returns_data(
             print(
                 f"\n[prometheus] predictions {predictions:.0f} + inference dead letters "
                 f"{inference_dl:.0f} = {valid} valid events; all dead letters {dead:.0f}; "
-                f"rate at mid-run {rate:.0f}/s; {len(dashboard)} dashboard and "
+                f"rate at mid-run {rate:.0f}/s (run's mean {achieved:.0f}/s); {len(dashboard)} "
+                "dashboard and "
                 f"{len(rules)} rule expressions return data; rules healthy"
             )
     finally:

@@ -241,12 +241,13 @@ def read_records(bootstrap: str, topic: str, expected: int, timeout: float = 60)
 
 
 def check_make_dry_run(target: str, expect: str) -> Callable[[Ctx], None]:
-    """``make -n``: the target exists and would run ``expect``; running it would set up a venv,
-    train models or run the whole suite (minutes, and pip installs)."""
+    """``make -nB``: the target exists and would run ``expect``; running it would set up a venv,
+    train models or run the whole suite (minutes, and pip installs). -B prints the recipe even
+    when the target is up to date (built models: "Nothing to be done for 'models'")."""
 
     def check(ctx: Ctx) -> None:
         assert ctx.argv == ["make", target]
-        done = run(ctx, ["make", "-n", target])
+        done = run(ctx, ["make", "-nB", target])
         assert expect in done.stdout, done.stdout
 
     return check
