@@ -222,6 +222,9 @@ class WorkerConfig(_Strict):
     go to the dead letters without calling the model)."""
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
     """How long an open breaker stays open before one trial batch is let through."""
+    output_header_bytes: int = Field(default=16_384, ge=0, le=1_048_576)
+    """Budget for the input's headers carried to a prediction (``traceparent`` first); the
+    rest are left off and ``streaming.headers_dropped`` says how many."""
     metrics_port: int = Field(default=0, ge=0, le=65_535)
     """Prometheus /metrics port; 0 = off. ``--metrics-port`` overrides."""
 

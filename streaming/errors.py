@@ -14,7 +14,14 @@ class StartupError(RuntimeError):
 
 
 class FatalWorkerError(RuntimeError):
-    """The worker must stop without committing past what is durable."""
+    """The worker must stop without committing past what is durable.
+
+    ``exit_code`` 1: a restart may get past it (a broker that timed out); 2: no restart will
+    (a topic deleted, authorization revoked) until someone fixes the setup."""
+
+    def __init__(self, reason: str, exit_code: int = 1) -> None:
+        super().__init__(reason)
+        self.exit_code = exit_code
 
 
 class Faults:
@@ -28,13 +35,15 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._reason: str | None = None
+        self.exit_code = 1
 
-    def report(self, reason: str) -> bool:
+    def report(self, reason: str, exit_code: int = 1) -> bool:
         """Record a fatal fault; True if it is the first (later ones are only logged)."""
         with self._lock:
             first = self._reason is None
             if first:
                 self._reason = reason
+                self.exit_code = exit_code
         if not first:
             log.debug("a further fault after the first: %s", reason)
         return first
@@ -42,6 +51,9 @@ class Faults:
     @property
     def reason(self) -> str | None:
         return self._reason
+
+    def error(self) -> FatalWorkerError:
+        return FatalWorkerError(self._reason or "", self.exit_code)
 
     def __bool__(self) -> bool:
         return self._reason is not None

@@ -35,6 +35,8 @@ from streaming.commit.committer import Committer, committer_for
 from streaming.config import PipelineConfig
 from streaming.engine.engine import Engine
 from streaming.errors import FatalWorkerError, Faults, StartupError
+from streaming.kafka import settings as kafka
+from streaming.kafka.limits import read_limits
 from streaming.kafka.sink import KafkaSink
 from streaming.kafka.source import Source
 from streaming.kafka.topics import require_topics
@@ -125,7 +127,7 @@ class Worker:
         finally:
             self.close()
         if self.faults:
-            raise FatalWorkerError(self.faults.reason)
+            raise self.faults.error()
         return self.stats
 
     def _start(self) -> None:
@@ -133,7 +135,11 @@ class Worker:
         t = cfg.topics
         require_topics(cfg, (t.input, t.predictions, t.dead_letters, t.telemetry), StartupError)
         kind = committer_for(cfg)
-        self._sink = KafkaSink(kind.producer_settings(cfg, self.worker_id))
+        producer_settings = kind.producer_settings(cfg, self.worker_id)
+        limits = read_limits(
+            kafka.admin_settings(cfg.kafka), producer_settings, (t.predictions, t.dead_letters)
+        )
+        self._sink = KafkaSink(producer_settings)
         source = self._source = Source(
             kind.consumer_settings(cfg, self.worker_id),
             t.input,
@@ -150,6 +156,7 @@ class Worker:
             metrics=self.metrics,
             faults=self.faults,
             stats=self.stats,
+            limits=limits,
         )
         self._committer = kind(
             cfg, source.consumer, self._sink, engine.offsets, self.metrics, self.faults, self.stats

@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         return fail(str(exc))
     except FatalWorkerError as exc:
-        return fail(f"{exc}; offsets were committed only up to what was delivered", 1)
+        return fail(f"{exc}; offsets were committed only up to what was delivered", exc.exit_code)
     logging.getLogger("streaming.worker").info(
         "stopped: %d consumed, %d predictions, %d dead letters",
         stats.consumed,

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from confluent_kafka import KafkaError, Message
 
+from streaming.kafka.refusals import RECORD, classify
+
 if TYPE_CHECKING:
     from streaming.commit.ledger import PartitionLedger
 
@@ -24,7 +26,17 @@ if TYPE_CHECKING:
 class ChunkDelivery:
     """Counts down the delivery reports of one chunk's predictions."""
 
-    __slots__ = ("_done", "_ledgers", "_offsets", "_ts_ms", "error", "left")
+    __slots__ = (
+        "_done",
+        "_ledgers",
+        "_offsets",
+        "_payloads",
+        "_refuse",
+        "_refused",
+        "_ts_ms",
+        "error",
+        "left",
+    )
 
     def __init__(
         self,
@@ -32,6 +44,8 @@ class ChunkDelivery:
         offsets: list[int],
         ts_ms: list[int],
         done: Callable[[ChunkDelivery, np.ndarray | None], None],
+        refuse: Callable[[list[int], list[KafkaError]], None] | None = None,
+        payloads: list[bytes] | None = None,
     ) -> None:
         self.left = len(offsets)
         self._ledgers = ledgers
@@ -39,11 +53,21 @@ class ChunkDelivery:
         self._ts_ms = ts_ms
         self._done = done
         """Called once with the end-to-end latencies (ms), or None when a delivery failed."""
+        self._refuse = refuse
+        """Told which rows (positions in this delivery) the broker refused for what they are;
+        their offsets are left for the dead letters that take their place to ack."""
+        self._payloads = payloads
+        self._refused: list[tuple[bytes | None, KafkaError]] | None = None
         self.error: KafkaError | None = None
 
-    def __call__(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None and self.error is None:
-            self.error = err
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            if self._refuse is not None and classify(err) == RECORD:
+                if self._refused is None:
+                    self._refused = []
+                self._refused.append((msg.value() if msg is not None else None, err))
+            elif self.error is None:
+                self.error = err
         self.left -= 1
         if self.left == 0:
             self._finish()
@@ -53,6 +77,8 @@ class ChunkDelivery:
             for ledger, offset in zip(self._ledgers, self._offsets, strict=True):
                 ledger.fail(offset)
             self._done(self, None)
+            return
+        if self._refused and not self._hand_over_refused():
             return
         by_ledger: dict[int, tuple[PartitionLedger, list[int]]] = {}
         for ledger, offset in zip(self._ledgers, self._offsets, strict=True):
@@ -65,6 +91,24 @@ class ChunkDelivery:
             ledger.ack_many(offsets)
         now_ms = time.time() * 1000.0
         self._done(self, now_ms - np.asarray(self._ts_ms, dtype=np.float64))
+
+    def _hand_over_refused(self) -> bool:
+        """Refused rows go to the dead letters; the rest is acked as usual. False when a
+        refused row cannot be told apart (the chunk is then failed as a whole)."""
+        assert self._refuse is not None and self._refused is not None
+        where = {p: j for j, p in enumerate(self._payloads or [])}
+        positions = [where.get(value, -1) for value, _err in self._refused]
+        if -1 in positions:  # cannot tell which row: hold the whole chunk back
+            self.error = self._refused[0][1]
+            self._finish()
+            return False
+        self._refuse(positions, [err for _value, err in self._refused])
+        gone = set(positions)
+        keep = [j for j in range(len(self._offsets)) if j not in gone]
+        self._ledgers = [self._ledgers[j] for j in keep]
+        self._offsets = [self._offsets[j] for j in keep]
+        self._ts_ms = [self._ts_ms[j] for j in keep]
+        return True
 
     @property
     def ts_ms(self) -> list[int]:

@@ -2,46 +2,82 @@
 headers plus the reason (README, Topics and records), and its input offset is acked only once
 the broker has the dead letter, so a rejection loses nothing either.
 
-Called from the feeding thread (decode, preprocess) and the inference threads (inference);
-what it shares between them (the log budget) takes a lock."""
+A dead letter always fits its topic (streaming.engine.fitting): an original too large for it
+is cut to a prefix, with its size and sha256 in the headers. A record the broker refuses at
+delivery (too large for a limit the worker could not read, invalid for the topic) is sent
+again by a thread of its own: the refused prediction as a dead letter of stage ``publish``, a
+refused dead letter cut to its headers alone.
+
+Called from the feeding thread (decode, preprocess), the inference threads (inference) and
+the delivery thread (refusals, handed to the ``dead-letters`` thread through a queue, since the
+delivery thread must never wait for room in the producer's queue that only it frees). What they
+share (the log budget, the queue) is locked.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import Message
 
 from streaming.commit.ledger import PartitionLedger
 from streaming.config import PipelineConfig
+from streaming.engine.fitting import fit_dead_letter
 from streaming.engine.outcomes import Outcomes
 from streaming.engine.outputs import dead_letter_headers
-from streaming.engine.types import Chunk, Rejection, Sink
+from streaming.engine.types import STAGE_PUBLISH, Chunk, Rejection, Sink
+from streaming.kafka.limits import OutputLimits
+from streaming.kafka.refusals import RECORD, classify
 from streaming.observability.logs import LogBudget, trace_id
 
 log = logging.getLogger("streaming.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A dead letter to send again (or a refused prediction to send as one)."""
+
+    value: bytes | None
+    key: bytes | None
+    headers: Any
+    ledger: PartitionLedger
+    offset: int
+    rejection: Rejection
+    minimal: bool
+    """Send our headers alone (the full dead letter was refused)."""
 
 
 class DeadLetters:
     """Produces the dead letters of one engine."""
 
     def __init__(
-        self, config: PipelineConfig, worker_id: str, sink: Sink, outcomes: Outcomes
+        self,
+        config: PipelineConfig,
+        worker_id: str,
+        sink: Sink,
+        outcomes: Outcomes,
+        limits: OutputLimits,
     ) -> None:
         self.topic = config.topics.dead_letters
         self.worker_id = worker_id
         self._sink = sink
         self._outcomes = outcomes
+        self._limit = limits.for_topic(self.topic)
         self._log_budget = LogBudget(per_second=20)
+        self._pending: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
 
     def message(self, msg: Message, ledger: PartitionLedger, rejection: Rejection) -> None:
         """Dead-letter a consumed message (decoding or preprocessing refused it)."""
-        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-        self._send(
-            msg.value(), msg.key(), msg.headers(), ledger, topic, partition, offset, rejection
-        )
+        offset = msg.offset() or 0
+        self._send(msg.value(), msg.key(), msg.headers(), ledger, offset, rejection)
 
     def rows(self, chunk: Chunk, rows: Iterable[int], rejection: Rejection) -> None:
         """Dead-letter rows of a chunk with one rejection."""
@@ -50,16 +86,31 @@ class DeadLetters:
 
     def row(self, chunk: Chunk, i: int, rejection: Rejection) -> None:
         """Dead-letter a row that got past decoding, with its original bytes unchanged."""
-        ledger = chunk.ledgers[i]
         self._send(
             chunk.values[i],
             chunk.keys[i],
             chunk.headers[i],
-            ledger,
-            ledger.topic,
-            ledger.partition,
+            chunk.ledgers[i],
             chunk.offsets[i],
             rejection,
+        )
+
+    def refused(self, chunk: Chunk, i: int, err: Any, topic: str) -> None:
+        """The broker refused row ``i``'s output on ``topic`` (any thread, delivery included):
+        dead-letter it, stage publish, with the broker's reason."""
+        rejection = Rejection(
+            STAGE_PUBLISH, f"{topic} refused the record: {err}"[:480], _reason_class(err)
+        )
+        self._later(
+            _Pending(
+                chunk.values[i],
+                chunk.keys[i],
+                chunk.headers[i],
+                chunk.ledgers[i],
+                chunk.offsets[i],
+                rejection,
+                minimal=False,
+            )
         )
 
     def _send(
@@ -68,22 +119,64 @@ class DeadLetters:
         key: bytes | None,
         headers: Any,
         ledger: PartitionLedger,
-        topic: str,
-        partition: int,
         offset: int,
         rejection: Rejection,
+        minimal: bool = False,
     ) -> None:
+        topic, partition = ledger.topic, ledger.partition
         self._log(rejection, headers, topic, partition, offset)
-        out_headers = dead_letter_headers(
-            headers, rejection, topic, partition, offset, self.worker_id
-        )
+        ours = dead_letter_headers(None, rejection, topic, partition, offset, self.worker_id)
+        limit = 0 if minimal else self._limit
+        out_value, out_key, out_headers = fit_dead_letter(value, key, headers, ours, limit)
+        pending = _Pending(value, key, headers, ledger, offset, rejection, minimal=True)
         self._sink.produce(
             self.topic,
-            value,
-            key,
+            out_value,
+            out_key,
             out_headers,
-            partial(self._delivered, ledger, offset, rejection),
+            partial(self._delivered, pending, minimal),
         )
+
+    def _delivered(self, pending: _Pending, minimal: bool, err: Any, _msg: Message) -> None:
+        ledger, offset = pending.ledger, pending.offset
+        if err is not None:
+            if not minimal and classify(err) == RECORD:
+                log.warning("dead letter refused (%s): sending its headers alone", err)
+                self._later(pending)
+                return
+            ledger.fail(offset)
+            self._outcomes.failed(f"{ledger.topic}[{ledger.partition}]@{offset}", err, self.topic)
+            return
+        ledger.ack(offset)
+        self._outcomes.dead_letter(pending.rejection)
+
+    # ------------------------------------------------------------------ refusals, sent again
+
+    def _later(self, pending: _Pending) -> None:
+        with self._thread_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._send_later, name="dead-letters", daemon=True
+                )
+                self._thread.start()
+        self._pending.put(pending)
+
+    def _send_later(self) -> None:
+        while True:
+            p = self._pending.get()
+            if p is None:
+                return
+            self._send(
+                p.value, p.key, p.headers, p.ledger, p.offset, p.rejection, minimal=p.minimal
+            )
+
+    def close(self) -> None:
+        """Stop the refusals thread once what it holds is sent."""
+        with self._thread_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._pending.put(None)
+            thread.join(timeout=10)
 
     def _log(
         self, rejection: Rejection, headers: Any, topic: str, partition: int, offset: int
@@ -105,17 +198,7 @@ class DeadLetters:
             extra["suppressed_since_last"] = suppressed
         log.info("dead letter", extra=extra)
 
-    def _delivered(
-        self,
-        ledger: PartitionLedger,
-        offset: int,
-        rejection: Rejection,
-        err: KafkaError | None,
-        _msg: Message,
-    ) -> None:
-        if err is not None:
-            ledger.fail(offset)
-            self._outcomes.failed(f"{ledger.topic}[{ledger.partition}]@{offset}", err)
-            return
-        ledger.ack(offset)
-        self._outcomes.dead_letter(rejection)
+
+def _reason_class(err: Any) -> str:
+    name = err.name() if hasattr(err, "name") else "refused"
+    return name.lstrip("_").lower()

@@ -33,6 +33,7 @@ from streaming.engine.scoring import Scorer
 from streaming.engine.types import Chunk, Sink, SourceMessage
 from streaming.engine.versions import ModelVersion, load_version
 from streaming.errors import Faults
+from streaming.kafka.limits import OutputLimits
 from streaming.observability import telemetry
 from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
@@ -55,6 +56,7 @@ class Engine:
         metrics: WorkerMetrics | None = None,
         faults: Faults | None = None,
         stats: WorkerStats | None = None,
+        limits: OutputLimits | None = None,
     ) -> None:
         self.config = config
         self.worker_id = worker_id
@@ -66,14 +68,15 @@ class Engine:
         self.offsets = OffsetTracker()
         """The ledgers: written here (register) and by delivery callbacks (ack); the committer
         reads their commit points."""
-        outcomes = Outcomes(config.name, self.stats, self.metrics, self.faults)
-        self.dead_letters = DeadLetters(config, self.worker_id, sink, outcomes)
+        limits = limits or OutputLimits.unlimited()
+        outcomes = Outcomes(config, self.stats, self.metrics, self.faults)
+        self.dead_letters = DeadLetters(config, self.worker_id, sink, outcomes, limits)
         self._scorer = Scorer(
             config,
             self.worker_id,
             sink,
-            PrimaryOutput(config, sink, self.dead_letters, outcomes, self.metrics),
-            ShadowOutput(config, sink),
+            PrimaryOutput(config, sink, self.dead_letters, outcomes, self.metrics, limits),
+            ShadowOutput(config, sink, limits),
             self.faults,
         )
         self._decoder = Decoder(self.pipeline.schema, config.pipeline.max_event_bytes)
@@ -281,6 +284,7 @@ class Engine:
             v.lane.close()
         for thread in self._threads:
             thread.join(timeout=timeout)
+        self.dead_letters.close()
 
     def close(self) -> None:
         """Stop the inference threads and put the process tuning back (the sink is the

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 
 from streaming.commit.delivery import ChunkDelivery
+from streaming.config import PipelineConfig
 from streaming.engine.types import Rejection
 from streaming.engine.versions import ModelVersion
 from streaming.errors import Faults
+from streaming.kafka.refusals import SETUP, classify, setup_fix
 from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
 
@@ -25,9 +27,10 @@ log = logging.getLogger("streaming.worker")
 
 class Outcomes:
     def __init__(
-        self, pipeline: str, stats: WorkerStats, metrics: WorkerMetrics, faults: Faults
+        self, cfg: PipelineConfig, stats: WorkerStats, metrics: WorkerMetrics, faults: Faults
     ) -> None:
-        self._pipeline = pipeline
+        pipeline = self._pipeline = cfg.name
+        self._predictions_topic = cfg.topics.predictions
         self._stats = stats
         self._metrics = metrics
         self._faults = faults
@@ -39,7 +42,7 @@ class Outcomes:
     ) -> None:
         """All predictions of a chunk are durable (their offsets are acked already)."""
         if latencies_ms is None:
-            self.failed(delivery.describe(), delivery.error)
+            self.failed(delivery.describe(), delivery.error, self._predictions_topic)
             return
         stats = self._stats
         stats.predictions += delivery.size
@@ -58,10 +61,15 @@ class Outcomes:
         stats.last_output = time.monotonic()
         self._dead_letters.labels(self._pipeline, rejection.stage, rejection.reason_class).inc()
 
-    def failed(self, what: str, err: Any) -> None:
-        """After librdkafka's own retries. The ledger already holds the commit point back;
-        stop, so that a restart reprocesses from there."""
+    def failed(self, what: str, err: Any, topic: str) -> None:
+        """After librdkafka's own retries. The ledger already holds the commit point back.
+        A setup no retry fixes (topic gone, not authorized) stops the worker with exit 2 and
+        the fix; anything else with exit 1, so that a restart reprocesses from the commit."""
         self._stats.delivery_errors += 1
         self._delivery_errors.inc()
-        self._faults.report(f"delivery failed for {what}: {err}")
-        log.error("delivery failed for %s: %s", what, err)
+        if classify(err) == SETUP:
+            reason = f"cannot write to topic {topic}: {err}; {setup_fix(err)}"
+            self._faults.report(reason, exit_code=2)
+        else:
+            self._faults.report(f"delivery failed for {what} on {topic}: {err}")
+        log.error("delivery failed for %s on %s: %s", what, topic, err)

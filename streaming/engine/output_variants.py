@@ -17,9 +17,11 @@ from functools import partial
 from streaming.commit.delivery import ChunkDelivery
 from streaming.config import PipelineConfig
 from streaming.engine.dead_letters import DeadLetters
+from streaming.engine.fitting import OutputFit
 from streaming.engine.outcomes import Outcomes
-from streaming.engine.types import Chunk, Rejection, Sink
+from streaming.engine.types import STAGE_PUBLISH, Chunk, Headers, Rejection, Sink
 from streaming.engine.versions import ModelVersion
+from streaming.kafka.limits import OutputLimits
 from streaming.observability.metrics import WorkerMetrics
 
 
@@ -31,6 +33,7 @@ class PrimaryOutput:
         dead_letters: DeadLetters,
         outcomes: Outcomes,
         metrics: WorkerMetrics,
+        limits: OutputLimits,
     ) -> None:
         self.topic = cfg.topics.predictions
         self._pipeline, self._model = cfg.name, cfg.model.name
@@ -38,6 +41,8 @@ class PrimaryOutput:
         self._dead_letters = dead_letters
         self._outcomes = outcomes
         self._metrics = metrics
+        self._fit = output_fit(cfg, limits, self.topic)
+        self._dropped = metrics.headers_dropped.labels(cfg.name, self.topic)
 
     def account(
         self, version: ModelVersion, rows: int, took: float, queue_delay: float, failed: bool
@@ -64,23 +69,60 @@ class PrimaryOutput:
         self, version: ModelVersion, c: Chunk, rows: range | list[int], payloads: list[bytes]
     ) -> None:
         """Produce a chunk's predictions with one delivery counter for the whole chunk."""
+        keys, headers = c.keys, c.headers
+        changed: dict[int, Headers | None] = {}
+        if self._fit.needed(keys, headers):
+            rows, changed, too_large, dropped = self._fit.fit(rows, payloads, keys, headers)
+            if dropped:
+                self._dropped.inc(dropped)
+            for i in too_large:
+                self._dead_letters.row(c, i, self._too_large(payloads[i], keys[i]))
+            if not rows:
+                return
         if isinstance(rows, range):
-            ledgers, offsets, ts = c.ledgers, c.offsets, c.ts_ms
+            ledgers, offsets, ts, sent = c.ledgers, c.offsets, c.ts_ms, payloads
         else:
             ledgers = [c.ledgers[i] for i in rows]
             offsets = [c.offsets[i] for i in rows]
             ts = [c.ts_ms[i] for i in rows]
-        delivery = ChunkDelivery(ledgers, offsets, ts, partial(self._outcomes.predictions, version))
+            sent = [payloads[i] for i in rows]
+        delivery = ChunkDelivery(
+            ledgers,
+            offsets,
+            ts,
+            partial(self._outcomes.predictions, version),
+            partial(self._refused, c, list(rows)),
+            sent,
+        )
         produce = self._sink.produce
-        topic, keys, headers = self.topic, c.keys, c.headers
-        for i in rows:
-            produce(topic, payloads[i], keys[i], headers[i], delivery)
+        topic = self.topic
+        if changed:
+            for i in rows:
+                produce(topic, payloads[i], keys[i], changed.get(i, headers[i]), delivery)
+        else:
+            for i in rows:
+                produce(topic, payloads[i], keys[i], headers[i], delivery)
+
+    def _too_large(self, payload: bytes, key: bytes | None) -> Rejection:
+        return Rejection(
+            STAGE_PUBLISH,
+            f"the prediction ({len(payload)} bytes, key {len(key or b'')} bytes) is larger "
+            f"than {self.topic} takes ({self._fit.limit} bytes: the smaller of the producer's "
+            "message.max.bytes and the topic's max.message.bytes, less framing)",
+            "too_large",
+        )
+
+    def _refused(self, c: Chunk, rows: list[int], positions: list[int], errors: list) -> None:
+        """Delivery thread: the broker refused these predictions; dead letters take over."""
+        for j, err in zip(positions, errors, strict=True):
+            self._dead_letters.refused(c, rows[j], err, self.topic)
 
 
 class ShadowOutput:
-    def __init__(self, cfg: PipelineConfig, sink: Sink) -> None:
+    def __init__(self, cfg: PipelineConfig, sink: Sink, limits: OutputLimits) -> None:
         self.topic = cfg.topics.shadow_topic
         self._sink = sink
+        self._fit = output_fit(cfg, limits, self.topic)
 
     def account(
         self, version: ModelVersion, rows: int, took: float, queue_delay: float, failed: bool
@@ -97,7 +139,18 @@ class ShadowOutput:
     def publish(
         self, version: ModelVersion, c: Chunk, rows: range | list[int], payloads: list[bytes]
     ) -> None:
+        keys, headers = c.keys, c.headers
+        changed: dict[int, Headers | None] = {}
+        if self._fit.needed(keys, headers):
+            rows, changed, too_large, _dropped = self._fit.fit(rows, payloads, keys, headers)
+            version.interval.errors += len(too_large)
         produce = self._sink.produce
-        topic, keys, headers = self.topic, c.keys, c.headers
         for i in rows:
-            produce(topic, payloads[i], keys[i], headers[i], None)
+            produce(self.topic, payloads[i], keys[i], changed.get(i, headers[i]), None)
+
+
+def output_fit(cfg: PipelineConfig, limits: OutputLimits, topic: str) -> OutputFit:
+    """A prediction's payload is its event id (bounded by the input's size) and ~300 bytes."""
+    return OutputFit(
+        limits.for_topic(topic), cfg.worker.output_header_bytes, cfg.pipeline.max_event_bytes + 512
+    )

@@ -20,7 +20,16 @@ STAGE_VALIDATE = "validate"
 STAGE_PREPROCESS = "preprocess"
 STAGE_INFERENCE = "inference"
 STAGE_TIMEOUT = "timeout"
-STAGES = (STAGE_DECODE, STAGE_VALIDATE, STAGE_PREPROCESS, STAGE_INFERENCE, STAGE_TIMEOUT)
+STAGE_PUBLISH = "publish"
+"""The broker refused the record's output (too large for it, invalid for the topic)."""
+STAGES = (
+    STAGE_DECODE,
+    STAGE_VALIDATE,
+    STAGE_PREPROCESS,
+    STAGE_INFERENCE,
+    STAGE_TIMEOUT,
+    STAGE_PUBLISH,
+)
 
 Headers = list[tuple[str, bytes]]
 

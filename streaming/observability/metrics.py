@@ -135,6 +135,12 @@ class WorkerMetrics:
             v,
             registry=r,
         )
+        self.headers_dropped = Counter(
+            "streaming_output_headers_dropped_total",
+            "Input headers left off outputs because they were over the header budget.",
+            ("pipeline", "topic"),
+            registry=r,
+        )
         self.commits = Counter(
             "streaming_offset_commits_total", "Offset commits sent.", ("pipeline",), registry=r
         )

@@ -400,6 +400,23 @@ def check_as_written(ctx: Ctx) -> None:
     run(ctx, ctx.argv)
 
 
+def check_hostile(ctx: Ctx) -> None:
+    """CONFIG = a copy of pipeline.yaml with a worker running on it, as the README says."""
+    assert ctx.argv[:3] == [".venv/bin/python", "-m", "loadtests.hostile"], ctx.argv
+    config, _raw = fresh_config(ctx, "pipelines/fraud/pipeline.yaml")
+    run(ctx, [".venv/bin/streaming", "topics", "create", "-c", config])
+    done: list[subprocess.CompletedProcess[str]] = []
+
+    def ready(log: str) -> bool:
+        if "assigned" not in log:
+            return False
+        done.append(run(ctx, [*ctx.argv[:3], "-c", config, "--timeout", "90"], 180))
+        return True
+
+    serve(ctx, [".venv/bin/streaming", "run", "-c", config], ready)
+    assert "every record has exactly one output" in done[0].stdout, done[0].stdout
+
+
 @dataclass(frozen=True)
 class Check:
     how: str
@@ -505,6 +522,11 @@ COMMANDS: dict[str, Check] = {
     ),
     "make format": Check(
         "`make -n format`: a real run rewrites files", check_make_dry_run("format", "ruff format .")
+    ),
+    ".venv/bin/python -m loadtests.hostile -c CONFIG": Check(
+        "CONFIG = a copy of pipeline.yaml with its own topics and a worker running on it: exit 0, "
+        "every record with exactly one output",
+        check_hostile,
     ),
     ".venv/bin/python -m loadtests.exactly_once": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
