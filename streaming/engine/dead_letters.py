@@ -2,8 +2,9 @@
 headers plus the reason (README, Topics and records), and its input offset is acked only once
 the broker has the dead letter, so a rejection loses nothing either.
 
-Called from the feeding thread (decode, preprocess) and the inference threads (inference);
-what it shares between them (the log budget) takes a lock."""
+Called from the feeding thread (decode, preprocess, a hung version's refused rows), the
+inference threads (inference) and the watchdog (a hung call's rows and queue); what it shares
+between them (the log budget) takes a lock."""
 
 from __future__ import annotations
 
