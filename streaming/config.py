@@ -225,6 +225,12 @@ class WorkerConfig(_Strict):
     output_header_bytes: int = Field(default=16_384, ge=0, le=1_048_576)
     """Budget for the input's headers carried to a prediction (``traceparent`` first); the
     rest are left off and ``streaming.headers_dropped`` says how many."""
+    inference_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest a model call may run. Past it the version counts as hung: a thread stuck in a
+    model cannot be killed, so its breaker opens for good, its in-progress, queued and later
+    rows are dead-lettered (stage inference, reason class timeout) and /healthz fails so that
+    the pod is restarted. 10 s is ~1000x a fraud batch on cpu and leaves room for a slow
+    first cuda call; it must stay well above the slowest healthy batch."""
     metrics_port: int = Field(default=0, ge=0, le=65_535)
     """Prometheus /metrics port; 0 = off. ``--metrics-port`` overrides."""
 

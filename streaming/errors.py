@@ -57,3 +57,33 @@ class Faults:
 
     def __bool__(self) -> bool:
         return self._reason is not None
+
+
+class Health:
+    """Liveness trouble that is not fatal: the worker goes on, but its pod must be replaced.
+
+    A model call that hung (streaming.engine.watchdog) is the case: the thread cannot be
+    killed, so only a new process can score that version again; meanwhile the worker keeps
+    scoring the other versions and dead-lettering the hung one's rows, so a fatal fault
+    (which stops the loop and commits nothing more) would be worse. /healthz fails on it and
+    the liveness probe restarts the pod; a SIGTERM still drains, since nothing waits on the
+    hung thread. Written by any thread under a lock; read by /healthz.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reasons: list[str] = []
+
+    def unhealthy(self, reason: str) -> None:
+        with self._lock:
+            self._reasons.append(reason)
+        log.error("unhealthy: %s", reason)
+
+    @property
+    def reasons(self) -> list[str]:
+        with self._lock:
+            return list(self._reasons)
+
+    @property
+    def ok(self) -> bool:
+        return not self._reasons

@@ -13,8 +13,11 @@ Threads, what each owns (its only writer), and what it hands to whom:
   ``WorkerStats`` predictions, dead letters and latencies, and each version's
   ``end_to_end_ms``. Hands acked offsets to the ledgers, whose commit points the committer
   reads.
+- ``watchdog`` (streaming.engine.watchdog): times out a hung model call, answers its rows and
+  the hung version's queue with dead letters, and marks ``Health`` unhealthy.
 - any thread: ``Faults``, the one error channel (first reason wins, under a lock), read by the
-  loop and /healthz.
+  loop and /healthz. ``Health`` holds what is not fatal but needs a new process (a hung model
+  thread cannot be killed): /healthz fails on it while the loop goes on.
 
 At-least-once: an input offset is committed only once every record it produced is acked
 (streaming.commit). Memory is bounded: above ``worker.max_in_flight`` the partitions are
@@ -34,7 +37,7 @@ from confluent_kafka import Message
 from streaming.commit.committer import Committer, committer_for
 from streaming.config import PipelineConfig
 from streaming.engine.engine import Engine
-from streaming.errors import FatalWorkerError, Faults, StartupError
+from streaming.errors import FatalWorkerError, Faults, Health, StartupError
 from streaming.kafka import settings as kafka
 from streaming.kafka.limits import read_limits
 from streaming.kafka.sink import KafkaSink
@@ -76,6 +79,7 @@ class Worker:
         self.idle_exit_s = idle_exit_s
         self.metrics = metrics or WorkerMetrics(config.name)
         self.faults = Faults()
+        self.health = Health()
         self.pipeline = pipeline or load_pipeline(config.pipeline.module)
         self.stats = WorkerStats()
         self._stop = threading.Event()
@@ -101,10 +105,16 @@ class Worker:
         return self._ready.is_set()
 
     def healthz(self) -> tuple[bool, dict[str, object]]:
-        """Alive: the main loop turned recently (a stuck loop fails the liveness probe)."""
+        """Alive: the main loop turned recently (a stuck loop fails the liveness probe) and no
+        model call hung (only a new process can score that version again)."""
         age = time.monotonic() - self._turned_at
-        ok = not self.faults and (not self._ready.is_set() or age < LOOP_STALL_S)
-        return ok, {"loop_age_s": round(age, 3), "fatal": self.faults.reason}
+        unhealthy = self.health.reasons
+        ok = not self.faults and not unhealthy and (not self._ready.is_set() or age < LOOP_STALL_S)
+        return ok, {
+            "loop_age_s": round(age, 3),
+            "fatal": self.faults.reason,
+            "unhealthy": unhealthy or None,
+        }
 
     def readyz(self) -> tuple[bool, dict[str, object]]:
         """Ready: models warmed, partitions assigned, broker answering polls."""
@@ -157,6 +167,7 @@ class Worker:
             faults=self.faults,
             stats=self.stats,
             limits=limits,
+            health=self.health,
         )
         self._committer = kind(
             cfg, source.consumer, self._sink, engine.offsets, self.metrics, self.faults, self.stats

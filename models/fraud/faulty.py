@@ -4,7 +4,9 @@ A canary that was trained well but broke on the way to production looks like thi
 inputs, the same metadata (preprocessing parameters, drift baselines copied from a good
 version), but scores that carry no signal. ``constant`` answers the same score for every
 event; ``noisy`` answers uniform random scores; ``flaky`` answers NaN for some events; ``raising``
-raises on every real batch (its circuit breaker opens). The monitor must roll each back.
+raises on every real batch (its circuit breaker opens); ``hanging`` (torch runtime only) never
+returns from its first real batch (the worker's watchdog times it out). The monitor must roll
+each back.
 
     python -m models.fraud.faulty --kind noisy --from models/fraud/v2 --out models/fraud/v9
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
+from hashlib import sha256
 from pathlib import Path
 
 import torch
@@ -21,7 +24,10 @@ from torch import nn
 
 from models.export import export_model
 
-KINDS = ("constant", "noisy", "flaky", "raising")
+KINDS = ("constant", "noisy", "flaky", "raising", "hanging")
+
+FOREVER_S = 1e9
+"""A hanging model's default hang: about 30 years."""
 
 
 class ConstantScore(nn.Module):
@@ -55,13 +61,41 @@ class RaisingScore(nn.Module):
         return self.table[index].unsqueeze(1)
 
 
+class HangingScore(nn.Module):
+    """A low score, but the first batch of real events does not return for ``hang_s``: a
+    model that loads and warms up fine (warm-up batches are zeros) and then hangs.
+
+    TorchScript has no sleep, so it spins on the graph's clock (``prim::TimePoint``, ns) with
+    the GIL released, as a model stuck in a kernel would; it costs a core while it hangs.
+    Only the first real batch hangs (``hung`` is set first), so a worker that let later
+    batches through would see them answered at once.
+    """
+
+    def __init__(self, hang_s: float = FOREVER_S) -> None:
+        super().__init__()
+        self.hang_ns = int(hang_s * 1e9)
+        self.hung = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = torch.zeros_like(x[:, :1]) + 0.01
+        if not self.hung and bool((x[0] != 0).any()):
+            self.hung = True
+            start = torch.ops.prim.TimePoint()
+            while torch.ops.prim.TimePoint() - start < self.hang_ns:
+                pass
+        return low
+
+
 class NoisyScore(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.rand_like(x[:, :1])
 
 
-def build_faulty(kind: str, source: Path, out: Path, version: str | None = None) -> Path:
-    """Export a ``kind`` model to ``out`` with ``source``'s metadata (inputs, baselines)."""
+def build_faulty(
+    kind: str, source: Path, out: Path, version: str | None = None, hang_s: float = FOREVER_S
+) -> Path:
+    """Export a ``kind`` model to ``out`` with ``source``'s metadata (inputs, baselines);
+    ``hang_s``: how long a ``hanging`` model's hung call lasts."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     meta_path = Path(source) / "metadata.json"
@@ -73,10 +107,25 @@ def build_faulty(kind: str, source: Path, out: Path, version: str | None = None)
         "noisy": NoisyScore(),
         "flaky": FlakyScore(),
         "raising": RaisingScore(),
+        "hanging": ConstantScore(0.01),  # its ONNX file; model.pt is scripted below
     }[kind]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer warns that random output is random
-        return _export(module, meta, Path(out), version or Path(out).name, kind)
+        path = _export(module, meta, Path(out), version or Path(out).name, kind)
+    if kind == "hanging":
+        _replace_torchscript(path, torch.jit.script(HangingScore(hang_s)))
+    return path
+
+
+def _replace_torchscript(path: Path, scripted: torch.jit.ScriptModule) -> None:
+    """Tracing cannot record a loop, so a hanging model.pt is scripted, and its checksum in
+    the metadata updated (the worker verifies it)."""
+    torch.jit.save(scripted, str(path / "model.pt"))
+    meta_path = path / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["files"]["model.pt"] = sha256((path / "model.pt").read_bytes()).hexdigest()
+    meta["kind"] = "faulty: hanging (torch runtime; its ONNX file answers 0.01 at once)"
+    meta_path.write_text(json.dumps(meta, indent=1))
 
 
 def _export(module: nn.Module, meta: dict, out: Path, version: str, kind: str) -> Path:
@@ -97,8 +146,9 @@ def main() -> None:
     p.add_argument("--kind", choices=KINDS, required=True)
     p.add_argument("--from", dest="source", type=Path, default=Path("models/fraud/v2"))
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--hang-s", type=float, default=FOREVER_S, help="hanging: for how long")
     args = p.parse_args()
-    out = build_faulty(args.kind, args.source, args.out)
+    out = build_faulty(args.kind, args.source, args.out, hang_s=args.hang_s)
     print(f"exported a {args.kind} model to {out}")
 
 

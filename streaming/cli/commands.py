@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streaming.config import ConfigError, PipelineConfig, load_config
+
+if TYPE_CHECKING:
+    from streaming.worker import Worker
 
 DEFAULT_CONFIG = "pipelines/fraud/pipeline.yaml"
 
@@ -27,7 +32,7 @@ def _load(args: argparse.Namespace) -> PipelineConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from streaming.observability.logs import setup_logging
     from streaming.observability.metrics import WorkerMetrics
-    from streaming.worker import FatalWorkerError, StartupError, Worker, default_worker_id
+    from streaming.worker import Worker, default_worker_id
 
     cfg = _load(args)
     worker_id = default_worker_id()
@@ -53,6 +58,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
+    code = _run_worker(worker)
+    if not worker.health.ok:
+        # A hung model thread may still be inside torch or onnxruntime: tearing the
+        # interpreter down under it crashed the process (SIGSEGV, measured). By now the worker
+        # has drained, committed and closed its clients, so leave without the teardown.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run_worker(worker: Worker) -> int:
+    """Run until stopped; the exit code (errors printed as the CLI prints them)."""
+    from streaming.worker import FatalWorkerError, StartupError
+
     try:
         stats = worker.run()
     except StartupError as exc:

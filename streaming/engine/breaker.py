@@ -4,6 +4,9 @@ After ``failures`` batches in a row raise, the breaker opens: the version's rows
 the dead letters (stage inference, reason "circuit open") for ``cooldown_s`` without touching
 the model, so a broken model costs nothing and cannot hold the pipeline in its error path.
 Then one batch is let through (half-open): success closes the breaker, failure opens it again.
+
+A version whose model call hung (streaming.engine.watchdog) is held open for good: a hung
+thread cannot be killed, so no trial batch can ever be let through.
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self.opened = 0
         """How many times it opened (for the logs and tests)."""
+        self.held_open = False
+        """Set once by the watchdog (its one write here, a single flag): open for good."""
 
     @property
     def state(self) -> str:
+        if self.held_open:
+            return OPEN
         if self._opened_at is None:
             return CLOSED
         if self._clock() - self._opened_at >= self.cooldown_s:
@@ -39,6 +46,10 @@ class CircuitBreaker:
     def allow(self) -> bool:
         """May the next batch call the model?"""
         return self.state != OPEN
+
+    def hold_open(self) -> None:
+        """Open for good (a model call hung); only a new process closes it again."""
+        self.held_open = True
 
     def record(self, ok: bool) -> bool:
         """Record a batch's outcome; True when this outcome opened the breaker."""

@@ -8,10 +8,11 @@ delivery (too large for a limit the worker could not read, invalid for the topic
 again by a thread of its own: the refused prediction as a dead letter of stage ``publish``, a
 refused dead letter cut to its headers alone.
 
-Called from the feeding thread (decode, preprocess), the inference threads (inference) and
-the delivery thread (refusals, handed to the ``dead-letters`` thread through a queue, since the
-delivery thread must never wait for room in the producer's queue that only it frees). What they
-share (the log budget, the queue) is locked.
+Called from the feeding thread (decode, preprocess, a hung version's refused rows), the
+inference threads (inference), the watchdog (a hung call's rows and queue) and the delivery
+thread (refusals, handed to the ``dead-letters`` thread through a queue, since the delivery
+thread must never wait for room in the producer's queue that only it frees). What they share
+(the log budget, the queue) is locked.
 """
 
 from __future__ import annotations

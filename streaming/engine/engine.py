@@ -7,7 +7,8 @@ in-memory messages through a sink that acknowledges at once. All three drive it 
 For each batch submitted (on the feeding thread): register every message in its partition's
 ledger, decode and validate, route each event to a version (sticky by key) and copy a share to
 shadows, preprocess per version, and queue the chunk on the version's lane. Each version's
-inference thread (streaming.engine.scoring) takes it from there.
+inference thread (streaming.engine.scoring) takes it from there; a watchdog thread
+(streaming.engine.watchdog) times out a model call that hangs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from streaming.engine.route import BUCKETS, Router
 from streaming.engine.scoring import Scorer
 from streaming.engine.types import Chunk, Sink, SourceMessage
 from streaming.engine.versions import ModelVersion, load_version
-from streaming.errors import Faults
+from streaming.engine.watchdog import Watchdog
+from streaming.errors import Faults, Health
 from streaming.kafka.limits import OutputLimits
 from streaming.observability import telemetry
 from streaming.observability.metrics import WorkerMetrics
@@ -57,6 +59,7 @@ class Engine:
         faults: Faults | None = None,
         stats: WorkerStats | None = None,
         limits: OutputLimits | None = None,
+        health: Health | None = None,
     ) -> None:
         self.config = config
         self.worker_id = worker_id
@@ -64,6 +67,8 @@ class Engine:
         self.pipeline = pipeline or load_pipeline(config.pipeline.module)
         self.metrics = metrics or WorkerMetrics(config.name)
         self.faults = faults or Faults()
+        self.health = health or Health()
+        """Not-fatal liveness trouble (a hung model call): /healthz fails, scoring goes on."""
         self.stats = stats or WorkerStats()
         self.offsets = OffsetTracker()
         """The ledgers: written here (register) and by delivery callbacks (ack); the committer
@@ -85,6 +90,7 @@ class Engine:
         )
         self.versions: list[ModelVersion] = []
         self._threads: list[threading.Thread] = []
+        self._watchdog: Watchdog | None = None
         self._router: Router | None = None
         self._shadows: list[tuple[ModelVersion, float]] = []
         self._consumed = self.metrics.events_consumed.labels(config.name, config.topics.input)
@@ -116,6 +122,8 @@ class Engine:
             )
             thread.start()
             self._threads.append(thread)
+        self._watchdog = Watchdog(self.versions, self.dead_letters, self.health, cfg.model.name)
+        self._watchdog.start()
 
     def _init_metric_series(self) -> None:
         """Counters that only move on trouble exist at 0 from the start, so that rate() and
@@ -223,7 +231,10 @@ class Engine:
             ledgers = [ledgers[i] for i in rows]
         if version.sketch is not None:
             version.sketch.add(records)
-        version.lane.put(self._chunk(feats.matrix, msgs, records, ledgers, enqueued))
+        chunk = self._chunk(feats.matrix, msgs, records, ledgers, enqueued)
+        if not version.lane.put(chunk):  # the version hung: its lane takes nothing more
+            assert version.watch.hung is not None
+            self.dead_letters.rows(chunk, range(len(chunk)), version.watch.hung)
 
     def _queue_shadows(
         self, msgs: list[Any], records: list[Any], ledgers: list[PartitionLedger], now: float
@@ -279,11 +290,16 @@ class Engine:
         )
 
     def stop_scoring(self, timeout: float = 10.0) -> None:
-        """Close the lanes (what is queued is still scored) and wait for the threads."""
+        """Close the lanes (what is queued is still scored) and wait for the threads, but
+        not for a hung version's (it cannot be stopped; its rows were answered already)."""
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         for v in self.versions:
             v.lane.close()
-        for thread in self._threads:
-            thread.join(timeout=timeout)
+        for v, thread in zip(self.versions, self._threads, strict=True):
+            if v.watch.hung is None:
+                thread.join(timeout=timeout)
         self.dead_letters.close()
 
     def close(self) -> None:

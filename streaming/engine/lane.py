@@ -16,6 +16,10 @@ class Lane:
 
     FIFO, so per-key order is kept. ``put`` blocks while ``max_queued`` rows wait, so a slow
     model pushes back on the source instead of growing the queue.
+
+    A lane whose model hung is failed (``fail``): its queued chunks are handed to the caller
+    and every later ``put``, a waiting one included, is refused, under the one lock, so that
+    no chunk lands in a queue nobody takes from.
     """
 
     def __init__(
@@ -32,15 +36,21 @@ class Lane:
         self._rows = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._failed = False
         self._arrivals = ArrivalRate()
 
     def put(self, chunk: Chunk, timeout: float | None = None) -> bool:
-        """Queue a chunk; False if the queue stayed full for ``timeout`` seconds."""
+        """Queue a chunk; False if the queue stayed full for ``timeout`` seconds or the lane
+        has failed (the caller answers the chunk)."""
+        limit = self.max_queued
+
+        def room() -> bool:
+            return self._failed or self._rows == 0 or self._rows + len(chunk) <= limit  # type: ignore[operator]
+
         with self._cond:
-            if self.max_queued is not None and not self._cond.wait_for(
-                lambda: self._rows == 0 or self._rows + len(chunk) <= self.max_queued,  # type: ignore[operator]
-                timeout,
-            ):
+            if limit is not None and not self._cond.wait_for(room, timeout):
+                return False
+            if self._failed:
                 return False
             self._chunks.append(chunk)
             self._rows += len(chunk)
@@ -53,6 +63,20 @@ class Lane:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def fail(self) -> list[Chunk]:
+        """Refuse every later put and hand out what is queued (its model hung)."""
+        with self._cond:
+            self._failed = True
+            out = list(self._chunks)
+            self._chunks.clear()
+            self._rows = 0
+            self._cond.notify_all()
+            return out
+
+    @property
+    def failed(self) -> bool:
+        return self._failed
 
     @property
     def queued_rows(self) -> int:

@@ -3,7 +3,10 @@ them, and hands the scores to the chunk's output variant (primary or shadow, see
 streaming.engine.output_variants): published, or refused with a reason (model error,
 non-finite score, open breaker, passed deadline). It also writes the version's telemetry.
 
-Each version's thread owns that version's interval counts, totals and breaker.
+Each version's thread owns that version's interval counts, totals and breaker (but for the
+watchdog's one flag, ``hold_open``). Each model call is watched (streaming.engine.calls): its
+results are given only if the thread still holds the call's claim when it returns; a call that
+ran past ``worker.inference_timeout_s`` is the watchdog's to answer (streaming.engine.watchdog).
 """
 
 from __future__ import annotations
@@ -62,12 +65,16 @@ class Scorer:
             self._telemetry(version)
 
     def _score_batch(self, version: ModelVersion, chunks: list[Chunk]) -> None:
-        # a version can be a canary and a shadow at once: its lane carries both
-        if any(c.shadow for c in chunks):
-            self._score(version, [c for c in chunks if c.shadow], self._shadow)
+        # A version can be a canary and a shadow at once: its lane carries both. Primary rows
+        # first: were the shadow call to hang, primary rows held here would be in no call
+        # the watchdog could answer (shadow rows need no answer).
+        shadows = [c for c in chunks if c.shadow]
+        if shadows:
             chunks = [c for c in chunks if not c.shadow]
         if chunks:
             self._score(version, chunks, self._primary)
+        if shadows:
+            self._score(version, shadows, self._shadow)
 
     def _expire(self, version: ModelVersion, chunks: list[Chunk], out: Output) -> list[Chunk]:
         """With ``deadline_policy: dead_letter``, rows that waited too long are refused."""
@@ -111,7 +118,8 @@ class Scorer:
         queue_delay = started - chunks[0].enqueued
         breaker = version.breaker
         if not breaker.allow():
-            rejection = Rejection(
+            # a hung version's rows say so (timeout), whoever answers them
+            rejection = version.watch.hung or Rejection(
                 STAGE_INFERENCE,
                 f"{name}: circuit open after {breaker.failures} failing batches in a "
                 f"row; retried in at most {breaker.cooldown_s:g} s",
@@ -120,12 +128,27 @@ class Scorer:
             )
             self._refuse_all(version, chunks, out, rejection)
             return
+        call = version.watch.begin(chunks, out is self._primary)
+        if call is None:  # hung before: the watchdog answers no chunk it did not claim
+            assert version.watch.hung is not None
+            self._refuse_all(version, chunks, out, version.watch.hung)
+            return
         try:
             scores = version.runtime.predict(features)
             error = None
         except Exception as exc:  # noqa: BLE001 - a model error refuses its batch only
             scores, error = None, exc
         took = time.monotonic() - started
+        if not version.watch.finish(call):  # timed out: the watchdog answered these rows
+            log.warning(
+                "%s/%s: a model call returned after %.2f s, past worker.inference_timeout_s;"
+                " its %s were discarded (its rows were dead-lettered)",
+                cfg.model.name,
+                name,
+                took,
+                "error" if error is not None else "scores",
+            )
+            return
         if breaker.record(error is None):
             log.error(
                 "%s/%s failed %d batches in a row (last: %s): circuit open for %g s",

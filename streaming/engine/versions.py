@@ -1,5 +1,6 @@
 """A model version as the worker runs it: the loaded, warmed runtime with its preprocessor,
-batch lane, breaker and drift sketch, checked against the pipeline before any event comes."""
+batch lane, breaker, call watch and drift sketch, checked against the pipeline before any event
+comes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from streaming.config import PipelineConfig, VersionConfig
 from streaming.engine.batching import BatchPolicy
 from streaming.engine.breaker import CircuitBreaker
+from streaming.engine.calls import CallWatch
 from streaming.engine.lane import Lane
 from streaming.errors import StartupError
 from streaming.observability.drift import DriftBaseline, FeatureSketch
@@ -33,6 +35,8 @@ class ModelVersion:
     lane: Lane
     breaker: CircuitBreaker
     predictions_metric: Any
+    watch: CallWatch
+    """The model call in progress and whether it hung (streaming.engine.calls)."""
     sketch: FeatureSketch | None = None
     """Live input histograms in the model's drift-baseline bins (for the monitor)."""
     end_to_end_ms: LatencyRecorder = field(default_factory=LatencyRecorder)
@@ -82,6 +86,7 @@ def load_version(
         Lane(policy, b.max_queued_events),
         CircuitBreaker(cfg.worker.breaker_failures, cfg.worker.breaker_cooldown_s),
         metrics.predictions.labels(cfg.name, cfg.model.name, vc.version),
+        CallWatch(vc.version, cfg.worker.inference_timeout_s),
     )
     try:
         baseline = DriftBaseline.from_metadata(meta.raw.get("drift_baseline"))

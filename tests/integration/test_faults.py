@@ -1,20 +1,27 @@
 """Faults on the real broker: a model that raises goes to the dead letters batch by batch
-while the worker goes on, and its circuit breaker stops calling it."""
+while the worker goes on, and its circuit breaker stops calling it; a model that hangs is
+timed out, its rows dead-lettered, and /healthz fails while the worker goes on."""
 
 from __future__ import annotations
 
 import json
 import random
 import signal
+import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from models.fraud.faulty import build_faulty
-from streaming.dev.broker import EmbeddedBroker
+from streaming.dev.broker import EmbeddedBroker, free_port
 from streaming.dev.produce import produce_events
+from streaming.kafka.settings import reader_settings
 from streaming.kafka.topics import create_topics
+from tests.integration.test_http import get as http_get
+from tests.integration.test_http import metric
 from tests.kafka_helpers import (
     produce_in_background,
     read_topic,
@@ -185,3 +192,155 @@ def test_a_frozen_broker_then_resumed_the_worker_recovers_by_itself(models_built
             f"{dup_preds} predictions, {dup_dead} dead letters; the worker finished "
             f"{recovered_s:.1f} s after the broker resumed (incl. its 6 s idle exit)"
         )
+
+
+def _log_lines(text: str) -> list[dict]:  # type: ignore[type-arg]
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def _unix(ts: str) -> float:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+class _Prober:
+    """Polls /healthz and /readyz on a thread; notes (wall time, status, body) of each."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.healthz: list[tuple[float, int, str]] = []
+        self.readyz: list[tuple[float, int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for path, seen in (("/healthz", self.healthz), ("/readyz", self.readyz)):
+                try:
+                    status, body = http_get(self.port, path)
+                except OSError:
+                    continue
+                seen.append((time.time(), status, body))
+
+    def first_failure(self) -> tuple[float, int, str] | None:
+        return next((h for h in self.healthz if h[1] != 200), None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_a_hanging_model_is_timed_out_its_rows_dead_lettered_and_healthz_fails(
+    broker, models_built, tmp_path, capsys
+):
+    hanging = build_faulty("hanging", models_built / "v2", tmp_path / "v8", "v8")
+    path, cfg = write_config(
+        tmp_path,
+        broker.bootstrap,
+        **{
+            "model.versions": [
+                {"version": "v2", "weight": 50},
+                {"version": "v8", "weight": 50, "runtime": "torch", "path": str(hanging)},
+            ],
+            "worker.inference_timeout_s": 1.0,
+        },
+    )
+    create_topics(cfg)
+    port = free_port()
+    worker = start_worker(path, tmp_path, "--metrics-port", str(port))
+    prober = None
+    try:
+        worker.wait_for_log("assigned", 90)
+        prober = _Prober(port)
+        produced = produce_events(cfg, 4_000, rate=1_000, invalid_ratio=0.02, seed=17, keep=True)
+        deadline = time.monotonic() + 120
+        while prober.first_failure() is None:
+            assert time.monotonic() < deadline, worker.log()
+            assert worker.proc.poll() is None, worker.log()
+            time.sleep(0.1)
+
+        # every event: exactly one prediction (v2) or dead letter, by event id
+        valid = [e for e in produced.events if e.invalid_kind is None]
+        invalid = [e for e in produced.events if e.invalid_kind is not None]
+        preds = [json.loads(r.value) for r in read_topic(cfg, cfg.topics.predictions, 1_000)]
+        dead = read_topic(cfg, cfg.topics.dead_letters, len(valid) - len(preds) + len(invalid))
+        assert {p["version"] for p in preds} == {"v2"}
+        inference = [r for r in dead if r.headers["dead_letter.stage"] == b"inference"]
+        scored = Counter(p["event_id"] for p in preds)
+        timed_out = Counter(json.loads(r.value)["event_id"] for r in inference)
+        assert scored.keys() | timed_out.keys() == {e.event_id for e in valid}
+        assert not scored.keys() & timed_out.keys()
+        assert max((scored + timed_out).values()) == 1
+        assert len(dead) - len(inference) == len(invalid)
+        assert len(inference) > 0
+        assert {r.headers["dead_letter.version"] for r in inference} == {b"v8"}
+        assert {r.headers["dead_letter.reason_class"] for r in inference} == {b"timeout"}
+        reasons = {r.headers["dead_letter.reason"].decode() for r in inference}
+        assert all("v8" in r and "worker.inference_timeout_s (1 s" in r for r in reasons)
+
+        # not healthy, still ready and scraped; the body names the hung version
+        at, status, body = prober.first_failure()  # type: ignore[misc]
+        assert status == 503 and "fraud/v8 hung" in body, body
+        assert worker.proc.poll() is None  # it goes on
+        assert http_get(port, "/readyz")[0] == 200
+        status, text = http_get(port, "/metrics")
+        assert status == 200
+        assert metric(text, "streaming_dead_letters_total", stage="inference", reason="timeout")
+        assert http_get(port, "/healthz")[0] == 503
+
+        # commits moved on over the dead letters: every input offset is committed
+        ends = Counter()
+        for r in read_topic(cfg, cfg.topics.input, len(produced.events)):
+            ends[r.partition] = max(ends[r.partition], r.offset + 1)
+        committed = _wait_committed(cfg, dict(ends), 60)
+        assert committed == dict(ends), (committed, dict(ends))
+
+        # a SIGTERM still drains and exits 0 though the model thread is stuck for good
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()
+    finally:
+        if prober is not None:
+            prober.stop()
+        worker.stop()
+    log_text = worker.log()
+    assert "discarded" not in log_text  # the call never returned
+    lines = _log_lines(log_text)
+    (fired,) = [x for x in lines if x["msg"].startswith("inference timeout")]
+    (opened,) = [x for x in lines if "circuit open for good" in x["msg"]]
+    hang_at = _unix(fired["ts"]) - fired["running_s"]
+    timeline = {
+        "timeout fired": _unix(fired["ts"]) - hang_at,
+        "breaker opened": _unix(opened["ts"]) - hang_at,
+        "/healthz failed (first probe seen)": at - hang_at,
+    }
+    assert fired["running_s"] >= 1.0  # not before the timeout
+    assert all(t >= 0 for t in timeline.values())
+    with capsys.disabled():
+        print(
+            f"\n[hanging model, inference_timeout_s 1] {len(produced.events):,} events: "
+            f"{len(preds):,} scored by v2, {len(inference):,} of v8's dead-lettered (timeout), "
+            f"{len(invalid)} invalid; every offset committed; SIGTERM exit 0\n  seconds from "
+            "the hang: " + ", ".join(f"{k} {v:.3f}" for k, v in timeline.items())
+        )
+
+
+def _wait_committed(cfg, ends: dict[int, int], timeout: float) -> dict[int, int]:  # type: ignore[no-untyped-def]
+    """The group's committed offsets, once they reach ``ends`` (or at the deadline)."""
+    consumer = Consumer(reader_settings(cfg.kafka, cfg.kafka.group))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            tps = [TopicPartition(cfg.topics.input, p) for p in ends]
+            got = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+            if got == ends or time.monotonic() > deadline:
+                return got
+            time.sleep(0.5)
+    finally:
+        consumer.close()

@@ -71,6 +71,7 @@ def test_bootstrap_precedence_argument_over_env_over_file(monkeypatch) -> None: 
         ),
         (lambda r: r["worker"].update(max_in_flight="lots"), "worker.max_in_flight"),
         (lambda r: r["worker"].update(gc_young_threshold=10), "worker.gc_young_threshold"),
+        (lambda r: r["worker"].update(inference_timeout_s=0), "worker.inference_timeout_s"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path: Path, mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
@@ -78,6 +79,12 @@ def test_bad_values_name_the_field(tmp_path: Path, mutate, expected: str) -> Non
         load_config(write(tmp_path, mutate))
     assert expected in str(info.value)
     assert str(tmp_path / "p.yaml") in str(info.value)
+
+
+def test_inference_timeout_defaults_to_10_s_and_is_read(tmp_path: Path) -> None:
+    assert load_config(BASE).worker.inference_timeout_s == 10.0
+    cfg = load_config(write(tmp_path, lambda r: r["worker"].update(inference_timeout_s=0.5)))
+    assert cfg.worker.inference_timeout_s == 0.5
 
 
 def test_duplicate_versions_are_refused(tmp_path: Path) -> None:

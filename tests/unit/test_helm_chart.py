@@ -424,6 +424,7 @@ def test_hpa_scales_on_cpu_within_the_partitions() -> None:
         ({"pipeline": {"topics": {"partitions": 0}}}, "at '/pipeline/topics/partitions'"),
         ({"pipeline": {"delivery": "exactly_once"}}, "at '/pipeline/delivery'"),
         ({"pipeline": {"worker": {"drain_timeout_s": "20"}}}, "drain_timeout_s': got string"),
+        ({"pipeline": {"worker": {"inference_timeout_s": 0}}}, "inference_timeout_s'"),
         (
             on_device("gpu"),
             "at '/pipeline/model/versions/0/device'",
