@@ -56,8 +56,9 @@ def load_version(
     """Load, check and warm one version; every failure is a StartupError that names the fix."""
     directory = cfg.version_dir(vc)
     try:
-        options = {"half": vc.half, "cuda_graphs": vc.cuda_graphs} if vc.runtime == "torch" else {}
-        runtime = create_runtime(vc.runtime, directory, vc.device, vc.threads, **options)
+        runtime = create_runtime(
+            vc.runtime, directory, vc.device, vc.threads, half=vc.half, cuda_graphs=vc.cuda_graphs
+        )
         runtime.load()
     except ModelLoadError as exc:
         raise StartupError(f"model {cfg.model.name}/{vc.version}: {exc}") from None

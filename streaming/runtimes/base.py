@@ -82,6 +82,8 @@ class Runtime(abc.ABC):
     """A loaded model that scores float32 batches. Subclasses only implement ``_run``."""
 
     framework: str = "?"
+    OPTIONS: tuple[str, ...] = ()
+    """Keyword arguments of its own the runtime takes (the registry refuses any other)."""
 
     def __init__(self, directory: Path, device: str = "cpu", threads: int = 1) -> None:
         self.directory = directory

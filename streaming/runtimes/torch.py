@@ -117,6 +117,7 @@ def check_device(device: str, half: bool) -> None:
 
 class TorchRuntime(Runtime):
     framework = "torch"
+    OPTIONS = ("half", "cuda_graphs")
 
     def __init__(
         self,

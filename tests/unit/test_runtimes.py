@@ -182,3 +182,9 @@ def test_a_graph_that_scores_unlike_eager_code_is_refused(model_dir: Path) -> No
     assert rt._agrees_with_eager(cpu_graph(rt, 8, copies=True))
     assert rt._agrees_with_eager(cpu_graph(rt, 8, copies=False))
     assert not rt._agrees_with_eager(cpu_graph(rt, 8, copies=True, off_by=1e-3))
+
+
+def test_a_runtime_refuses_options_it_does_not_take(model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="half: not options of runtime onnx"):
+        create_runtime("onnx", model_dir, half=True)
+    assert create_runtime("onnx", model_dir, half=False, cuda_graphs=None) is not None
