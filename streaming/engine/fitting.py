@@ -104,9 +104,12 @@ class OutputFit:
         """A key up to this long always fits with any payload and fitted headers."""
 
     def needed(self, keys: list[bytes | None], headers: list[Headers | None]) -> bool:
-        """Cheap test: does any row of the chunk need fitting?"""
+        """Cheap test: does any row of the chunk need fitting? Headers within the budget and
+        keys that always fit (the common case, a traceparent and a card id) need none."""
         if any(headers):
-            return True
+            budget = self.header_budget
+            if any(h and headers_size(h) > budget for h in headers):
+                return True
         room = self._key_room
         return any(k is not None and len(k) > room for k in keys)
 

@@ -79,6 +79,7 @@ def test_output_fit_picks_out_rows_too_large_and_marks_dropped_headers() -> None
     headers = [None, None, [("traceparent", b"t" * 55), ("big", b"b" * 5000)]]
     assert fit.needed(keys, headers)
     assert not fit.needed([b"card"] * 3, [None] * 3)
+    assert not fit.needed([b"card"] * 3, [[("traceparent", b"t" * 55)]] * 3)  # within budget
     rows, changed, too_large, dropped = fit.fit(range(3), payloads, keys, headers)
     assert rows == [0, 2] and too_large == [1] and dropped == 1
     assert changed[2] == [("traceparent", b"t" * 55), (HEADERS_DROPPED, b"1")]
