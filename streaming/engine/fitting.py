@@ -15,6 +15,7 @@ Pure functions: the callers own the records.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from streaming.engine.types import Headers
 
@@ -119,9 +120,10 @@ class OutputFit:
         payloads: list[bytes],
         keys: list[bytes | None],
         headers: list[Headers | None],
-    ) -> tuple[list[int], dict[int, Headers | None], list[int], int]:
-        """(rows that fit, fitted headers by row where they changed, rows too large,
-        headers dropped in all)."""
+    ) -> Fitted:
+        """The chunk's rows fitted: unchanged (the common case) unless ``needed``."""
+        if not self.needed(keys, headers):
+            return Fitted(rows, {}, [], 0)
         fitting: list[int] = []
         changed: dict[int, Headers | None] = {}
         too_large: list[int] = []
@@ -137,4 +139,18 @@ class OutputFit:
                 too_large.append(i)
             else:
                 fitting.append(i)
-        return fitting, changed, too_large, dropped_total
+        return Fitted(fitting, changed, too_large, dropped_total)
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """What a chunk's output can send: ``rows`` with ``headers`` where they changed; rows
+    still too large for the topic; and how many input headers were left off in all."""
+
+    rows: range | list[int]
+    changed: dict[int, Headers | None]
+    too_large: list[int]
+    dropped: int
+
+    def headers(self, headers: list[Headers | None], i: int) -> Headers | None:
+        return self.changed.get(i, headers[i]) if self.changed else headers[i]

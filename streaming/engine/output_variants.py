@@ -19,7 +19,7 @@ from streaming.config import PipelineConfig
 from streaming.engine.dead_letters import DeadLetters
 from streaming.engine.fitting import OutputFit
 from streaming.engine.outcomes import Outcomes
-from streaming.engine.types import STAGE_PUBLISH, Chunk, Headers, Rejection, Sink
+from streaming.engine.types import STAGE_PUBLISH, Chunk, Rejection, Sink
 from streaming.engine.versions import ModelVersion
 from streaming.kafka.limits import OutputLimits
 from streaming.observability.metrics import WorkerMetrics
@@ -70,15 +70,14 @@ class PrimaryOutput:
     ) -> None:
         """Produce a chunk's predictions with one delivery counter for the whole chunk."""
         keys, headers = c.keys, c.headers
-        changed: dict[int, Headers | None] = {}
-        if self._fit.needed(keys, headers):
-            rows, changed, too_large, dropped = self._fit.fit(rows, payloads, keys, headers)
-            if dropped:
-                self._dropped.inc(dropped)
-            for i in too_large:
-                self._dead_letters.row(c, i, self._too_large(payloads[i], keys[i]))
-            if not rows:
-                return
+        fitted = self._fit.fit(rows, payloads, keys, headers)
+        if fitted.dropped:
+            self._dropped.inc(fitted.dropped)
+        for i in fitted.too_large:
+            self._dead_letters.row(c, i, self._too_large(payloads[i], keys[i]))
+        rows = fitted.rows
+        if not rows:
+            return
         if isinstance(rows, range):
             ledgers, offsets, ts, sent = c.ledgers, c.offsets, c.ts_ms, payloads
         else:
@@ -91,14 +90,14 @@ class PrimaryOutput:
             offsets,
             ts,
             partial(self._outcomes.predictions, version),
-            partial(self._refused, c, list(rows)),
+            partial(self._refused, c, rows),
             sent,
         )
         produce = self._sink.produce
         topic = self.topic
-        if changed:
+        if fitted.changed:
             for i in rows:
-                produce(topic, payloads[i], keys[i], changed.get(i, headers[i]), delivery)
+                produce(topic, payloads[i], keys[i], fitted.headers(headers, i), delivery)
         else:
             for i in rows:
                 produce(topic, payloads[i], keys[i], headers[i], delivery)
@@ -112,7 +111,9 @@ class PrimaryOutput:
             "too_large",
         )
 
-    def _refused(self, c: Chunk, rows: list[int], positions: list[int], errors: list) -> None:
+    def _refused(
+        self, c: Chunk, rows: range | list[int], positions: list[int], errors: list
+    ) -> None:
         """Delivery thread: the broker refused these predictions; dead letters take over."""
         for j, err in zip(positions, errors, strict=True):
             self._dead_letters.refused(c, rows[j], err, self.topic)
@@ -140,13 +141,11 @@ class ShadowOutput:
         self, version: ModelVersion, c: Chunk, rows: range | list[int], payloads: list[bytes]
     ) -> None:
         keys, headers = c.keys, c.headers
-        changed: dict[int, Headers | None] = {}
-        if self._fit.needed(keys, headers):
-            rows, changed, too_large, _dropped = self._fit.fit(rows, payloads, keys, headers)
-            version.interval.errors += len(too_large)
+        fitted = self._fit.fit(rows, payloads, keys, headers)
+        version.interval.errors += len(fitted.too_large)
         produce = self._sink.produce
-        for i in rows:
-            produce(self.topic, payloads[i], keys[i], changed.get(i, headers[i]), None)
+        for i in fitted.rows:
+            produce(self.topic, payloads[i], keys[i], fitted.headers(headers, i), None)
 
 
 def output_fit(cfg: PipelineConfig, limits: OutputLimits, topic: str) -> OutputFit:

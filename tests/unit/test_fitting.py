@@ -80,9 +80,11 @@ def test_output_fit_picks_out_rows_too_large_and_marks_dropped_headers() -> None
     assert fit.needed(keys, headers)
     assert not fit.needed([b"card"] * 3, [None] * 3)
     assert not fit.needed([b"card"] * 3, [[("traceparent", b"t" * 55)]] * 3)  # within budget
-    rows, changed, too_large, dropped = fit.fit(range(3), payloads, keys, headers)
-    assert rows == [0, 2] and too_large == [1] and dropped == 1
-    assert changed[2] == [("traceparent", b"t" * 55), (HEADERS_DROPPED, b"1")]
+    fitted = fit.fit(range(3), payloads, keys, headers)
+    assert fitted.rows == [0, 2] and fitted.too_large == [1] and fitted.dropped == 1
+    assert fitted.changed[2] == [("traceparent", b"t" * 55), (HEADERS_DROPPED, b"1")]
+    untouched = fit.fit(range(3), payloads, [b"card"] * 3, [None] * 3)
+    assert untouched.rows == range(3) and not untouched.changed and not untouched.too_large
 
 
 def test_refusals_are_told_apart() -> None:
