@@ -7,6 +7,7 @@ import pytest
 
 from streaming.config import MonitorConfig, PipelineConfig, load_config
 from streaming.observability.drift import DriftBaseline, FeatureSketch, Histogram, psi
+from streaming.rollout.control import RoutingUpdate
 from streaming.rollout.monitor.rollout import RolloutMonitor
 from streaming.rollout.monitor.windows import WindowStore
 from tests.kafka_helpers import BASE_CONFIG
@@ -90,6 +91,14 @@ def test_a_noisy_canary_fails_twice_then_is_rolled_back() -> None:
         1_010_000,
     ]
     assert mon.weights["v2"] == 0 and mon.canaries() == []
+
+    # The config's routing read back late from the control topic (written before the
+    # rollback) must not bring v2 back; a record written after it (an operator's) does.
+    stale = RoutingUpdate(weights={"v1": 90, "v2": 10})
+    assert not mon.follow(stale, produced_ms=1_000_500)
+    assert mon.canaries() == []
+    assert mon.follow(stale, produced_ms=1_021_002)
+    assert mon.canaries() == ["v2"]
 
 
 def test_a_good_canary_passes_and_a_thin_window_is_not_judged() -> None:

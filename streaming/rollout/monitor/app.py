@@ -127,9 +127,12 @@ def build_app(
     @app.timer(interval=tick_s)
     async def tick() -> None:
         for message in control.poll(0):
-            if message.update is not None:
-                monitor.apply_routing(message.update)
+            if message.update is None:
+                continue
+            if monitor.follow(message.update, message.produced_ms):
                 log.info("routing in force: %s", describe(message.update))
+            else:
+                log.info("stale control record ignored: %s", describe(message.update))
         result = monitor.tick()
         for verdict in result.verdicts:
             await verdicts_out.send(key=model_key, value=json.dumps(verdict).encode())

@@ -68,8 +68,20 @@ class RolloutMonitor:
         self.tracker = RollbackTracker(m.bad_windows)
         self.windows_judged = 0
         self.rollbacks: list[dict[str, Any]] = []
+        self._decided_ms = 0
+        """When the monitor last changed the routing itself: control records written before
+        that are older than the weights it holds."""
 
     # -------------------------------------------------------------- routing in force
+
+    def follow(self, update: RoutingUpdate, produced_ms: int) -> bool:
+        """A control record read back from the topic; one written before the monitor's own
+        last rollback is stale (read late, e.g. on a busy machine) and is not applied, or it
+        would bring the rolled-back canary back to life and roll it back twice."""
+        if produced_ms < self._decided_ms:
+            return False
+        self.apply_routing(update)
+        return True
 
     def apply_routing(self, update: RoutingUpdate) -> None:
         for version in update.weights:
@@ -172,6 +184,7 @@ class RolloutMonitor:
             return alert, None
         update = RoutingUpdate(weights=after, shadows=dict(self.shadows))
         self.apply_routing(update)
+        self._decided_ms = now_ms
         self.tracker.reset(v.version)
         alert |= {
             "kind": "rollback",
