@@ -49,7 +49,8 @@ def read_limits(
     cannot describe topic configs leaves the producer's limit in force (and says so)."""
     producer_max = int(producer_settings.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
     topic_max: dict[str, int] = {}
-    admin = AdminClient(admin_settings)
+    # its log goes through logging: librdkafka printed 'Purging 1 unserved events' to stderr
+    admin = AdminClient({**admin_settings, "logger": logging.getLogger("streaming.librdkafka")})
     names = list(dict.fromkeys(topics))
     futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, t) for t in names])
     for resource, future in futures.items():
