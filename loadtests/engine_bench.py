@@ -270,6 +270,9 @@ def main() -> None:
     changes = {}
     if args.device:
         changes["device"] = args.device
+        if not args.device.startswith("cuda"):
+            # graphs and float16 are cuda-only options; a GPU config run on cpu drops them
+            changes.update(cuda_graphs=None, half=False)
     if args.runtime:
         changes["runtime"] = args.runtime
     if args.model_dir:
