@@ -3,6 +3,7 @@ how `worker.processes` / `--processes` are checked."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import yaml
 
 from streaming.cli.parser import build_parser
 from streaming.config import ConfigError, load_config
+from streaming.pool.collector import EndToEndTotals
 from streaming.pool.cores import allowed_cores, cgroup_quota
 from streaming.pool.restarts import RestartPolicy
-from streaming.pool.slots import describe_exit
+from streaming.pool.slots import Slot, describe_exit
 
 BASE = Path(__file__).resolve().parents[2] / "pipelines" / "fraud" / "pipeline.yaml"
 
@@ -91,3 +93,55 @@ def test_the_processes_flag_is_checked(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--processes", "0"])
     assert "--processes: must be 1..256" in capsys.readouterr().err
+
+
+class _Proc:
+    """Stands in for a Popen: describe() reads only its pid."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+def _status(path: Path, pid: int, at: float, healthy: bool = True, ready: bool = True) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "pid": pid,
+                "at": at,
+                "healthz": {"ok": healthy, "fatal": None if healthy else "boom"},
+                "readyz": {"ok": ready},
+                "end_to_end": [["fraud", "v2", [1, 3], 4, 0.5]],
+            }
+        )
+    )
+
+
+def test_a_slot_says_what_its_child_is_doing(tmp_path: Path) -> None:
+    path = tmp_path / "status-0.json"
+    slot = Slot(0, "pod-0", path, proc=_Proc(41))  # type: ignore[arg-type]
+    assert slot.describe(100.0)[:2] == (True, False)  # no status yet: starting
+    _status(path, 40, 99.0)  # its predecessor's status: still starting
+    assert slot.describe(100.0)[2]["state"] == "starting"
+    _status(path, 41, 99.5)
+    assert slot.describe(100.0)[:2] == (True, True)
+    _status(path, 41, 99.5, healthy=False)
+    healthy, _, detail = slot.describe(100.0)
+    assert not healthy and detail["healthz"]["fatal"] == "boom"
+    _status(path, 41, 60.0)  # silent for 40 s
+    assert slot.describe(100.0)[:2] == (False, False)
+    slot.proc, slot.restart_at = None, 102.0
+    slot.exits.append("killed by SIGKILL")
+    healthy, ready, detail = slot.describe(100.0)
+    assert (healthy, ready) == (True, False)
+    assert detail["state"] == "restarting in 2.0 s" and detail["last_exit"] == "killed by SIGKILL"
+
+
+def test_end_to_end_counts_add_up_over_children_and_stay_after_one_ends() -> None:
+    totals = EndToEndTotals()
+    totals.add([["fraud", "v2", [1, 3], 4, 0.5]])  # a child that ended
+    live = [[["fraud", "v2", [2, 2], 2, 0.25]], [["fraud", "v1", [0, 1], 1, 0.1]]]
+    assert totals.with_live(live) == {
+        ("fraud", "v2"): ([3, 5], 6, 0.75),
+        ("fraud", "v1"): ([0, 1], 1, 0.1),
+    }
+    assert totals.with_live([]) == {("fraud", "v2"): ([1, 3], 4, 0.5)}  # not mutated
