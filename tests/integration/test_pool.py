@@ -187,3 +187,18 @@ def test_sigterm_drains_every_child_and_commits_exactly_what_it_produced(
             f"mid-stream: {len(below):,} of {len(events):,} events committed, each with "
             "exactly one output, none past the commit (duplicates 0 on restart)"
         )
+
+
+def test_a_child_that_fails_its_start_up_checks_stops_the_pool_with_exit_2(
+    broker, tmp_path, pod_id
+):
+    path, cfg = write_config(tmp_path, broker.bootstrap)  # its topics were never created
+    pool = start_worker(path, tmp_path, "--processes", "2")
+    try:
+        assert pool.wait(60) == 2, pool.log()[-3000:]
+    finally:
+        pool.stop()
+    log = pool.log()
+    assert cfg.topics.input in log  # the child's own error names what is missing
+    assert "failed its start-up checks (exit 2): stopping the pool" in log
+    assert "restarting it" not in log  # a restart would fail the same way
