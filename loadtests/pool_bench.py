@@ -12,7 +12,10 @@ median ratio of the pairs is the figure to quote. Partitions: max(topics.partiti
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +23,21 @@ from pathlib import Path
 from loadtests.scenarios import drain
 from streaming.config import PipelineConfig, load_config
 from streaming.dev.broker import EmbeddedBroker
+
+
+def _children_cpu_s() -> float:
+    """CPU of the ended worker processes (the supervisor waits for its children, so a pool's
+    children are counted too)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _process_cpu_s(proc: subprocess.Popen[bytes] | None) -> float:
+    """CPU so far of a running process (the broker), from /proc."""
+    if proc is None:
+        return 0.0
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pool_rows(cfg: PipelineConfig, events: int, max_processes: int) -> None:
@@ -61,12 +79,16 @@ def main() -> None:
         for i in range(args.pairs):
             rates = {}
             for p in (1, args.processes):
+                workers0, broker0 = _children_cpu_s(), _process_cpu_s(broker.process)
                 r = drain(cfg, Path(tmp), lambda _t: None, args.events, processes=p)
+                workers_us = (_children_cpu_s() - workers0) / args.events * 1e6
+                broker_us = (_process_cpu_s(broker.process) - broker0) / args.events * 1e6
                 rates[p] = r["events_per_s"]
                 bad += r["unmatched"] + r["duplicates"]
                 progress(
                     f"pair {i + 1}: {p} process(es): {r['events_per_s']:>9,.0f} ev/s, "
-                    f"lost {r['unmatched']}, duplicates {r['duplicates']}"
+                    f"lost {r['unmatched']}, duplicates {r['duplicates']}; cpu per event: "
+                    f"workers {workers_us:.0f} us (start-up included), broker {broker_us:.0f} us"
                 )
             ratio = rates[args.processes] / rates[1]
             ratios.append(ratio)
