@@ -38,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-p99-ms", type=float, default=100.0)
     p.add_argument("--spike-factor", type=float, default=4.0)
     p.add_argument("--max-workers", type=int, default=3, help="scale-out goes 1..this")
+    p.add_argument(
+        "--pool",
+        action="store_true",
+        help="scale-out: one worker of 1..--max-workers processes (--processes), not N workers",
+    )
     p.add_argument("--peak-rate", type=float, help="events/s to plan replicas and partitions for")
     p.add_argument("--no-baselines", action="store_true")
 
@@ -131,6 +136,6 @@ def _run_all(cfg, workdir, scenarios, rates, args, progress) -> dict[str, Any]: 
             results["soak"] = sc.soak(cfg, workdir, progress, rates[0], args.soak_seconds)
         elif name == "scale-out":
             results["scale-out"] = sc.scale_out(
-                cfg, workdir, progress, args.events, args.max_workers
+                cfg, workdir, progress, args.events, args.max_workers, args.pool
             )
     return results

@@ -188,7 +188,9 @@ def _latency_run(
     return out[0]
 
 
-def through_broker(cfg: PipelineConfig, n: int, rate: float, rate_events: int) -> None:
+def through_broker(
+    cfg: PipelineConfig, n: int, rate: float, rate_events: int, pools: int = 0
+) -> None:
     from loadtests.baselines import naive_per_event, passthrough
     from streaming.dev.broker import EmbeddedBroker
     from streaming.dev.produce import produce_events
@@ -224,6 +226,10 @@ def through_broker(cfg: PipelineConfig, n: int, rate: float, rate_events: int) -
             f"   naive per-event loop      {nv.rate:>10,.0f} events/s   "
             f"(first {naive_n:,} events); worker = {stats.rate() / nv.rate:.1f} x naive"
         )
+        if pools:
+            from loadtests.pool_bench import pool_rows
+
+            pool_rows(base, n, pools)
 
     # Latency on fresh topics and a short run (the broker's fetch walk: README, Latency and
     # the embedded broker).
@@ -264,6 +270,12 @@ def main() -> None:
     parser.add_argument("--runtime", choices=["onnx", "torch"])
     parser.add_argument("--model-dir", help="a model version folder to use instead")
     parser.add_argument("--no-broker", action="store_true", help="skip section 3")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="section 3 also drains with pools of 1..N processes (streaming run --processes)",
+    )
     args = parser.parse_args()
     cfg = load_config(args.config)
     v = cfg.model.versions[0]
@@ -318,7 +330,7 @@ def main() -> None:
     print("   " + _half_saturation(cfg, rate, args.events, ceiling))
 
     if not args.no_broker:
-        through_broker(cfg, args.events, 2000.0, 10_000)
+        through_broker(cfg, args.events, 2000.0, 10_000, args.processes)
 
 
 if __name__ == "__main__":

@@ -221,6 +221,18 @@ class Reader(threading.Thread):
         return False
 
 
+def _assigned_members(log: str) -> int:
+    """Distinct workers that logged an assignment (a line that is not JSON counts as one)."""
+    workers: set[object] = set()
+    for line in log.splitlines():
+        if '"assigned' in line:
+            try:
+                workers.add(json.loads(line).get("worker"))
+            except (ValueError, AttributeError):
+                workers.add(None)
+    return len(workers)
+
+
 class WorkerProc:
     """``streaming run`` as a child process, with its RSS readable from /proc.
 
@@ -248,10 +260,11 @@ class WorkerProc:
             env={**env, "PYTHONUNBUFFERED": "1", "STREAMING_WORKER_ID": f"lt-{index}"},
         )
 
-    def wait_assigned(self, timeout: float = 90.0) -> None:
+    def wait_assigned(self, timeout: float = 90.0, members: int = 1) -> None:
+        """Until ``members`` distinct workers logged an assignment (a pool of N: N children)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if '"assigned' in self.log_path.read_text(errors="replace"):
+            if _assigned_members(self.log_path.read_text(errors="replace")) >= members:
                 return
             if self.proc.poll() is not None:
                 raise LoadTestError(

@@ -320,13 +320,22 @@ def write_report(
         lines += [
             "## Scale-out",
             "",
-            "| workers | events/s | per worker | speedup | unmatched |",
-            "|---|---|---|---|---|",
+            "| workers | processes each | events/s | per process | speedup | unmatched | "
+            "duplicates |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in sc["rows"]:
             lines.append(
                 _row(
-                    [r["workers"], r["events_per_s"], r["per_worker"], r["speedup"], r["unmatched"]]
+                    [
+                        r["workers"],
+                        r.get("processes", 1),
+                        r["events_per_s"],
+                        r["per_worker"],
+                        r["speedup"],
+                        r["unmatched"],
+                        r.get("duplicates", 0),
+                    ]
                 )
             )
         lines += [

@@ -60,14 +60,15 @@ class _Run:
         if not self.reader.ready.wait(60):
             raise LoadTestError("the reader of the predictions topic got no assignment in 60 s")
 
-    def add_workers(self, n: int, **kwargs: Any) -> None:
-        """Start n worker processes (``kwargs``: WorkerProc's ``command`` and ``extra``)."""
+    def add_workers(self, n: int, members: int = 1, **kwargs: Any) -> None:
+        """Start n worker processes (``kwargs``: WorkerProc's ``command`` and ``extra``), and
+        wait until each has ``members`` children with partitions (a pool: its processes)."""
         new = [
             WorkerProc(self.path, self.workdir, len(self.workers) + i, **kwargs) for i in range(n)
         ]
         self.workers += new
         for w in new:
-            w.wait_assigned()
+            w.wait_assigned(members=members)
 
     def matched(self, timeout: float) -> bool:
         return self.reader.wait_matched(self.sender.sent, timeout)
@@ -90,10 +91,29 @@ class _Run:
 
 
 def drain(
-    cfg: PipelineConfig, workdir: Path, progress: Progress, events: int, workers: int = 1
+    cfg: PipelineConfig,
+    workdir: Path,
+    progress: Progress,
+    events: int,
+    workers: int = 1,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """A backlog of ``events``; the time from the workers' start until it is all scored."""
-    return _drain(cfg, workdir, progress, events, workers, "drain", 0.01)
+    """A backlog of ``events``; the time from the workers' start until it is all scored.
+    ``processes``: each worker is a pool of that many (``streaming run --processes``)."""
+    if processes == 1:
+        return _drain(cfg, workdir, progress, events, workers, "drain", 0.01)
+    result = _drain(
+        cfg,
+        workdir,
+        progress,
+        events,
+        workers,
+        "drain",
+        0.01,
+        extra=("--processes", str(processes)),
+        members=processes,
+    )
+    return {**result, "processes": processes}
 
 
 def passthrough_drain(
@@ -122,6 +142,7 @@ def _drain(
     workers: int,
     name: str,
     invalid_ratio: float,
+    members: int = 1,
     **process: Any,
 ) -> dict[str, Any]:
     run = _Run(cfg, workdir, name, invalid_ratio)
@@ -130,7 +151,7 @@ def _drain(
         progress(f"{name}: backlog of {events:,} sent; starting {workers} process(es)")
         run.start_reader()
         started = time.time()
-        run.add_workers(workers, **process)
+        run.add_workers(workers, members, **process)
         assigned = time.time()
         ok = run.matched(timeout=max(120.0, events / 500))
         done = max(run.ledger.arrived.values(), default=time.time())
@@ -324,18 +345,34 @@ def soak(
 
 
 def scale_out(
-    cfg: PipelineConfig, workdir: Path, progress: Progress, events: int, max_workers: int = 3
+    cfg: PipelineConfig,
+    workdir: Path,
+    progress: Progress,
+    events: int,
+    max_workers: int = 3,
+    pool: bool = False,
 ) -> dict[str, Any]:
-    """The same backlog drained by 1, 2, ... workers in one group: throughput per worker."""
+    """The same backlog drained by 1, 2, ... workers in one group: throughput per worker.
+    ``pool``: by one worker of 1, 2, ... processes (``--processes``) instead."""
+    if pool and max_workers > cfg.topics.partitions:
+        raise LoadTestError(
+            f"scale-out of a pool up to {max_workers} processes needs at least as many "
+            f"partitions (topics.partitions is {cfg.topics.partitions})"
+        )
     rows = []
     for n in range(1, max_workers + 1):
-        progress(f"scale-out: {n} worker(s)")
-        result = drain(cfg, workdir, progress, events, workers=n)
+        if pool:
+            progress(f"scale-out: one pool of {n} process(es)")
+            result = drain(cfg, workdir, progress, events, processes=n)
+        else:
+            progress(f"scale-out: {n} worker(s)")
+            result = drain(cfg, workdir, progress, events, workers=n)
         rows.append(
             {
-                "workers": n,
+                "workers": 1 if pool else n,
+                "processes": n if pool else 1,
                 "events_per_s": result["events_per_s"],
-                "per_worker": round(result["events_per_s"] / n, 1),
+                "per_worker": round(result["events_per_s"] / n, 1),  # per process in a pool
                 "complete": result["complete"],
                 "unmatched": result["unmatched"],
                 "duplicates": result["duplicates"],
@@ -344,4 +381,4 @@ def scale_out(
     base = rows[0]["events_per_s"] or 1.0
     for r in rows:
         r["speedup"] = round(r["events_per_s"] / base, 2)
-    return {"scenario": "scale-out", "events": events, "rows": rows}
+    return {"scenario": "scale-out", "events": events, "pool": pool, "rows": rows}

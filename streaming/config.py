@@ -233,6 +233,24 @@ class WorkerConfig(_Strict):
     first cuda call; it must stay well above the slowest healthy batch."""
     metrics_port: int = Field(default=0, ge=0, le=65_535)
     """Prometheus /metrics port; 0 = off. ``--metrics-port`` overrides."""
+    processes: int | Literal["auto"] = 1
+    """Worker processes in this pod, each a member of the consumer group (Python's GIL keeps
+    one process to about one core). ``auto``: the cores the cgroup allows. Above 1 a
+    supervisor starts, restarts and drains them (streaming/pool). ``--processes`` overrides."""
+    restart_budget: int = Field(default=5, ge=0, le=1_000)
+    """Child restarts allowed within ``restart_window_s``; past it the pool stops (exit 1)
+    and the pod's restart policy takes over: a child that keeps dying needs a person."""
+    restart_window_s: float = Field(default=300.0, gt=0)
+    restart_backoff_s: float = Field(default=1.0, gt=0, le=600)
+    """Wait before the first restart of a slot; doubles on each restart within the window,
+    up to 30 s (or this, if larger)."""
+
+    @field_validator("processes")
+    @classmethod
+    def _processes(cls, value: int | str) -> int | str:
+        if value != "auto" and not 1 <= int(value) <= 256:
+            raise ValueError("expected 1..256 or 'auto' (the cores the cgroup allows)")
+        return value
 
 
 class MonitorConfig(_Strict):

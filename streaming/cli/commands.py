@@ -35,6 +35,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streaming.worker import Worker, default_worker_id
 
     cfg = _load(args)
+    requested = args.processes if args.processes is not None else cfg.worker.processes
+    if requested != 1:
+        from streaming.pool.run import resolve_processes, run_pool
+
+        processes = resolve_processes(requested)
+        if processes > 1:
+            return run_pool(args, cfg, processes)
     worker_id = default_worker_id()
     setup_logging(worker_id, args.log_level)
     metrics = WorkerMetrics(cfg.name)
@@ -58,7 +65,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
+    from streaming.pool.status import start_reporter
+
+    reporter = start_reporter(worker, metrics)  # only in a pool child
     code = _run_worker(worker)
+    if reporter is not None:
+        reporter.stop()
     if not worker.health.ok:
         # A hung model thread may still be inside torch or onnxruntime: tearing the
         # interpreter down under it crashed the process (SIGSEGV, measured). By now the worker

@@ -47,6 +47,13 @@ def build_parser(load_tests: bool = False) -> argparse.ArgumentParser:
         help="stop after this long with no new events",
     )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument(
+        "--processes",
+        type=_processes,
+        metavar="N|auto",
+        help="worker processes in this pod (default worker.processes; auto: the cores the "
+        "cgroup allows)",
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_run)
 
@@ -155,4 +162,16 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _processes(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of processes or 'auto'") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError("must be 1..256 (or 'auto')")
     return value

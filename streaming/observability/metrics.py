@@ -51,7 +51,14 @@ FAST_BUCKETS = (
 
 
 class WorkerMetrics:
-    """All metrics of one worker process, in their own registry."""
+    """All metrics of one worker process, in their own registry.
+
+    In a pool (streaming/pool) the children run prometheus' multiprocess mode: counters and
+    histograms are summed over the children by the supervisor; each gauge says how
+    (``multiprocess_mode``; ignored by a single process). In-flight events and paused
+    partitions add up over the children; lag per partition and routing weights do not (one
+    child owns a partition; every child applies the same weights), so they take the max.
+    """
 
     def __init__(self, pipeline: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -107,21 +114,28 @@ class WorkerMetrics:
             "Events consumed whose outputs are not yet durable.",
             ("pipeline",),
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.paused_partitions = Gauge(
             "streaming_paused_partitions",
             "Partitions paused for backpressure.",
             ("pipeline",),
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.consumer_lag = Gauge(
             "streaming_consumer_lag",
             "High watermark minus position, per assigned partition.",
             ("pipeline", "topic", "partition"),
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.routing_weight = Gauge(
-            "streaming_routing_weight", "Routing weight in force per model version.", v, registry=r
+            "streaming_routing_weight",
+            "Routing weight in force per model version.",
+            v,
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.control_refused = Counter(
             "streaming_control_refused_total",
@@ -152,6 +166,16 @@ class WorkerMetrics:
         observed per event would cost more than producing the prediction.
         """
         self._end_to_end[(model, version)] = recorder
+
+    def end_to_end_snapshot(self) -> list[list[object]]:
+        """[model, version, cumulative counts at LATENCY_BUCKETS, count, sum in s] per
+        version: what a pool child hands its supervisor, which sums them over the children
+        (the recorders live in the child's memory, outside prometheus' multiprocess files)."""
+        bounds_ms = [b * 1000.0 for b in LATENCY_BUCKETS]
+        return [
+            [model, version, rec.cumulative_at(bounds_ms), rec.count, rec.sum_ms / 1000.0]
+            for (model, version), rec in list(self._end_to_end.items())
+        ]
 
 
 class _EndToEndCollector(Collector):

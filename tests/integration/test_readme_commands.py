@@ -370,6 +370,13 @@ def check_pairs(ctx: Ctx) -> None:
     assert "over 1 pairs" in done.stdout, done.stdout
 
 
+def check_pool_bench(ctx: Ctx) -> None:
+    argv = swap(swap(ctx.argv, "--events", "1000"), "--pairs", "1")
+    done = run(ctx, argv, timeout=240)
+    assert "2 processes / 1 process: median" in done.stdout, done.stdout
+    assert "lost + duplicated events in all runs: 0" in done.stdout, done.stdout
+
+
 def check_faulty(ctx: Ctx) -> None:
     kinds = ctx.argv[ctx.argv.index("--kind") + 1].split("|")
     assert kinds == ["noisy", "constant", "flaky"], kinds
@@ -533,6 +540,10 @@ COMMANDS: dict[str, Check] = {
     ),
     ".venv/bin/python -m loadtests.drain_ratio": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/python -m loadtests.pool_bench --events 100000 --processes 2 --pairs 3": Check(
+        "bounded: --events 1000 --pairs 1 (two drains of 1,000 events: one process, a pool of 2)",
+        check_pool_bench,
     ),
     ".venv/bin/python -m models.fraud.faulty --kind noisy|constant|flaky --out models/fraud/v9": (
         Check(

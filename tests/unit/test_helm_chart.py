@@ -498,3 +498,45 @@ def test_replica_count_is_ignored_under_an_autoscaler() -> None:
     """replicaCount only sizes a fixed fleet; under an autoscaler it is not checked or used."""
     docs = render({"replicaCount": 40, "autoscaling": {"hpa": {"enabled": True}}})
     assert "replicas" not in kind(docs, "Deployment")[0]["spec"]
+
+
+# ---------------------------------------------------------------- worker pools
+
+
+def test_a_pool_of_processes_gets_its_flag_and_cpu_to_match() -> None:
+    docs = render({"replicaCount": 3, "worker": {"processes": 4, "cpuPerProcess": 0.5}})
+    c = worker(docs)
+    assert c["args"][-2:] == ["--processes", "4"]
+    assert c["resources"]["requests"]["cpu"] == "2000m"  # 4 processes x 0.5 core
+    assert "--processes" not in worker(render({}))["args"]  # one process: today's command
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"replicaCount": 4, "worker": {"processes": 4}},
+            r"replicaCount \(4\) x worker.processes \(4\) = 16 consumers is above "
+            r"pipeline.topics.partitions \(12\)",
+        ),
+        (
+            {
+                "worker": {"processes": 2},
+                "autoscaling": {"hpa": {"enabled": True, "maxReplicas": 7}},
+            },
+            r"autoscaling.hpa.maxReplicas \(7\) x worker.processes \(2\) = 14",
+        ),
+        (
+            {
+                "worker": {"processes": 3},
+                "autoscaling": {"keda": {"enabled": True, "maxReplicaCount": 5}},
+            },
+            r"autoscaling.keda.maxReplicaCount \(5\) x worker.processes \(3\) = 15",
+        ),
+    ],
+)
+def test_replicas_times_processes_never_above_the_partitions(
+    values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(values)

@@ -76,6 +76,21 @@ streaming/pipeline: {{ .Values.pipeline.name | quote }}
 {{- if and (not (or .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled)) (gt (int .Values.replicaCount) $partitions) -}}
 {{- fail (printf "replicaCount (%d) is above pipeline.topics.partitions (%d): the extra workers would get no partitions" (int .Values.replicaCount) $partitions) -}}
 {{- end -}}
+{{- $procs := int (default 1 (.Values.worker).processes) -}}
+{{- if gt $procs 1 -}}
+{{- $max := int .Values.replicaCount -}}
+{{- $what := "replicaCount" -}}
+{{- if .Values.autoscaling.keda.enabled -}}
+{{- $max = int .Values.autoscaling.keda.maxReplicaCount -}}
+{{- $what = "autoscaling.keda.maxReplicaCount" -}}
+{{- else if .Values.autoscaling.hpa.enabled -}}
+{{- $max = int .Values.autoscaling.hpa.maxReplicas -}}
+{{- $what = "autoscaling.hpa.maxReplicas" -}}
+{{- end -}}
+{{- if gt (mul $max $procs) $partitions -}}
+{{- fail (printf "%s (%d) x worker.processes (%d) = %d consumers is above pipeline.topics.partitions (%d): the extra processes would get no partitions; lower one of them or add partitions" $what $max $procs (mul $max $procs) $partitions) -}}
+{{- end -}}
+{{- end -}}
 {{- if hasKey .Values.pipeline "models_dir" -}}
 {{- fail "pipeline.models_dir is set by the chart from models.source (image: models.imagePath; volume, objectStorage: /models): remove it" -}}
 {{- end -}}

@@ -1,0 +1,1 @@
+"""A pool of worker processes in one pod: ``streaming run --processes N`` (worker.processes)."""
