@@ -60,9 +60,10 @@ class AvroFramer:
             )
         assert cfg.schema_registry is not None
         text = Path(spec.avro_schema).read_text()
-        client = registry_client(cfg.schema_registry, cfg.kafka.secrets_dir)
         try:
-            schema_id = client.register_schema(f"{cfg.topics.input}-value", Schema(text, "AVRO"))
+            with registry_client(cfg.schema_registry, cfg.kafka.secrets_dir) as client:
+                subject = f"{cfg.topics.input}-value"
+                schema_id = client.register_schema(subject, Schema(text, "AVRO"))
         except Exception as exc:  # noqa: BLE001 - transport or registry refusal: same message
             raise RuntimeError(
                 f"cannot register the writer schema with schema registry "

@@ -1,0 +1,131 @@
+"""Avro input end to end: the embedded broker, the dev registry (``streaming registry`` as a
+child process, stopped and started mid-stream) and the worker as ``streaming run``.
+
+Counted by event id: every valid event of both writer schemas scored once, every bad framing
+dead-lettered with stage decode, its reason and its original bytes, none for a valid event
+while the registry was down.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import fastavro
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+from pipelines.fraud import PIPELINE
+from streaming.dev.produce import produce_events
+from streaming.formats.framing import frame
+from streaming.kafka import settings as kafka
+from streaming.kafka.topics import create_topics
+from tests.kafka_helpers import ROOT, read_topic, start_worker, wait_for_records, write_config
+from tests.registry_helpers import RegistryProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+AVSC = json.loads(Path(PIPELINE.avro_schema or "").read_text())
+V2 = {**AVSC, "fields": [*AVSC["fields"], {"name": "device_id", "type": "string", "default": ""}]}
+REASON_SAYS = {
+    "truncated": "truncated",
+    "invalid_utf8": "does not match writer schema",
+    "oversized": "exceeds pipeline.max_event_bytes",
+    "unknown_schema_id": "unknown schema id",
+    "trailing_bytes": "bytes left after the record",
+    "wrong_magic": "wrong magic byte",
+}
+
+
+def _produce_v2(cfg, schema_id: int, n: int, seed: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """Events written by a newer producer (one more field, with a default), framed by hand."""
+    parsed = fastavro.parse_schema(V2)
+    producer = Producer({**kafka.producer_settings(cfg.kafka, "v2-writer"), "linger.ms": 50})
+    ids = []
+    for ev in PIPELINE.make_generator(seed).batch(n, 1_770_000_000_000):
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, {**json.loads(ev.value), "device_id": "tab-7"})
+        producer.produce(cfg.topics.input, frame(schema_id, out.getvalue()), ev.key)
+        ids.append(ev.event_id)
+    assert producer.flush(30) == 0
+    return ids
+
+
+def test_avro_bad_framings_evolution_and_a_registry_restart_mid_stream(
+    broker, models_built, tmp_path
+):
+    registry = RegistryProcess(free_port(), tmp_path / "registry.json", tmp_path / "sr.log")
+    registry.start()
+    try:
+        path, cfg = write_config(
+            tmp_path,
+            broker.bootstrap,
+            **{"pipeline.format": "avro", "schema_registry": {"url": registry.url}},
+        )
+        create_topics(cfg)
+        first = produce_events(cfg, 3_000, invalid_ratio=0.05, seed=21, keep=True)
+        # the newer writer's schema is registered now, and first seen by the worker only
+        # while the registry is down
+        with SchemaRegistryClient({"url": registry.url}) as client:
+            v2_id = client.register_schema(
+                f"{cfg.topics.input}-value", Schema(json.dumps(V2), "AVRO")
+            )
+        valid = [e for e in first.events if e.invalid_kind is None]
+        invalid = [e for e in first.events if e.invalid_kind is not None]
+        assert set(REASON_SAYS) == {e.invalid_kind for e in invalid}
+
+        worker = start_worker(path, tmp_path, "--idle-exit", "4")
+        wait_for_records(cfg, cfg.topics.predictions, len(valid), timeout=120)
+        registry.stop()
+        later = _produce_v2(cfg, v2_id, 500, seed=22)
+        worker.wait_for_log("retrying in", timeout=60)
+        registry.start()
+        assert worker.wait(120) == 0, worker.log()
+    finally:
+        registry.stop()
+
+    preds = read_topic(cfg, cfg.topics.predictions, len(valid) + len(later))
+    dead = read_topic(cfg, cfg.topics.dead_letters, len(invalid))
+    scored = Counter(json.loads(r.value)["event_id"] for r in preds)
+    assert scored == Counter([e.event_id for e in valid] + later)  # once each, both versions
+    # one dead letter per bad framing, the original bytes (framing included), the reason
+    assert Counter(r.value for r in dead) == Counter(e.value for e in invalid)
+    by_value = {e.value: e for e in invalid}
+    for r in dead:
+        event = by_value[r.value]
+        assert r.headers["dead_letter.stage"] == b"decode"
+        assert r.headers["dead_letter.reason_class"].decode() in (
+            event.invalid_kind,
+            "too_large",
+            "schema_mismatch",
+        )
+        assert REASON_SAYS[event.invalid_kind].encode() in r.headers["dead_letter.reason"]
+    assert "schema registry answered again" in worker.log()
+
+
+def test_registry_unreachable_at_start_exits_2_with_the_fix(broker, tmp_path):
+    path, cfg = write_config(
+        tmp_path,
+        broker.bootstrap,
+        **{
+            "pipeline.format": "avro",
+            "schema_registry": {"url": f"http://127.0.0.1:{free_port()}"},
+        },
+    )
+    create_topics(cfg)
+    done = subprocess.run(
+        [sys.executable, "-m", "streaming", "run", "-c", str(path), "--idle-exit", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "schema registry" in done.stderr and "unreachable" in done.stderr
+    assert "streaming registry --port" in done.stderr  # the fix
