@@ -35,6 +35,7 @@ from streaming.engine.versions import ModelVersion, load_version
 from streaming.engine.watchdog import Watchdog
 from streaming.errors import Faults, Health
 from streaming.formats.errors import DecodeDeferred
+from streaming.formats.outputs import make_prediction_encoder
 from streaming.formats.select import make_decoder
 from streaming.kafka.limits import OutputLimits
 from streaming.observability import telemetry
@@ -85,6 +86,7 @@ class Engine:
             PrimaryOutput(config, sink, self.dead_letters, outcomes, self.metrics, limits),
             ShadowOutput(config, sink, limits),
             self.faults,
+            make_prediction_encoder(config),
         )
         # json or a framed format, chosen once; a framed one checks its registry answers
         # (StartupError) and waits out an outage mid-stream unless ``should_stop`` says stop.

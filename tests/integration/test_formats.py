@@ -1,4 +1,4 @@
-"""Avro input end to end: the embedded broker, the dev registry (``streaming registry`` as a
+"""Avro in and out end to end: the embedded broker, the dev registry (``streaming registry`` as a
 child process, stopped and started mid-stream) and the worker as ``streaming run``.
 
 Counted by event id: every valid event of both writer schemas scored once, every bad framing
@@ -19,6 +19,8 @@ import fastavro
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from pipelines.fraud import PIPELINE
 from streaming.dev.produce import produce_events
@@ -65,7 +67,11 @@ def test_avro_bad_framings_evolution_and_a_registry_restart_mid_stream(
         path, cfg = write_config(
             tmp_path,
             broker.bootstrap,
-            **{"pipeline.format": "avro", "schema_registry": {"url": registry.url}},
+            **{
+                "pipeline.format": "avro",
+                "outputs.format": "avro",
+                "schema_registry": {"url": registry.url},
+            },
         )
         create_topics(cfg)
         first = produce_events(cfg, 3_000, invalid_ratio=0.05, seed=21, keep=True)
@@ -91,7 +97,18 @@ def test_avro_bad_framings_evolution_and_a_registry_restart_mid_stream(
 
     preds = read_topic(cfg, cfg.topics.predictions, len(valid) + len(later))
     dead = read_topic(cfg, cfg.topics.dead_letters, len(invalid))
-    scored = Counter(json.loads(r.value)["event_id"] for r in preds)
+    # predictions in Avro, read with confluent-kafka's own deserializer and no project code
+    registry.start()
+    with SchemaRegistryClient({"url": registry.url}) as client:
+        deserialize = AvroDeserializer(client)
+        ctx = SerializationContext(cfg.topics.predictions, MessageField.VALUE)
+        bodies = [deserialize(r.value, ctx) for r in preds]
+        subject = client.get_latest_version(f"{cfg.topics.predictions}-value")
+    registry.stop()
+    assert all(r.value[1:5] == subject.schema_id.to_bytes(4, "big") for r in preds)
+    assert all(b["model"] == "fraud" and 0 <= b["score"] <= 1 for b in bodies)
+    assert all(b["flagged"] == (b["score"] >= 0.5) and b["scored_ms"] >= b["ts_ms"] for b in bodies)
+    scored = Counter(b["event_id"] for b in bodies)
     assert scored == Counter([e.event_id for e in valid] + later)  # once each, both versions
     # one dead letter per bad framing, the original bytes (framing included), the reason
     assert Counter(r.value for r in dead) == Counter(e.value for e in invalid)
