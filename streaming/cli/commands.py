@@ -279,5 +279,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         live_events=args.live_events,
         live_rate=args.live_rate,
         seed=args.seed,
+        format=args.format,
     )
     return run_demo(options)

@@ -143,6 +143,12 @@ def build_parser(load_tests: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("--live-rate", type=_positive_float, default=2_000.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--format",
+        choices=("json", "avro"),
+        default="json",
+        help="input events as JSON, or Confluent-framed Avro on a dev schema registry",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
