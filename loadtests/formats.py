@@ -1,6 +1,7 @@
 """Avro against JSON, side by side in one run: decode per core, and the worker's drain.
 
     python -m loadtests.formats [--events 100000] [--pairs 3] [--decode-events 50000]
+                                [--decode-only]
 
 1. Decode per core (CPU time, one thread, the same events): the worker's Avro decoder
    (framing, fastavro's schemaless reader, the writer schema cached per id) against
@@ -107,56 +108,68 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--decode-events", type=int, default=50_000)
+    parser.add_argument(
+        "--decode-only", action="store_true", help="only part 1 (no broker, no worker)"
+    )
     args = parser.parse_args()
     registry = DevRegistry().start()
     try:
-        with EmbeddedBroker() as broker:
-            base = load_config(args.config, bootstrap=broker.bootstrap)
-            tag = f"fmt-{int(time.time())}"
-            cfgs = {}
-            for fmt in ("json", "avro"):
-                cfgs[fmt] = base.with_overrides(
-                    **{
-                        "pipeline.format": fmt,
-                        "schema_registry": {"url": registry.url},
-                        **{
-                            f"topics.{k}": f"{getattr(base.topics, k)}.{tag}.{fmt}"
-                            for k in (
-                                "input",
-                                "predictions",
-                                "dead_letters",
-                                "telemetry",
-                                "control",
-                            )
-                        },
-                    }
-                )
-            decode_per_core(cfgs["avro"], args.decode_events)
-            for cfg in cfgs.values():
-                create_topics(cfg)
-                produce_events(cfg, args.events, seed=1)
-            print(f"2. drain: backlogs of {args.events:,} events each (same seed), JSON and Avro")
-            ratios = []
-            for i in range(args.pairs):
-                rates = {}
-                order = ("json", "avro") if i % 2 == 0 else ("avro", "json")
-                for fmt in order:
-                    cfg = cfgs[fmt].with_overrides(**{"kafka.group": f"{tag}-{fmt}-{i}"})
-                    stats = Worker(cfg, idle_exit_s=1.0).run()
-                    assert stats.outputs == args.events, (fmt, stats.outputs)
-                    rates[fmt] = stats.rate()
-                ratios.append(rates["avro"] / rates["json"])
-                print(
-                    f"   pair {i + 1}: json {rates['json']:>9,.0f} ev/s  avro "
-                    f"{rates['avro']:>9,.0f} ev/s  avro/json {ratios[-1]:.2f}",
-                    flush=True,
-                )
-            print(
-                f"   avro / json drain: median {statistics.median(ratios):.2f}, "
-                f"min {min(ratios):.2f}, max {max(ratios):.2f} over {len(ratios)} pairs"
+        if args.decode_only:
+            decode_per_core(
+                _configs(load_config(args.config), registry.url)["avro"], args.decode_events
             )
+            return
+        with EmbeddedBroker() as broker:
+            cfgs = _configs(load_config(args.config, bootstrap=broker.bootstrap), registry.url)
+            decode_per_core(cfgs["avro"], args.decode_events)
+            drain_pairs(cfgs, args.events, args.pairs)
     finally:
         registry.stop()
+
+
+def _configs(base: PipelineConfig, registry_url: str) -> dict[str, PipelineConfig]:
+    """The same pipeline as JSON and as Avro, each with topics of its own."""
+    tag = f"fmt-{int(time.time())}"
+    return {
+        fmt: base.with_overrides(
+            **{
+                "pipeline.format": fmt,
+                "schema_registry": {"url": registry_url},
+                "kafka.group": tag,
+                **{
+                    f"topics.{k}": f"{getattr(base.topics, k)}.{tag}.{fmt}"
+                    for k in ("input", "predictions", "dead_letters", "telemetry", "control")
+                },
+            }
+        )
+        for fmt in ("json", "avro")
+    }
+
+
+def drain_pairs(cfgs: dict[str, PipelineConfig], events: int, pairs: int) -> None:
+    for cfg in cfgs.values():
+        create_topics(cfg)
+        produce_events(cfg, events, seed=1)
+    print(f"2. drain: backlogs of {events:,} events each (same seed), JSON and Avro")
+    ratios = []
+    for i in range(pairs):
+        rates = {}
+        order = ("json", "avro") if i % 2 == 0 else ("avro", "json")
+        for fmt in order:
+            cfg = cfgs[fmt].with_overrides(**{"kafka.group": f"{cfgs[fmt].kafka.group}-{fmt}-{i}"})
+            stats = Worker(cfg, idle_exit_s=1.0).run()
+            assert stats.outputs == events, (fmt, stats.outputs)
+            rates[fmt] = stats.rate()
+        ratios.append(rates["avro"] / rates["json"])
+        print(
+            f"   pair {i + 1}: json {rates['json']:>9,.0f} ev/s  avro "
+            f"{rates['avro']:>9,.0f} ev/s  avro/json {ratios[-1]:.2f}",
+            flush=True,
+        )
+    print(
+        f"   avro / json drain: median {statistics.median(ratios):.2f}, "
+        f"min {min(ratios):.2f}, max {max(ratios):.2f} over {len(ratios)} pairs"
+    )
 
 
 if __name__ == "__main__":
