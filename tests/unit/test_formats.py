@@ -377,3 +377,37 @@ def test_fraud_avsc_describes_the_pydantic_fields() -> None:
     sample = Transaction(**_events(1)[0])
     for name, kind in fields.items():
         assert isinstance(getattr(sample, name), kind), name
+
+
+# ---------------------------------------------------------------------- JSON Schema
+
+
+def test_json_schema_values_read_by_the_client_deserializer_then_pydantic(registry: str) -> None:
+    """Written by confluent-kafka's own JSONSerializer with the JSON Schema pydantic derives
+    from the pipeline's model; read back as the JSON decoder reads the plain JSON."""
+    from confluent_kafka.schema_registry.json_schema import JSONSerializer
+
+    from streaming.formats.json_schema import JsonSchemaDecoder
+
+    topic = _subject().removesuffix("-value")
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    serialize = JSONSerializer(
+        json.dumps(Transaction.model_json_schema()), _client(registry), conf={"validate": False}
+    )
+    events = _events(20)
+    events[4] = {**events[4], "currency": "XXX"}  # passes neither schema: the writer's says so
+    values = [serialize(e, ctx) for e in events]
+    schema_id = int.from_bytes(values[0][1:5], "big")
+    source = SchemaSource(_track(registry_client(_registry_cfg(registry), None)), registry)
+    decoder = JsonSchemaDecoder(Transaction, 65_536, source, topic)
+    good, records, bad = decoder.decode(
+        [_Msg(v) for v in values]
+        + [_Msg(b"\x01" + values[0][1:]), _Msg(frame(2_000_000_000, values[0][5:]))]
+    )
+    assert records == [Transaction(**e) for i, e in enumerate(events) if i != 4]
+    assert good == [i for i in range(20) if i != 4]
+    reasons = {i: r for i, r in bad}
+    assert reasons[4].stage == "decode" and reasons[4].reason_class == "schema_mismatch"
+    assert f"writer schema id {schema_id}" in reasons[4].reason and "XXX" in reasons[4].reason
+    assert reasons[20].reason_class == "wrong_magic"
+    assert reasons[21].reason_class == "unknown_schema_id"
