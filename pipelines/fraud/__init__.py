@@ -15,4 +15,6 @@ PIPELINE = PipelineSpec(
     make_preprocessor=make_preprocessor,
     make_generator=make_generator,
     avro_schema=str(Path(__file__).with_name("transaction.avsc")),
+    proto_descriptor=str(Path(__file__).with_name("transaction.desc")),
+    proto_message="fraud.Transaction",
 )

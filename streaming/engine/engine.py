@@ -317,3 +317,6 @@ class Engine:
         owner's to close: exactly-once commits its last transaction first)."""
         self.stop_scoring()
         self._tuning.restore()
+        close_decoder = getattr(self._decoder, "close", None)  # a framed format's registry
+        if close_decoder is not None:
+            close_decoder()

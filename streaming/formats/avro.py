@@ -55,6 +55,10 @@ class AvroDecoder:
         self._writers: dict[int, tuple[dict[str, Any], dict[str, Any] | None] | Rejection] = {}
         """Schema id -> (writer, reader or None when identical), or why it cannot be used."""
 
+    def close(self) -> None:
+        """Close the registry client's connections."""
+        self._schemas.close()
+
     def decode(
         self, messages: Sequence[SourceMessage]
     ) -> tuple[list[int], list[BaseModel], list[tuple[int, Rejection]]]:

@@ -39,6 +39,10 @@ class JsonSchemaDecoder:
         self._ctx = SerializationContext(topic, MessageField.VALUE)
         self._readers: dict[int, JSONDeserializer | Rejection] = {}
 
+    def close(self) -> None:
+        """Close the registry client's connections."""
+        self._schemas.close()
+
     def decode(
         self, messages: Sequence[SourceMessage]
     ) -> tuple[list[int], list[BaseModel], list[tuple[int, Rejection]]]:

@@ -79,6 +79,10 @@ class SchemaSource:
         self.outages = 0
         """Fetches that found the registry unreachable (each retried until it answered)."""
 
+    def close(self) -> None:
+        """Close the client's connections (the engine's close)."""
+        self._client.close()
+
     def get(self, schema_id: int) -> Schema | None:
         """The schema registered as ``schema_id``, or None when the registry does not know it.
 

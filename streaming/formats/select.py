@@ -54,4 +54,22 @@ def make_decoder(
             except ValueError as exc:
                 raise StartupError(f"pipeline {pipeline.name}: {exc}") from None
         return AvroDecoder(pipeline.schema, limit, schemas, reader)
-    raise StartupError(f"pipeline.format: {fmt} is not built yet in this worker; use json or avro")
+    if fmt == "json-schema":
+        from streaming.formats.json_schema import JsonSchemaDecoder
+
+        return JsonSchemaDecoder(pipeline.schema, limit, schemas, config.topics.input)
+    from streaming.formats.protobuf import ProtobufDecoder
+
+    if pipeline.proto_descriptor is None or pipeline.proto_message is None:
+        raise StartupError(
+            f"pipeline.format: protobuf, but pipeline {pipeline.name} carries no Protobuf "
+            "descriptor (PipelineSpec.proto_descriptor and proto_message); use another format"
+        )
+    return ProtobufDecoder(
+        pipeline.schema,
+        limit,
+        schemas,
+        pipeline.proto_descriptor,
+        pipeline.proto_message,
+        config.topics.input,
+    )

@@ -439,6 +439,14 @@ def check_formats_bench(ctx: Ctx) -> None:
     assert "confluent AvroDeserializer" in done.stdout and "JSON decoder" in done.stdout
 
 
+def check_proto_descriptor(ctx: Ctx) -> None:
+    proto = ROOT / ctx.argv[-1]
+    copy = ctx.tmp / proto.name
+    copy.write_text(proto.read_text())
+    run(ctx, [*ctx.argv[:-1], str(copy)])
+    assert copy.with_suffix(".desc").read_bytes() == proto.with_suffix(".desc").read_bytes()
+
+
 @dataclass(frozen=True)
 class Check:
     how: str
@@ -575,6 +583,13 @@ COMMANDS: dict[str, Check] = {
         check_promtool_rules,
     ),
     "promtool test rules tests/promtool/alerts_test.yml": Check("as written", check_as_written),
+    (
+        ".venv/bin/python -m streaming.formats.proto_descriptor pipelines/fraud/transaction.proto"
+    ): Check(
+        "on a copy of the .proto in a scratch folder (as written it rewrites the shipped "
+        ".desc): the descriptor it writes is the one shipped",
+        check_proto_descriptor,
+    ),
     ".venv/bin/streaming registry --port 8081 --state .registry.json": Check(
         "on a free port and a scratch state file: ready (/subjects answers), SIGTERM, exit 0",
         check_registry,

@@ -363,22 +363,6 @@ def test_config_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert cfg.schema_registry.url == "http://registry.example:8081"
 
 
-def test_fraud_avsc_describes_the_pydantic_fields() -> None:
-    avro_types = {
-        "string": str,
-        "long": int,
-        "int": int,
-        "double": float,
-        "boolean": bool,
-    }
-    fields = {f["name"]: avro_types[f["type"]] for f in FRAUD_AVRO["fields"]}
-    model = {name: info for name, info in Transaction.model_fields.items()}
-    assert list(fields) == list(model)
-    sample = Transaction(**_events(1)[0])
-    for name, kind in fields.items():
-        assert isinstance(getattr(sample, name), kind), name
-
-
 # ---------------------------------------------------------------------- JSON Schema
 
 
@@ -411,3 +395,94 @@ def test_json_schema_values_read_by_the_client_deserializer_then_pydantic(regist
     assert f"writer schema id {schema_id}" in reasons[4].reason and "XXX" in reasons[4].reason
     assert reasons[20].reason_class == "wrong_magic"
     assert reasons[21].reason_class == "unknown_schema_id"
+
+
+# ---------------------------------------------------------------------- Protobuf
+
+
+def _proto_class() -> Any:
+    from streaming.formats.proto_descriptor import message_class
+
+    return message_class(Path(PIPELINE.proto_descriptor or "").read_bytes(), "fraud.Transaction")
+
+
+def test_protobuf_values_read_with_the_carried_descriptor(registry: str) -> None:
+    """Written by confluent-kafka's own ProtobufSerializer; read by the worker's decoder (the
+    client's ProtobufDeserializer on the pipeline's message), validated as JSON is."""
+    from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+
+    from streaming.formats.protobuf import ProtobufDecoder
+
+    cls = _proto_class()
+    topic = _subject().removesuffix("-value")
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    serialize = ProtobufSerializer(cls, _client(registry), {"use.deprecated.format": False})
+    events = _events(20)
+    events[6] = {**events[6], "amount": -3.0}  # out of range: pydantic says so, as for JSON
+    values = [serialize(cls(**e), ctx) for e in events]
+    avro_id = _client(registry).register_schema(_subject(), Schema(AVSC.read_text(), "AVRO"))
+    source = SchemaSource(_track(registry_client(_registry_cfg(registry), None)), registry)
+    decoder = ProtobufDecoder(
+        Transaction, 65_536, source, PIPELINE.proto_descriptor or "", "fraud.Transaction", topic
+    )
+    extra = [
+        b"\x01" + values[0][1:],
+        frame(2_000_000_000, values[0][5:]),
+        frame(avro_id, values[0][5:]),
+        values[0][:6] + b"\xff\xff\xff",
+    ]
+    good, records, bad = decoder.decode([_Msg(v) for v in values + extra])
+    plain = Decoder(Transaction, 65_536).decode([_Msg(json.dumps(e).encode()) for e in events])
+    assert (good, records) == (plain[0], plain[1]) and bad[:1] == plain[2]
+    classes = [r.reason_class for _, r in bad[1:]]
+    assert classes == ["wrong_magic", "unknown_schema_id", "wrong_schema_type", "schema_mismatch"]
+    assert all(r.stage == "decode" for _, r in bad[1:])
+
+
+def test_fraud_pydantic_avsc_and_proto_describe_the_same_fields() -> None:
+    """One event, three schemas: the same names in the same order, types that carry the
+    values; and the carried descriptor is what protoc makes of the .proto today."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    from streaming.formats.proto_descriptor import compile_proto
+
+    proto_types = {
+        FieldDescriptor.TYPE_STRING: "string",
+        FieldDescriptor.TYPE_INT64: "long",
+        FieldDescriptor.TYPE_INT32: "int",
+        FieldDescriptor.TYPE_DOUBLE: "double",
+        FieldDescriptor.TYPE_BOOL: "boolean",
+    }
+    proto = {f.name: proto_types[f.type] for f in _proto_class().DESCRIPTOR.fields}
+    avro = {f["name"]: f["type"] for f in FRAUD_AVRO["fields"]}
+    assert list(proto.items()) == list(avro.items())
+    assert list(avro) == list(Transaction.model_fields)
+    python = {"string": str, "long": int, "int": int, "double": float, "boolean": bool}
+    sample = Transaction(**_events(1)[0])
+    for name, kind in avro.items():
+        assert type(getattr(sample, name)) is python[kind], name
+    carried = Path(PIPELINE.proto_descriptor or "").read_bytes()
+    assert compile_proto(Path(PIPELINE.proto_descriptor or "").with_suffix(".proto")) == carried
+
+
+def test_the_decoder_is_chosen_once_from_pipeline_format(registry: str) -> None:
+    from streaming.formats.json_schema import JsonSchemaDecoder
+    from streaming.formats.protobuf import ProtobufDecoder
+    from streaming.formats.select import make_decoder
+
+    base = load_config(BASE_CONFIG)
+    assert type(make_decoder(base, PIPELINE)) is Decoder  # no registry asked
+    kinds = {"avro": AvroDecoder, "json-schema": JsonSchemaDecoder, "protobuf": ProtobufDecoder}
+    for fmt, kind in kinds.items():
+        cfg = base.with_overrides(**{"pipeline.format": fmt, "schema_registry": {"url": registry}})
+        decoder = make_decoder(cfg, PIPELINE)
+        assert type(decoder) is kind
+        decoder.close()  # type: ignore[attr-defined]
+    down = base.with_overrides(
+        **{
+            "pipeline.format": "protobuf",
+            "schema_registry": {"url": f"http://127.0.0.1:{free_port()}"},
+        }
+    )
+    with pytest.raises(StartupError, match="unreachable"):
+        make_decoder(down, PIPELINE)
