@@ -74,7 +74,7 @@ def test_avro_bad_framings_evolution_and_a_registry_restart_mid_stream(
             },
         )
         create_topics(cfg)
-        first = produce_events(cfg, 3_000, invalid_ratio=0.05, seed=21, keep=True)
+        first = produce_events(cfg, 2_000, invalid_ratio=0.05, seed=21, keep=True)
         # the newer writer's schema is registered now, and first seen by the worker only
         # while the registry is down
         with SchemaRegistryClient({"url": registry.url}) as client:
@@ -85,10 +85,10 @@ def test_avro_bad_framings_evolution_and_a_registry_restart_mid_stream(
         invalid = [e for e in first.events if e.invalid_kind is not None]
         assert set(REASON_SAYS) == {e.invalid_kind for e in invalid}
 
-        worker = start_worker(path, tmp_path, "--idle-exit", "4")
+        worker = start_worker(path, tmp_path, "--idle-exit", "3")
         wait_for_records(cfg, cfg.topics.predictions, len(valid), timeout=120)
         registry.stop()
-        later = _produce_v2(cfg, v2_id, 500, seed=22)
+        later = _produce_v2(cfg, v2_id, 300, seed=22)
         worker.wait_for_log("retrying in", timeout=60)
         registry.start()
         assert worker.wait(120) == 0, worker.log()
@@ -146,3 +146,53 @@ def test_registry_unreachable_at_start_exits_2_with_the_fix(broker, tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "schema registry" in done.stderr and "unreachable" in done.stderr
     assert "streaming registry --port" in done.stderr  # the fix
+
+
+def _serializer(fmt: str, client: SchemaRegistryClient):  # type: ignore[no-untyped-def]
+    """confluent-kafka's own serializer of the format, as another team's producer would use."""
+    if fmt == "protobuf":
+        from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+
+        from streaming.formats.proto_descriptor import message_class
+
+        cls = message_class(Path(PIPELINE.proto_descriptor or "").read_bytes(), "fraud.Transaction")
+        ser = ProtobufSerializer(cls, client, {"use.deprecated.format": False})
+        return lambda record, ctx: ser(cls(**record), ctx)
+    from confluent_kafka.schema_registry.json_schema import JSONSerializer
+
+    return JSONSerializer(json.dumps(PIPELINE.schema.model_json_schema()), client)
+
+
+@pytest.mark.parametrize("fmt", ["protobuf", "json-schema"])
+def test_protobuf_and_json_schema_events_scored_once_each(broker, models_built, tmp_path, fmt):
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from streaming.dev.registry import DevRegistry
+    from streaming.worker import Worker
+
+    registry = DevRegistry().start()
+    try:
+        _, cfg = write_config(
+            tmp_path,
+            broker.bootstrap,
+            **{"pipeline.format": fmt, "schema_registry": {"url": registry.url}},
+        )
+        create_topics(cfg)
+        events = PIPELINE.make_generator(31).batch(300, 1_770_000_000_000)
+        ctx = SerializationContext(cfg.topics.input, MessageField.VALUE)
+        producer = Producer({**kafka.producer_settings(cfg.kafka, "other-team"), "linger.ms": 50})
+        with SchemaRegistryClient({"url": registry.url}) as client:
+            serialize = _serializer(fmt, client)
+            for ev in events:
+                producer.produce(cfg.topics.input, serialize(json.loads(ev.value), ctx), ev.key)
+            producer.produce(cfg.topics.input, b"\x01\x00\x00\x00\x01{}", b"bad")  # wrong magic
+            assert producer.flush(30) == 0
+        stats = Worker(cfg, idle_exit_s=1.0).run()
+    finally:
+        registry.stop()
+    # the worker's own count of its acknowledged outputs: one dead letter, at stage decode
+    assert stats.outputs == len(events) + 1 and dict(stats.dead_letters) == {"decode": 1}
+    preds = read_topic(cfg, cfg.topics.predictions, len(events), settle=0.5)
+    assert Counter(json.loads(r.value)["event_id"] for r in preds) == Counter(
+        e.event_id for e in events
+    )

@@ -428,10 +428,10 @@ def check_registry(ctx: Ctx) -> None:
 
 
 def check_demo_avro(ctx: Ctx) -> None:
-    argv = swap(swap(ctx.argv, "--events", "3000"), "--live-events", "500")
+    argv = swap(swap(ctx.argv, "--events", "1500"), "--live-events", "300")
     done = run(ctx, argv, timeout=240)
     assert "events in avro" in done.stdout, done.stdout
-    assert "accounted for     3,000 of 3,000 events" in done.stdout, done.stdout
+    assert "accounted for     1,500 of 1,500 events" in done.stdout, done.stdout
 
 
 def check_formats_bench(ctx: Ctx) -> None:
@@ -595,7 +595,7 @@ COMMANDS: dict[str, Check] = {
         check_registry,
     ),
     ".venv/bin/streaming demo --format avro --events 20000 --live-events 2000": Check(
-        "bounded: --events 3000 --live-events 500: every event accounted for, in Avro",
+        "bounded: --events 1500 --live-events 300: every event accounted for, in Avro",
         check_demo_avro,
     ),
     ".venv/bin/python -m loadtests.formats --events 100000 --pairs 3": Check(
