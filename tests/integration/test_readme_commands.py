@@ -435,7 +435,7 @@ def check_demo_avro(ctx: Ctx) -> None:
 
 
 def check_formats_bench(ctx: Ctx) -> None:
-    done = run(ctx, [*ctx.argv, "--decode-events", "1000", "--decode-only"], timeout=240)
+    done = run(ctx, [*ctx.argv, "--decode-events", "300", "--decode-only"], timeout=240)
     assert "confluent AvroDeserializer" in done.stdout and "JSON decoder" in done.stdout
 
 
@@ -599,7 +599,7 @@ COMMANDS: dict[str, Check] = {
         check_demo_avro,
     ),
     ".venv/bin/python -m loadtests.formats --events 100000 --pairs 3": Check(
-        "bounded: --decode-events 1000 --decode-only (the drain pairs take minutes; the worker's "
+        "bounded: --decode-events 300 --decode-only (the drain pairs take minutes; the worker's "
         "Avro drain is tests/integration/test_formats.py): the decode comparison reported",
         check_formats_bench,
     ),
