@@ -31,7 +31,7 @@ from streaming.kafka import settings as kafka
 from streaming.kafka.settings import reader_settings
 from streaming.kafka.topics import create_topics
 from tests.kafka_helpers import ROOT, Record, start_worker, write_config
-from tests.registry_helpers import RegistryProcess, free_port
+from tests.registry_helpers import RegistryProcess, free_port, registry_url
 
 pytestmark = pytest.mark.integration
 
@@ -197,29 +197,25 @@ def _serializer(fmt: str, client: SchemaRegistryClient):  # type: ignore[no-unty
 def test_protobuf_and_json_schema_events_scored_once_each(broker, models_built, tmp_path, fmt):
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    from streaming.dev.registry import DevRegistry
     from streaming.worker import Worker
 
-    registry = DevRegistry().start()
-    try:
+    with registry_url() as url:  # STREAMING_TEST_SCHEMA_REGISTRY_URL, or a dev registry
         _, cfg = write_config(
             tmp_path,
             broker.bootstrap,
-            **{"pipeline.format": fmt, "schema_registry": {"url": registry.url}},
+            **{"pipeline.format": fmt, "schema_registry": {"url": url}},
         )
         create_topics(cfg)
         events = PIPELINE.make_generator(31).batch(300, 1_770_000_000_000)
         ctx = SerializationContext(cfg.topics.input, MessageField.VALUE)
         producer = Producer({**kafka.producer_settings(cfg.kafka, "other-team"), "linger.ms": 50})
-        with SchemaRegistryClient({"url": registry.url}) as client:
+        with SchemaRegistryClient({"url": url}) as client:
             serialize = _serializer(fmt, client)
             for ev in events:
                 producer.produce(cfg.topics.input, serialize(json.loads(ev.value), ctx), ev.key)
             producer.produce(cfg.topics.input, b"\x01\x00\x00\x00\x01{}", b"bad")  # wrong magic
             assert producer.flush(30) == 0
         stats = Worker(cfg, idle_exit_s=1.0).run()
-    finally:
-        registry.stop()
     # the worker's own count of its acknowledged outputs: one dead letter, at stage decode
     assert stats.outputs == len(events) + 1 and dict(stats.dead_letters) == {"decode": 1}
     preds = _read_all(cfg, cfg.topics.predictions, len(events))
