@@ -21,7 +21,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from streaming.config import SchemaRegistryConfig
 from streaming.errors import StartupError
 from streaming.formats.errors import DecodeDeferred
-from streaming.kafka.secrets import REGISTRY_USER_INFO, registry_user_info
+from streaming.kafka.secrets import REGISTRY_USER_INFO, SecretsError, registry_user_info
 
 log = logging.getLogger("streaming.formats")
 
@@ -34,7 +34,10 @@ _NOT_FOUND_TTL_S = 10.0
 def registry_client(cfg: SchemaRegistryConfig, secrets_dir: str | None) -> SchemaRegistryClient:
     """A client for ``cfg.url`` with the credentials from the secrets directory, if any."""
     conf: dict[str, Any] = {"url": cfg.url, "timeout": cfg.timeout_s, "max.retries": 0}
-    user_info = registry_user_info(secrets_dir)
+    try:
+        user_info = registry_user_info(secrets_dir)
+    except (SecretsError, OSError) as exc:
+        raise StartupError(f"schema registry credentials: {exc}") from None
     if user_info is not None:
         conf["basic.auth.user.info"] = user_info
     return SchemaRegistryClient(conf)

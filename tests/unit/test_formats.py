@@ -159,6 +159,10 @@ def test_registry_credentials_come_from_the_secrets_directory(tmp_path: Path) ->
     try:
         with pytest.raises(StartupError, match=REGISTRY_USER_INFO):
             check_reachable(_track(registry_client(_registry_cfg(registry.url), str(secrets))), url)
+        (secrets / REGISTRY_USER_INFO).write_text("no-colon")
+        with pytest.raises(StartupError, match="expected user:password") as bad:
+            registry_client(_registry_cfg(url), str(secrets))
+        assert "no-colon" not in str(bad.value)
         (secrets / REGISTRY_USER_INFO).write_text("sr-user:sr-pass\n")
         check_reachable(_track(registry_client(_registry_cfg(registry.url), str(secrets))), url)
         # never handed to librdkafka, which would refuse an unknown property
