@@ -19,6 +19,9 @@ from streaming.kafka.secrets import ENV_SECRETS_DIR, SECRET_KEYS, SecretsError, 
 ENV_BOOTSTRAP = "STREAMING_BOOTSTRAP"
 """Overrides ``kafka.bootstrap``; ``--bootstrap`` on the command line overrides both."""
 
+ENV_SCHEMA_REGISTRY_URL = "STREAMING_SCHEMA_REGISTRY_URL"
+"""Overrides ``schema_registry.url`` (and supplies it when the file has none)."""
+
 KafkaValue = str | int | float | bool
 
 
@@ -106,6 +109,9 @@ class PipelineRef(_Strict):
     """Importable module that defines ``PIPELINE`` (a streaming.pipeline.PipelineSpec)."""
     max_event_bytes: int = Field(default=65_536, ge=64)
     """Larger values go to the dead letters (stage decode) before any parsing."""
+    format: Literal["json", "avro", "protobuf", "json-schema"] = "json"
+    """Encoding of input values: UTF-8 JSON, or Confluent-framed Avro / Protobuf / JSON Schema
+    whose writer schema is fetched from ``schema_registry`` by the id in each value."""
 
 
 class VersionConfig(_Strict):
@@ -289,6 +295,35 @@ class MonitorConfig(_Strict):
     """Consumer group of the monitor; default ``<kafka.group>-monitor``."""
 
 
+class SchemaRegistryConfig(_Strict):
+    """The Confluent-compatible Schema Registry of the framed formats (streaming.formats)."""
+
+    url: str = Field(min_length=1)
+    """http(s)://host:port[,...]; ``STREAMING_SCHEMA_REGISTRY_URL`` overrides it. Credentials
+    only from the file ``schema.registry.basic.auth.user.info`` in kafka.secrets_dir."""
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+    """One request's timeout; a registry down mid-stream is retried with backoff, never
+    answered with dead letters."""
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        for url in value.split(","):
+            if not url.strip().startswith(("http://", "https://")):
+                raise ValueError(
+                    f"{url.strip()!r} is not an http(s) URL; write e.g. http://127.0.0.1:8081"
+                )
+        return value
+
+
+class OutputsConfig(_Strict):
+    """How predictions are encoded."""
+
+    format: Literal["json", "avro"] = "json"
+    """``avro``: Confluent-framed Avro with a schema registered under
+    ``<predictions topic>-value`` (needs ``schema_registry``)."""
+
+
 class PipelineConfig(_Strict):
     """One pipeline: where events come from, how they are scored, where results go."""
 
@@ -302,6 +337,9 @@ class PipelineConfig(_Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    schema_registry: SchemaRegistryConfig | None = None
+    """Required when pipeline.format or outputs.format is not json."""
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     """``exactly-once``: outputs and input offsets are committed in one Kafka transaction, so
     readers with isolation.level=read_committed see each event's outputs once, even after a
@@ -315,6 +353,23 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 f"monitor.baseline {self.monitor.baseline!r} is not a model version; "
                 f"choose one of {', '.join(known)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _registry_when_framed(self) -> PipelineConfig:
+        framed = [
+            f"{key}: {fmt}"
+            for key, fmt in (
+                ("pipeline.format", self.pipeline.format),
+                ("outputs.format", self.outputs.format),
+            )
+            if fmt != "json"
+        ]
+        if framed and self.schema_registry is None:
+            raise ValueError(
+                f"schema_registry.url is required with {' and '.join(framed)}: add "
+                f"schema_registry: {{url: http://HOST:8081}} or set {ENV_SCHEMA_REGISTRY_URL}"
             )
         return self
 
@@ -366,6 +421,13 @@ def load_config(path: str | Path, bootstrap: str | None = None) -> PipelineConfi
         raw.setdefault("kafka", {})
         if isinstance(raw["kafka"], dict):
             raw["kafka"]["bootstrap"] = override
+    registry_url = os.environ.get(ENV_SCHEMA_REGISTRY_URL)
+    if registry_url:
+        section = raw.get("schema_registry")
+        if section is None:
+            raw["schema_registry"] = section = {}
+        if isinstance(section, dict):
+            section["url"] = registry_url
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as exc:

@@ -70,6 +70,15 @@ class PipelineSpec:
     make_preprocessor: PreprocessorFactory
     """Builds the preprocessor from the parameters saved with a model at training time."""
     make_generator: GeneratorFactory
+    avro_schema: str | None = None
+    """Path of the pipeline's ``.avsc``: the reader schema of ``pipeline.format: avro`` (Avro
+    schema resolution against each writer's schema) and the schema ``streaming produce``
+    registers. None: records are read with the writer's schema as it is."""
+    proto_descriptor: str | None = None
+    """Path of a FileDescriptorSet compiled from the pipeline's ``.proto`` (the reader message
+    of ``pipeline.format: protobuf``; streaming.formats.proto_descriptor)."""
+    proto_message: str | None = None
+    """Full name of the reader message in ``proto_descriptor`` (e.g. ``fraud.Transaction``)."""
 
 
 def load_pipeline(module: str) -> PipelineSpec:

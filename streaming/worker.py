@@ -168,6 +168,7 @@ class Worker:
             stats=self.stats,
             limits=limits,
             health=self.health,
+            should_stop=self._stop.is_set,
         )
         self._committer = kind(
             cfg, source.consumer, self._sink, engine.offsets, self.metrics, self.faults, self.stats

@@ -131,6 +131,27 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry(args: argparse.Namespace) -> int:
+    from streaming.dev.registry import DevRegistry
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        registry = DevRegistry(args.port, args.state).start()
+    except OSError as exc:
+        return fail(f"cannot serve the registry on port {args.port}: {exc}; choose another --port")
+    except ValueError as exc:
+        return fail(f"--state {args.state}: not a registry state file ({exc}); remove it", 1)
+    state = f", state in {args.state}" if args.state else " (in memory)"
+    print(f"schema registry on {registry.url}{state}; Ctrl-C stops it", flush=True)
+    try:
+        stop.wait()
+    finally:
+        registry.stop()
+    return 0
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     from streaming.kafka.topics import create_topics
 
@@ -270,5 +291,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         live_events=args.live_events,
         live_rate=args.live_rate,
         seed=args.seed,
+        format=args.format,
     )
     return run_demo(options)

@@ -12,6 +12,7 @@ from streaming.cli.commands import (
     cmd_loadtest,
     cmd_monitor,
     cmd_produce,
+    cmd_registry,
     cmd_route,
     cmd_run,
     cmd_topics,
@@ -60,6 +61,15 @@ def build_parser(load_tests: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (development)")
     p.add_argument("--port", type=int, default=9092)
     p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser(
+        "registry", help="run a small Confluent-compatible Schema Registry (development)"
+    )
+    p.add_argument("--port", type=int, default=8081)
+    p.add_argument(
+        "--state", metavar="FILE", help="keep the schemas in this JSON file across restarts"
+    )
+    p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("topics", help="manage the pipeline's topics")
     tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -140,6 +150,12 @@ def build_parser(load_tests: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("--live-rate", type=_positive_float, default=2_000.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--format",
+        choices=("json", "avro"),
+        default="json",
+        help="input events as JSON, or Confluent-framed Avro on a dev schema registry",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -34,6 +34,8 @@ class DemoOptions:
     live_rate: float = 2_000.0
     seed: int = 1
     timeout_s: float = 600.0
+    format: str = "json"
+    """``avro``: events Confluent-framed Avro, on a dev schema registry started here."""
 
 
 def _line(phase: str, stats: WorkerStats, target: int) -> str:
@@ -67,6 +69,7 @@ def run_demo(opts: DemoOptions) -> int:
         return 2
     out = sys.stdout
     broker: EmbeddedBroker | None = None
+    registry = None
     try:
         if opts.bootstrap is None:
             broker = EmbeddedBroker(log_path=Path(".demo-broker.log")).start()
@@ -74,8 +77,21 @@ def run_demo(opts: DemoOptions) -> int:
         cfg = load_config(opts.config, bootstrap=opts.bootstrap or broker.bootstrap)  # type: ignore[union-attr]
         # A fresh group and topic names per run, so a reused cluster never mixes two demos.
         suffix = f"demo-{int(time.time())}"
+        if opts.format != "json":
+            from streaming.dev.registry import DevRegistry
+
+            registry = DevRegistry().start()
+            print(f"schema registry (dev) on {registry.url}: events in {opts.format}", file=out)
         cfg = cfg.with_overrides(
             **{
+                **(
+                    {
+                        "pipeline.format": opts.format,
+                        "schema_registry": {"url": registry.url},
+                    }
+                    if registry is not None
+                    else {}
+                ),
                 "kafka.group": f"{cfg.kafka.group}-{suffix}",
                 **{
                     f"topics.{k}": f"{getattr(cfg.topics, k)}.{suffix}"
@@ -90,6 +106,8 @@ def run_demo(opts: DemoOptions) -> int:
         print(f"streaming demo: error: {exc}", file=sys.stderr)
         return 2
     finally:
+        if registry is not None:
+            registry.stop()
         if broker is not None:
             broker.stop()
 

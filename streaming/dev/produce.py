@@ -48,6 +48,13 @@ def produce_events(
         raise ValueError("--rate must be > 0 (omit it for as fast as possible)")
     spec = pipeline or load_pipeline(cfg.pipeline.module)
     generator = spec.make_generator(seed)
+    framer = None
+    if cfg.pipeline.format == "avro":  # the pipeline's format (streaming.formats)
+        from streaming.formats.produce import AvroFramer
+
+        framer = AvroFramer.register(cfg, spec)
+    elif cfg.pipeline.format != "json":
+        raise ValueError(f"produce cannot write pipeline.format: {cfg.pipeline.format} yet")
     # A long linger makes large batches: cheaper for any broker, and the embedded broker's
     # fetch walks batches one by one (README, Latency and the embedded broker), so small batches
     # would stall readers.
@@ -81,6 +88,8 @@ def produce_events(
             if wait > 0:
                 time.sleep(wait)
         batch = generator.batch(n, int(time.time() * 1000), invalid_ratio)
+        if framer is not None:
+            batch = framer.convert(batch)
         for ev in batch:
             produce_when_room(producer, topic, ev.value, ev.key, headers, delivered, poll)
             if ev.invalid_kind is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,6 @@ import numpy as np
 from streaming.commit.ledger import OffsetTracker, PartitionLedger
 from streaming.config import PipelineConfig
 from streaming.engine.dead_letters import DeadLetters
-from streaming.engine.decode import Decoder
 from streaming.engine.outcomes import Outcomes
 from streaming.engine.output_variants import PrimaryOutput, ShadowOutput
 from streaming.engine.preprocess import preprocess
@@ -35,6 +34,9 @@ from streaming.engine.types import Chunk, Sink, SourceMessage
 from streaming.engine.versions import ModelVersion, load_version
 from streaming.engine.watchdog import Watchdog
 from streaming.errors import Faults, Health
+from streaming.formats.errors import DecodeDeferred
+from streaming.formats.outputs import make_prediction_encoder
+from streaming.formats.select import make_decoder
 from streaming.kafka.limits import OutputLimits
 from streaming.observability import telemetry
 from streaming.observability.metrics import WorkerMetrics
@@ -60,6 +62,7 @@ class Engine:
         stats: WorkerStats | None = None,
         limits: OutputLimits | None = None,
         health: Health | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.worker_id = worker_id
@@ -83,8 +86,11 @@ class Engine:
             PrimaryOutput(config, sink, self.dead_letters, outcomes, self.metrics, limits),
             ShadowOutput(config, sink, limits),
             self.faults,
+            make_prediction_encoder(config),
         )
-        self._decoder = Decoder(self.pipeline.schema, config.pipeline.max_event_bytes)
+        # json or a framed format, chosen once; a framed one checks its registry answers
+        # (StartupError) and waits out an outage mid-stream unless ``should_stop`` says stop.
+        self._decoder = make_decoder(config, self.pipeline, should_stop)
         self._tuning = ProcessTuning(
             config.worker.gil_switch_interval_ms, config.worker.gc_young_threshold
         )
@@ -167,7 +173,11 @@ class Engine:
         self._consumed.inc(len(messages))
 
         ledgers = self._register(messages)
-        idx, records, rejected = self._decoder.decode(messages)
+        try:
+            idx, records, rejected = self._decoder.decode(messages)
+        except DecodeDeferred as exc:  # stopping in a registry outage: left uncommitted
+            log.warning("%s: %d events left for the next run", exc, len(messages))
+            return
         for i, rejection in rejected:
             self.dead_letters.message(messages[i], ledgers[i], rejection)
         if not records:
@@ -307,3 +317,6 @@ class Engine:
         owner's to close: exactly-once commits its last transaction first)."""
         self.stop_scoring()
         self._tuning.restore()
+        close_decoder = getattr(self._decoder, "close", None)  # a framed format's registry
+        if close_decoder is not None:
+            close_decoder()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,8 +41,11 @@ class Scorer:
         primary: PrimaryOutput,
         shadow: ShadowOutput,
         faults: Faults,
+        encode: Callable[..., list[bytes]] = encode_predictions,
     ) -> None:
         self.config = config
+        self._encode = encode
+        """outputs.format's encoder (streaming.formats.outputs), chosen once at start."""
         self.worker_id = worker_id
         self._sink = sink
         self._primary = primary
@@ -191,7 +195,7 @@ class Scorer:
                 rows = np.flatnonzero(part_finite).tolist()
                 if not rows:
                     continue
-            payloads = encode_predictions(
+            payloads = self._encode(
                 c.event_ids,
                 c.ts_ms,
                 np.where(part_finite, part, 0.0),

@@ -16,6 +16,9 @@ ENV_SECRETS_DIR = "STREAMING_KAFKA_SECRETS_DIR"
 SECRET_PREFIXES = ("sasl.", "ssl.")
 SECRET_KEYS = frozenset({"sasl.password", "ssl.key.password", "ssl.keystore.password"})
 """Properties that may only come from the secrets directory, never from the config file."""
+REGISTRY_USER_INFO = "schema.registry.basic.auth.user.info"
+"""The Schema Registry's ``user:password`` (streaming.formats): read from this directory too,
+never passed to librdkafka."""
 
 
 class SecretsError(ValueError):
@@ -35,7 +38,7 @@ def load_secrets(directory: str | Path | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for path in sorted(root.iterdir()):
         # A mounted Secret also holds ..data and timestamped folders: not properties.
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith(".") or not path.is_file() or path.name == REGISTRY_USER_INFO:
             continue
         if not path.name.startswith(SECRET_PREFIXES):
             raise SecretsError(
@@ -44,3 +47,16 @@ def load_secrets(directory: str | Path | None) -> dict[str, str]:
             )
         out[path.name] = path.read_text().rstrip("\r\n")
     return out
+
+
+def registry_user_info(directory: str | Path | None) -> str | None:
+    """The Schema Registry's ``user:password`` from the secrets directory, if it has one."""
+    if directory is None:
+        return None
+    path = Path(directory) / REGISTRY_USER_INFO
+    if not path.is_file():
+        return None
+    value = path.read_text().strip()
+    if ":" not in value:
+        raise SecretsError(f"{path}: expected user:password (the value itself is not shown)")
+    return value

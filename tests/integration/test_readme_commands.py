@@ -424,6 +424,36 @@ def check_hostile(ctx: Ctx) -> None:
     assert "every record has exactly one output" in done[0].stdout, done[0].stdout
 
 
+def check_registry(ctx: Ctx) -> None:
+    port = free_port()
+    argv = swap(swap(ctx.argv, "--port", str(port)), "--state", str(ctx.tmp / "registry.json"))
+    serve(
+        ctx,
+        argv,
+        lambda log: "schema registry on" in log and http_ok(f"http://127.0.0.1:{port}/subjects"),
+    )
+
+
+def check_demo_avro(ctx: Ctx) -> None:
+    argv = swap(swap(ctx.argv, "--events", "1500"), "--live-events", "300")
+    done = run(ctx, argv, timeout=240)
+    assert "events in avro" in done.stdout, done.stdout
+    assert "accounted for     1,500 of 1,500 events" in done.stdout, done.stdout
+
+
+def check_formats_bench(ctx: Ctx) -> None:
+    done = run(ctx, [*ctx.argv, "--decode-events", "300", "--decode-only"], timeout=240)
+    assert "confluent AvroDeserializer" in done.stdout and "JSON decoder" in done.stdout
+
+
+def check_proto_descriptor(ctx: Ctx) -> None:
+    proto = ROOT / ctx.argv[-1]
+    copy = ctx.tmp / proto.name
+    copy.write_text(proto.read_text())
+    run(ctx, [*ctx.argv[:-1], str(copy)])
+    assert copy.with_suffix(".desc").read_bytes() == proto.with_suffix(".desc").read_bytes()
+
+
 @dataclass(frozen=True)
 class Check:
     how: str
@@ -564,6 +594,26 @@ COMMANDS: dict[str, Check] = {
         check_promtool_rules,
     ),
     "promtool test rules tests/promtool/alerts_test.yml": Check("as written", check_as_written),
+    (
+        ".venv/bin/python -m streaming.formats.proto_descriptor pipelines/fraud/transaction.proto"
+    ): Check(
+        "on a copy of the .proto in a scratch folder (as written it rewrites the shipped "
+        ".desc): the descriptor it writes is the one shipped",
+        check_proto_descriptor,
+    ),
+    ".venv/bin/streaming registry --port 8081 --state .registry.json": Check(
+        "on a free port and a scratch state file: ready (/subjects answers), SIGTERM, exit 0",
+        check_registry,
+    ),
+    ".venv/bin/streaming demo --format avro --events 20000 --live-events 2000": Check(
+        "bounded: --events 1500 --live-events 300: every event accounted for, in Avro",
+        check_demo_avro,
+    ),
+    ".venv/bin/python -m loadtests.formats --events 100000 --pairs 3": Check(
+        "bounded: --decode-events 300 --decode-only (the drain pairs take minutes; the worker's "
+        "Avro drain is tests/integration/test_formats.py): the decode comparison reported",
+        check_formats_bench,
+    ),
 }
 
 
