@@ -99,6 +99,13 @@ class Worker:
         """Ask the worker to stop fetching, drain, commit and return (signal-safe)."""
         self._stop.set()
 
+    def _waiting_should_stop(self) -> bool:
+        """Asked by a stage that waits out an outage (the schema registry) on this thread:
+        the loop is alive and waiting by design, so /healthz must not call it stalled (a
+        restart would not bring the registry back), and a stop ends the wait."""
+        self._turned_at = time.monotonic()
+        return self._stop.is_set()
+
     @property
     def ready(self) -> bool:
         """Models warmed up and the consumer subscribed."""
@@ -168,7 +175,7 @@ class Worker:
             stats=self.stats,
             limits=limits,
             health=self.health,
-            should_stop=self._stop.is_set,
+            should_stop=self._waiting_should_stop,
         )
         self._committer = kind(
             cfg, source.consumer, self._sink, engine.offsets, self.metrics, self.faults, self.stats
