@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from streaming.commit.delivery import ChunkDelivery
 from streaming.config import PipelineConfig
@@ -24,6 +27,9 @@ from streaming.engine.versions import ModelVersion
 from streaming.kafka.limits import OutputLimits
 from streaming.observability.metrics import WorkerMetrics
 
+if TYPE_CHECKING:
+    from streaming.tracing.tracer import Tracer
+
 
 class PrimaryOutput:
     def __init__(
@@ -34,8 +40,10 @@ class PrimaryOutput:
         outcomes: Outcomes,
         metrics: WorkerMetrics,
         limits: OutputLimits,
+        tracer: Tracer | None = None,
     ) -> None:
         self.topic = cfg.topics.predictions
+        self._tracer = tracer
         self._pipeline, self._model = cfg.name, cfg.model.name
         self._sink = sink
         self._dead_letters = dead_letters
@@ -89,7 +97,9 @@ class PrimaryOutput:
             ledgers,
             offsets,
             ts,
-            partial(self._outcomes.predictions, version),
+            partial(self._outcomes.predictions, version)
+            if self._tracer is None
+            else partial(self._acked, version, c, rows),
             partial(self._refused, c, rows),
             sent,
         )
@@ -101,6 +111,19 @@ class PrimaryOutput:
         else:
             for i in rows:
                 produce(topic, payloads[i], keys[i], headers[i], delivery)
+
+    def _acked(
+        self,
+        version: ModelVersion,
+        c: Chunk,
+        rows: range | list[int],
+        delivery: ChunkDelivery,
+        latencies_ms: np.ndarray | None,
+    ) -> None:
+        """Delivery thread, tracing on: account as usual, then let the tracer pick rows."""
+        self._outcomes.predictions(version, delivery, latencies_ms)
+        if latencies_ms is not None and self._tracer is not None:
+            self._tracer.predictions(c, rows, latencies_ms)
 
     def _too_large(self, payload: bytes, key: bytes | None) -> Rejection:
         return Rejection(

@@ -1,0 +1,126 @@
+"""The stage times a traced worker keeps: per chunk and per batch, never per row.
+
+Spans are made after the fact, for the few events kept (streaming.tracing.tracer), from these
+stamps; the hot path only writes a handful of floats per chunk. No OpenTelemetry here: this
+module is imported whether tracing is on or off.
+
+Who writes what: the feeding thread writes a chunk's ``ChunkTimes`` and its traceparents; the
+version's inference thread writes the ``BatchStamp`` of each model call; the delivery thread
+(and the dead-letter paths) only read them once the event's outputs are acked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from streaming.engine.types import Headers
+
+TRACEPARENT = "traceparent"
+
+UPSTREAM = 1
+"""Flag bit: the event came with its own traceparent (its span is our root's parent)."""
+SAMPLED = 2
+"""Flag bit: that traceparent's sampled flag was set (the event is always kept)."""
+
+
+@dataclass(slots=True)
+class ChunkTimes:
+    """Wall-clock seconds (time.time) at which a chunk's rows passed each stage."""
+
+    polled: float
+    """The poll batch reached the engine: the end of the time in the topic."""
+    decoded: float | None = None
+    queued: float | None = None
+    """Preprocessed and put on the version's lane."""
+
+
+@dataclass(slots=True)
+class BatchStamp:
+    """One model call: shared by every chunk in it (the batch span is made once)."""
+
+    seq: int
+    version: str
+    size: int
+    start: float
+    end: float | None = None
+    """None while the call runs (and for good when it hung)."""
+
+
+@dataclass(slots=True)
+class TraceRow:
+    """What the tracer needs of one dead-lettered event (made only for dead letters: rare)."""
+
+    start_s: float | None
+    """The event's own time (its ts field), or None where it could not be decoded."""
+    times: ChunkTimes | None
+    batch: BatchStamp | None
+    event_id: str | None
+    upstream: bool
+    """Its traceparent came with the event (else none, or the one the worker wrote)."""
+
+
+def stamp_traceparents(headers: list[Headers | None]) -> np.ndarray:
+    """Flags per row (UPSTREAM, SAMPLED); a row without a traceparent gets a new one in place.
+
+    A new trace's id has to be in the prediction's headers before anyone knows whether the
+    event will be kept, so every row gets one (our root span's id as its parent id, flags 00:
+    the worker has not sampled it yet). Random bytes come in one call per chunk.
+    """
+    n = len(headers)
+    flags = np.zeros(n, dtype=np.uint8)
+    missing: list[int] = []
+    for i, h in enumerate(headers):
+        if h:
+            for key, value in h:
+                if key == TRACEPARENT:
+                    flags[i] = UPSTREAM | (SAMPLED if _sampled(value) else 0)
+                    break
+            else:
+                missing.append(i)
+        else:
+            missing.append(i)
+    if missing:
+        raw = os.urandom(24 * len(missing)).hex()
+        for j, i in enumerate(missing):
+            at = 48 * j
+            tp = f"00-{raw[at : at + 32]}-{raw[at + 32 : at + 48]}-00".encode()
+            h = headers[i]
+            headers[i] = [*h, (TRACEPARENT, tp)] if h else [(TRACEPARENT, tp)]
+    return flags
+
+
+def has_traceparent(headers: Headers | None) -> bool:
+    """The event came with a traceparent of its own."""
+    return any(key == TRACEPARENT for key, _value in headers or ())
+
+
+def _sampled(value: bytes | str | None) -> bool:
+    if not value:
+        return False
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    try:
+        return bool(int(text.strip()[-2:], 16) & 1)
+    except ValueError:
+        return False
+
+
+def parse_traceparent(headers: Headers | None) -> tuple[int, int] | None:
+    """(trace id, span id) of a valid W3C traceparent among ``headers``, else None."""
+    for key, value in headers or ():
+        if key != TRACEPARENT or not value:
+            continue
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        parts = text.strip().split("-")
+        if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+            return None
+        try:
+            trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
+        except ValueError:
+            return None
+        if trace_id == 0 or span_id == 0:
+            return None
+        return trace_id, span_id
+    return None
