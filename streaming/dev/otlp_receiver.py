@@ -201,18 +201,20 @@ def _forward(base_url: str, body: bytes) -> None:
 
 
 def main() -> None:
-    """Serve until interrupted, printing one line per span received (development)."""
+    """Serve until SIGTERM or Ctrl-C, printing one line per span received (development)."""
     import argparse
+    import signal
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=4318)
     args = parser.parse_args()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     seen = 0
     with OtlpReceiver(port=args.port) as rx:
         print(f"OTLP/HTTP receiver on {rx.endpoint}/v1/traces", flush=True)
         try:
-            while True:
-                time.sleep(0.5)
+            while not stop.wait(0.5):
                 spans = rx.spans
                 for s in spans[seen:]:
                     print(
