@@ -127,11 +127,14 @@ class OtlpReceiver:
                     if receiver.forward_to:
                         _forward(receiver.forward_to, body)
                 payload = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/x-protobuf")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the exporter gave up waiting (a slow collector is what was asked)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet: tests and the demo read their own output
@@ -178,8 +181,10 @@ class OtlpReceiver:
         return self
 
     def close(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
+        """Stop serving (and free the port, started or not)."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread = None
         self._server.server_close()
 
     def __enter__(self) -> OtlpReceiver:

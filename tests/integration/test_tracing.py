@@ -161,8 +161,8 @@ def test_kept_events_have_every_stage_span_joined_to_their_traceparent(
             s.attributes["messaging.kafka.source.partition"],
             s.attributes["messaging.kafka.message.offset"],
         ): s
-        for s in roots.values()
-        if s.attributes["event.kept"] == "dead_letter"
+        for s in spans
+        if s.name == "event" and s.attributes["event.kept"] == "dead_letter"
     }
     assert len(dead) == len(invalid) == len(by_offset)
     for r in dead:
