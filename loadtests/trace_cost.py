@@ -30,10 +30,7 @@ def _drain(cfg: PipelineConfig, group: str, tracing: dict[str, object]) -> tuple
     note = ""
     if worker.engine is not None and worker.engine.tracer is not None:
         t = worker.engine.tracer
-        note = (
-            f"  kept {sum(t.kept.values()):,} events {t.kept}, spans sent "
-            f"{t.export.sent:,} dropped {t.export.dropped:,}"
-        )
+        note = f"  traced {t.kept}, spans sent {t.export.sent:,} dropped {t.export.dropped:,}"
     return stats.rate(), note
 
 

@@ -144,6 +144,14 @@ class WorkerMetrics:
         self.commits = Counter(
             "streaming_offset_commits_total", "Offset commits sent.", ("pipeline",), registry=r
         )
+        self.traces = Counter(
+            "streaming_traces_total",
+            "Events traced after their outputs were acked, by why (slow, sampled upstream, "
+            "ratio, dead_letter), and events that qualified but were over tracing.max_per_s "
+            "(over_budget).",
+            ("pipeline", "kept"),
+            registry=r,
+        )
         self.trace_spans_sent = Counter(
             "streaming_trace_spans_sent_total",
             "Spans the OTLP endpoint accepted (tracing.enabled).",

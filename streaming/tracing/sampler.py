@@ -32,8 +32,10 @@ class TailSampler:
         p99: Callable[[], tuple[int, float]] | None = None,
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_per_s: float = math.inf,
     ) -> None:
         self.ratio = ratio
+        self._budget = Budget(max_per_s, clock)
         self._fixed = None if slow_ms == "auto" else float(slow_ms)
         self._p99 = p99
         """(samples so far, current p99 in ms): the worker's end-to-end recorder."""
@@ -68,3 +70,36 @@ class TailSampler:
             upstream = np.zeros_like(slow)
         lucky = rest & (self._rng.random(latencies_ms.shape[0]) < self.ratio)
         return np.flatnonzero(slow), np.flatnonzero(upstream), np.flatnonzero(lucky)
+
+    def within_budget(self, picked: np.ndarray) -> np.ndarray:
+        """The first of ``picked`` the per-second budget still allows (the rest are skipped)."""
+        if picked.size == 0:
+            return picked
+        return picked[: self._budget.take(picked.size)]
+
+
+class Budget:
+    """A token bucket: at most ``per_s`` a second on average, bursts up to one second's worth.
+
+    A backlog makes every event slower than the last p99 (each waited longer than the one
+    before), so without it a drain would trace a third of its events; it bounds what traces
+    can cost, whatever the traffic does."""
+
+    __slots__ = ("_clock", "_last", "_per_s", "_tokens")
+
+    def __init__(self, per_s: float, clock: Callable[[], float]) -> None:
+        self._per_s = per_s
+        self._clock = clock
+        self._tokens = per_s
+        self._last = clock()
+
+    def take(self, n: int) -> int:
+        """How many of ``n`` may go now (taken from the bucket)."""
+        if math.isinf(self._per_s):
+            return n
+        now = self._clock()
+        self._tokens = min(self._per_s, self._tokens + (now - self._last) * self._per_s)
+        self._last = now
+        granted = min(n, int(self._tokens))
+        self._tokens -= granted
+        return granted

@@ -79,8 +79,15 @@ class Tracer:
         t = cfg.tracing
         recorder = stats.end_to_end_ms
         self.sampler = TailSampler(
-            t.ratio, t.slow_ms, lambda: (recorder.count, recorder.percentile(99))
+            t.ratio,
+            t.slow_ms,
+            lambda: (recorder.count, recorder.percentile(99)),
+            max_per_s=t.max_per_s,
         )
+        self._counts = {
+            why: metrics.traces.labels(cfg.name, why)
+            for why in ("slow", "sampled", "ratio", "dead_letter", "over_budget")
+        }
         self.export = export or SpanExport(make_exporter(t), t, metrics, cfg.name)
         attrs: dict[str, Any] = {"streaming.pipeline": cfg.name}
         if t.service_name is not None:
@@ -94,7 +101,7 @@ class Tracer:
         self._topic = cfg.topics.input
         self._batches: OrderedDict[int, SpanContext] = OrderedDict()
         self._rand = random.Random()
-        self.kept = {"slow": 0, "sampled": 0, "ratio": 0, "dead_letter": 0}
+        self.kept = {"slow": 0, "sampled": 0, "ratio": 0, "dead_letter": 0, "over_budget": 0}
         """Events traced, by why (delivery thread)."""
 
     # ------------------------------------------------------------------ decisions
@@ -107,6 +114,14 @@ class Tracer:
         flags = c.trace_flags[rows] if c.trace_flags is not None else None
         slow, sampled, lucky = self.sampler.keep(latencies_ms, flags)
         for why, picked in (("slow", slow), ("sampled", sampled), ("ratio", lucky)):
+            if picked.size == 0:
+                continue
+            if why != "sampled":
+                allowed = self.sampler.within_budget(picked)
+                if allowed.size < picked.size:
+                    self._count("over_budget", picked.size - allowed.size)
+                picked = allowed
+            self._count(why, picked.size)
             for j in picked.tolist():
                 i = rows[j]
                 start = c.ts_ms[i] / 1000.0
@@ -122,7 +137,6 @@ class Tracer:
                     {"event.id": c.event_ids[i], "event.kept": why},
                     self._where(c, i),
                 )
-                self.kept[why] += 1
 
     def dead_letter(
         self,
@@ -155,7 +169,11 @@ class Tracer:
             attrs,
             where,
         )
-        self.kept["dead_letter"] += 1
+        self._count("dead_letter", 1)
+
+    def _count(self, why: str, n: int) -> None:
+        self.kept[why] += n
+        self._counts[why].inc(n)
 
     # ------------------------------------------------------------------ spans
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streaming.config import PipelineConfig, TracingConfig
-from streaming.tracing.sampler import AUTO_MIN_SAMPLES, TailSampler
+from streaming.tracing.sampler import AUTO_MIN_SAMPLES, Budget, TailSampler
 from streaming.tracing.stamps import (
     SAMPLED,
     UPSTREAM,
@@ -58,6 +58,19 @@ def test_auto_threshold_follows_the_current_p99_once_there_are_enough_samples():
     assert sampler.slow_ms == 50.0
     slow, _, lucky = sampler.keep(np.array([10.0, 60.0]), None)
     assert slow.tolist() == [1] and lucky.size == 0
+
+
+def test_the_budget_bounds_traced_events_per_second_whatever_qualifies():
+    now = [0.0]
+    budget = Budget(100.0, lambda: now[0])
+    assert budget.take(250) == 100  # a burst: one second's worth
+    assert budget.take(10) == 0
+    now[0] = 0.5
+    assert budget.take(250) == 50
+    now[0] = 10.0
+    assert budget.take(1_000) == 100  # idle time does not pile up more than a second's worth
+    sampler = TailSampler(1.0, 1.0, max_per_s=5, clock=lambda: now[0])
+    assert sampler.within_budget(np.arange(8)).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_tracing_is_off_by_default_and_a_bad_value_names_its_field():
