@@ -212,6 +212,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=4318)
+    parser.add_argument(
+        "--quiet", action="store_true", help="print only the span count, every 5 s (benchmarks)"
+    )
     args = parser.parse_args()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -219,8 +222,11 @@ def main() -> None:
     with OtlpReceiver(port=args.port) as rx:
         print(f"OTLP/HTTP receiver on {rx.endpoint}/v1/traces", flush=True)
         try:
-            while not stop.wait(0.5):
+            while not stop.wait(5.0 if args.quiet else 0.5):
                 spans = rx.spans
+                if args.quiet:
+                    print(f"{len(spans):,} spans received", flush=True)
+                    continue
                 for s in spans[seen:]:
                     print(
                         f"{s.trace_id} {s.span_id} <- {s.parent_span_id or '-':16} "
@@ -230,6 +236,8 @@ def main() -> None:
                 seen = len(spans)
         except KeyboardInterrupt:
             pass
+        if args.quiet:
+            print(f"{len(rx.spans):,} spans received", flush=True)
 
 
 if __name__ == "__main__":
