@@ -13,6 +13,7 @@ so ``slow_ms: auto`` (the current p99) is what keeps the slow share at about 1%.
 from __future__ import annotations
 
 import argparse
+import resource
 import socket
 import statistics
 import subprocess
@@ -28,12 +29,19 @@ from streaming.worker import Worker
 
 def _drain(cfg: PipelineConfig, group: str, tracing: dict[str, object]) -> tuple[float, str]:
     worker = Worker(cfg.with_overrides(**{"kafka.group": group, **tracing}), idle_exit_s=1.0)
+    c0 = _cpu_s()
     stats = worker.run()
-    note = ""
+    cpu_us = (_cpu_s() - c0) / max(stats.consumed, 1) * 1e6
+    note = f" ({cpu_us:4.1f} us cpu/event, start-up included)"
     if worker.engine is not None and worker.engine.tracer is not None:
         t = worker.engine.tracer
-        note = f"  traced {t.kept}, spans sent {t.export.sent:,} dropped {t.export.dropped:,}"
+        note += f"  traced {t.kept}, spans sent {t.export.sent:,} dropped {t.export.dropped:,}"
     return stats.rate(), note
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def main() -> None:
