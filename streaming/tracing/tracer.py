@@ -151,6 +151,9 @@ class Tracer:
         start = row.start_s
         if start is None:  # not decoded: the record's own time is unknown
             start = row.times.polled if row.times is not None else rejected_s
+        cut = _CUT_AT.get(rejection.stage, "publish")
+        if cut == "inference" and row.batch is None:  # refused before any model call
+            cut = "queue"  # (an open breaker, a passed deadline, a version already hung)
         attrs: dict[str, Any] = {
             "event.kept": "dead_letter",
             "dead_letter.stage": rejection.stage,
@@ -165,7 +168,7 @@ class Tracer:
             acked_s,
             row.times,
             row.batch,
-            (_CUT_AT.get(rejection.stage, "publish"), rejected_s),
+            (cut, rejected_s),
             attrs,
             where,
         )

@@ -242,3 +242,55 @@ def test_a_slow_or_down_collector_costs_spans_never_the_events(models_built):
     engine.close()
     assert engine.tracer.export.sent == 0
     assert engine.tracer.export.dropped == engine.tracer.export.dropped_failed > 0
+
+
+def test_model_errors_and_an_open_breaker_are_traced_up_to_where_they_failed(
+    models_built, tmp_path
+):
+    from models.fraud.faulty import build_faulty
+
+    raising = build_faulty("raising", models_built / "v2", tmp_path / "v7", "v7")
+    n = 600
+    with OtlpReceiver() as rx:
+        cfg = load_config(BASE_CONFIG).with_overrides(
+            models_dir=str(ROOT / "models"),
+            **{
+                "model.versions": [{"version": "v7", "path": str(raising)}],
+                "worker.breaker_failures": 2,
+                "tracing.enabled": True,
+                "tracing.endpoint": rx.endpoint,
+                "tracing.ratio": 0.0,
+            },
+        )
+        spec = load_pipeline(cfg.pipeline.module)
+        events = spec.make_generator(9).batch(n, int(time.time() * 1000))
+        msgs = [InMemoryMessage(e.value, b"%d" % i, i) for i, e in enumerate(events)]
+        sink = InstantSink(keep=True)
+        engine = Engine(cfg, sink)
+        engine.start()
+        for i in range(0, n, 50):
+            engine.submit(msgs[i : i + 50])
+        assert engine.offsets.wait_drained(60)
+        engine.close()
+        spans = rx.spans
+    dead = [
+        (json.loads(v)["event_id"], h) for t, v, h in sink.records if t == cfg.topics.dead_letters
+    ]
+    assert len(dead) == n
+    roots = {s.attributes["event.id"]: s for s in spans if s.name == "event"}
+    traces = _traces(spans)
+    seen = set()
+    for event_id, headers in dead:
+        reason = headers["dead_letter.reason_class"].decode()
+        seen.add(reason)
+        root = roots[event_id]
+        assert root.attributes["dead_letter.reason_class"] == reason
+        assert root.status_code == 2  # ERROR
+        if reason == "circuit_open":  # refused before any model call
+            expected = ("consume", "decode", "preprocess", "queue", "dead_letter")
+        else:  # the model raised: the call is in the trace, linked to its batch span
+            expected = ("consume", "decode", "preprocess", "queue", "inference", "dead_letter")
+        root = _check_trace(traces[root.trace_id], expected)
+        # the worker's own trace: the dead letter carries the traceparent of its root span
+        assert headers["traceparent"].decode() == f"00-{root.trace_id}-{root.span_id}-00"
+    assert "circuit_open" in seen and len(seen) == 2, seen
