@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from streaming.config import TracingConfig
+from streaming.errors import StartupError
 from streaming.observability.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
@@ -49,9 +50,9 @@ def make_exporter(cfg: TracingConfig) -> SpanExporter:
 
         return GrpcExporter(endpoint=cfg.endpoint, timeout=cfg.export_timeout_s)
     if protocol != "http/protobuf":
-        raise ValueError(
-            f"OTLP protocol {protocol!r} is not supported: use http/protobuf or grpc "
-            "(tracing.protocol or OTEL_EXPORTER_OTLP_PROTOCOL)"
+        raise StartupError(
+            f"OTLP protocol {protocol!r} (OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL) is not "
+            "supported: use http/protobuf or grpc, or set tracing.protocol"
         )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -81,3 +81,18 @@ def test_tracing_is_off_by_default_and_a_bad_value_names_its_field():
     with pytest.raises(ValueError, match="ratio"):
         TracingConfig(ratio=2)
     assert "tracing" in PipelineConfig.model_fields
+
+
+def test_the_exporter_follows_the_config_then_the_otel_variables(monkeypatch):
+    from streaming.errors import StartupError
+    from streaming.tracing.export import make_exporter
+
+    grpc = make_exporter(TracingConfig(endpoint="http://127.0.0.1:4317", protocol="grpc"))
+    assert "grpc" in type(grpc).__module__
+    http = make_exporter(TracingConfig(endpoint="http://127.0.0.1:4318"))
+    assert http._endpoint == "http://127.0.0.1:4318/v1/traces"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    assert make_exporter(TracingConfig())._endpoint == "http://collector:4318/v1/traces"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with pytest.raises(StartupError, match=r"tracing\.protocol"):
+        make_exporter(TracingConfig())
