@@ -107,6 +107,7 @@ def test_kept_events_have_every_stage_span_joined_to_their_traceparent(
                 "tracing.ratio": RATIO,
                 "tracing.slow_ms": SLOW_MS,
                 "tracing.max_per_s": 1e9,  # what is kept here is the sampler's, not a budget's
+                "tracing.export_timeout_s": 60,  # nothing dropped, even on a crowded machine
             },
         )
         create_topics(cfg)
