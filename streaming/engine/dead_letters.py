@@ -37,7 +37,7 @@ from streaming.engine.types import STAGE_PUBLISH, Chunk, Rejection, Sink
 from streaming.kafka.limits import OutputLimits
 from streaming.kafka.refusals import RECORD, classify
 from streaming.observability.logs import LogBudget, trace_id
-from streaming.tracing.stamps import UPSTREAM, TraceRow
+from streaming.tracing.stamps import UPSTREAM, TraceRow, with_traceparent
 
 if TYPE_CHECKING:
     from streaming.tracing.tracer import Tracer
@@ -104,7 +104,7 @@ class DeadLetters:
         self._send(
             chunk.values[i],
             chunk.keys[i],
-            chunk.headers[i],
+            _headers(chunk, i),
             chunk.ledgers[i],
             chunk.offsets[i],
             rejection,
@@ -133,7 +133,7 @@ class DeadLetters:
             _Pending(
                 chunk.values[i],
                 chunk.keys[i],
-                chunk.headers[i],
+                _headers(chunk, i),
                 chunk.ledgers[i],
                 chunk.offsets[i],
                 rejection,
@@ -258,3 +258,9 @@ class DeadLetters:
 def _reason_class(err: Any) -> str:
     name = err.name() if hasattr(err, "name") else "refused"
     return name.lstrip("_").lower()
+
+
+def _headers(chunk: Chunk, i: int) -> Any:
+    """Row ``i``'s input headers, plus the traceparent the worker started for it (tracing)."""
+    made = chunk.new_traceparents
+    return chunk.headers[i] if made is None else with_traceparent(chunk.headers[i], made[i])

@@ -26,6 +26,7 @@ from streaming.engine.types import STAGE_PUBLISH, Chunk, Rejection, Sink
 from streaming.engine.versions import ModelVersion
 from streaming.kafka.limits import OutputLimits
 from streaming.observability.metrics import WorkerMetrics
+from streaming.tracing.stamps import with_traceparent
 
 if TYPE_CHECKING:
     from streaming.tracing.tracer import Tracer
@@ -105,7 +106,12 @@ class PrimaryOutput:
         )
         produce = self._sink.produce
         topic = self.topic
-        if fitted.changed:
+        made = c.new_traceparents
+        if made is not None:  # tracing: events that came without a trace get the worker's
+            for i in rows:
+                h = with_traceparent(fitted.headers(headers, i), made[i])
+                produce(topic, payloads[i], keys[i], h, delivery)
+        elif fitted.changed:
             for i in rows:
                 produce(topic, payloads[i], keys[i], fitted.headers(headers, i), delivery)
         else:

@@ -104,6 +104,9 @@ class Chunk:
     """Stage times for traces (tracing.enabled only; streaming.tracing.stamps)."""
     trace_flags: np.ndarray | None = None
     """Per row: came with a traceparent, and was it sampled (tracing.enabled only)."""
+    new_traceparents: list[bytes | None] | None = None
+    """Per row: the traceparent the worker starts for an event that came without one, added
+    to its outputs (tracing.enabled only)."""
     batch: BatchStamp | None = None
     """The model call that scored these rows (tracing.enabled only)."""
 
@@ -127,6 +130,7 @@ class Chunk:
                 self.shadow,
                 self.times,
                 self.trace_flags[s] if self.trace_flags is not None else None,
+                self.new_traceparents[s] if self.new_traceparents is not None else None,
             )
 
         return part(slice(0, n)), part(slice(n, None))

@@ -62,21 +62,21 @@ class TraceRow:
     """Its traceparent came with the event (else none, or the one the worker wrote)."""
 
 
-def stamp_traceparents(headers: list[Headers | None]) -> np.ndarray:
-    """Flags per row (UPSTREAM, SAMPLED); a row without a traceparent gets a new one in place.
+def stamp_traceparents(headers: list[Headers | None]) -> tuple[np.ndarray, list[bytes | None]]:
+    """Flags per row (UPSTREAM, SAMPLED), and a new traceparent for each row without one.
 
     A new trace's id has to be in the prediction's headers before anyone knows whether the
-    event will be kept, so every row gets one (our root span's id as its parent id, flags 00:
-    the worker has not sampled it yet). This runs for every row while tracing is on, so the
-    new headers are made in one vectorised pass (random bytes and hex digits for the whole
-    chunk at once), and the common chunk that came with no headers at all skips the scan.
+    event will be kept, so every row without a traceparent gets one (our root span's id as its
+    parent id, flags 00: the worker has not sampled it yet). The outputs add it when they are
+    produced, so the input's headers are left as they came, and the header budget check
+    (streaming.engine.fitting) does not scan rows that came with none. This runs for every row
+    while tracing is on: the new ones are made in one vectorised pass per chunk, and a chunk
+    that came with no headers at all skips the scan.
     """
     n = len(headers)
     flags = np.zeros(n, dtype=np.uint8)
     if not any(headers):
-        made = new_traceparents(n)
-        headers[:] = [[(TRACEPARENT, tp)] for tp in made]
-        return flags
+        return flags, list(new_traceparents(n))
     missing: list[int] = []
     odd = _ODD_HEX
     for i, h in enumerate(headers):
@@ -89,11 +89,17 @@ def stamp_traceparents(headers: list[Headers | None]) -> np.ndarray:
                 missing.append(i)
         else:
             missing.append(i)
-    if missing:
-        for i, tp in zip(missing, new_traceparents(len(missing)), strict=True):
-            h = headers[i]
-            headers[i] = [*h, (TRACEPARENT, tp)] if h else [(TRACEPARENT, tp)]
-    return flags
+    made: list[bytes | None] = [None] * n
+    for i, tp in zip(missing, new_traceparents(len(missing)), strict=True):
+        made[i] = tp
+    return flags, made
+
+
+def with_traceparent(headers: Headers | None, tp: bytes | None) -> Headers | None:
+    """``headers`` plus the worker's new traceparent, if the row got one."""
+    if tp is None:
+        return headers
+    return [*headers, (TRACEPARENT, tp)] if headers else [(TRACEPARENT, tp)]
 
 
 _ODD_HEX = frozenset(b"13579bdfBDF")

@@ -45,7 +45,14 @@ from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
 from streaming.tracing.export import SpanExport, make_exporter
 from streaming.tracing.sampler import TailSampler
-from streaming.tracing.stamps import UPSTREAM, BatchStamp, ChunkTimes, TraceRow, parse_traceparent
+from streaming.tracing.stamps import (
+    UPSTREAM,
+    BatchStamp,
+    ChunkTimes,
+    TraceRow,
+    parse_traceparent,
+    with_traceparent,
+)
 
 STAGES = ("consume", "decode", "preprocess", "queue", "inference", "publish")
 """Span names of the stages, in the order an event passes them."""
@@ -112,6 +119,7 @@ class Tracer:
         if times is None or len(latencies_ms) != len(rows):
             return  # refused rows were handed to the dead letters, which trace them
         flags = c.trace_flags[rows] if c.trace_flags is not None else None
+        made = c.new_traceparents
         slow, sampled, lucky = self.sampler.keep(latencies_ms, flags)
         for why, picked in (("slow", slow), ("sampled", sampled), ("ratio", lucky)):
             if picked.size == 0:
@@ -127,7 +135,7 @@ class Tracer:
                 start = c.ts_ms[i] / 1000.0
                 end = (c.ts_ms[i] + float(latencies_ms[j])) / 1000.0
                 self._event(
-                    c.headers[i],
+                    with_traceparent(c.headers[i], made[i]) if made is not None else c.headers[i],
                     flags is not None and bool(flags[j] & UPSTREAM),
                     start,
                     end,

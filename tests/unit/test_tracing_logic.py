@@ -13,6 +13,7 @@ from streaming.tracing.stamps import (
     has_traceparent,
     parse_traceparent,
     stamp_traceparents,
+    with_traceparent,
 )
 
 UP = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -20,13 +21,20 @@ UP = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 def test_rows_without_a_traceparent_get_a_new_one_and_upstream_flags_are_read():
     headers = [None, [("traceparent", UP)], [("x", b"1")], [("traceparent", UP[:-2] + b"00")]]
-    flags = stamp_traceparents(headers)
+    flags, made = stamp_traceparents(headers)
     assert flags.tolist() == [0, UPSTREAM | SAMPLED, 0, UPSTREAM]
-    assert headers[1] == [("traceparent", UP)]  # an upstream traceparent is left as it came
-    assert headers[2][0] == ("x", b"1")
-    new = [parse_traceparent(headers[i]) for i in (0, 2)]
+    assert made[1] is None and made[3] is None  # an upstream traceparent is left as it came
+    assert headers[2] == [("x", b"1")]  # the input's headers are not touched
+    out = [with_traceparent(headers[i], made[i]) for i in range(4)]
+    assert out[2][0] == ("x", b"1") and out[1] == [("traceparent", UP)]
+    new = [parse_traceparent(out[i]) for i in (0, 2)]
     assert all(ids is not None for ids in new) and new[0] != new[1]
-    assert headers[0][0][1].endswith(b"-00")  # not sampled yet: the worker decides at the ack
+    assert out[0][0][1].endswith(b"-00")  # not sampled yet: the worker decides at the ack
+    flags, made = stamp_traceparents([None] * 3)  # the common chunk: no headers at all
+    assert (
+        flags.tolist() == [0, 0, 0]
+        and len({parse_traceparent([("traceparent", t)]) for t in made}) == 3
+    )
     assert parse_traceparent([("traceparent", UP)]) == (
         0x4BF92F3577B34DA6A3CE929D0E0E4736,
         0x00F067AA0BA902B7,
