@@ -26,7 +26,7 @@ from streaming.engine.types import STAGE_PUBLISH, Chunk, Rejection, Sink
 from streaming.engine.versions import ModelVersion
 from streaming.kafka.limits import OutputLimits
 from streaming.observability.metrics import WorkerMetrics
-from streaming.tracing.stamps import with_traceparent
+from streaming.tracing.stamps import TRACEPARENT
 
 if TYPE_CHECKING:
     from streaming.tracing.tracer import Tracer
@@ -108,8 +108,12 @@ class PrimaryOutput:
         topic = self.topic
         made = c.new_traceparents
         if made is not None:  # tracing: events that came without a trace get the worker's
+            changed = fitted.changed
             for i in rows:
-                h = with_traceparent(fitted.headers(headers, i), made[i])
+                h = changed.get(i, headers[i]) if changed else headers[i]
+                tp = made[i]
+                if tp is not None:  # inline: this runs for every prediction while tracing
+                    h = [*h, (TRACEPARENT, tp)] if h else [(TRACEPARENT, tp)]
                 produce(topic, payloads[i], keys[i], h, delivery)
         elif fitted.changed:
             for i in rows:
