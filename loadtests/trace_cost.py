@@ -62,6 +62,11 @@ def main() -> None:
     parser.add_argument("-c", "--config", default="pipelines/fraud/pipeline.yaml")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument(
+        "--no-new-trace-header",
+        action="store_true",
+        help="tracing on with tracing.new_trace_header: false (no header added to outputs)",
+    )
     args = parser.parse_args()
     # The receiver runs in a process of its own, as a collector would: decoding spans in
     # this process would be charged to the worker's drain.
@@ -94,11 +99,14 @@ def _measure(args: argparse.Namespace, endpoint: str) -> None:
         create_topics(cfg)
         time.sleep(1)
         produce_events(cfg, args.events, seed=1)
-        on = {"tracing.enabled": True, "tracing.endpoint": endpoint}
+        on: dict[str, object] = {"tracing.enabled": True, "tracing.endpoint": endpoint}
+        if args.no_new_trace_header:
+            on["tracing.new_trace_header"] = False
         print(
             f"backlog of {args.events:,} events; tracing on = ratio "
             f"{cfg.tracing.ratio:g}, slow_ms {cfg.tracing.slow_ms}, max_per_s "
-            f"{cfg.tracing.max_per_s:g}, to {endpoint}",
+            f"{cfg.tracing.max_per_s:g}, new_trace_header {not args.no_new_trace_header}, "
+            f"to {endpoint}",
             flush=True,
         )
         for i in range(args.pairs):

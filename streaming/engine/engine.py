@@ -261,7 +261,9 @@ class Engine:
         chunk = self._chunk(feats.matrix, msgs, records, ledgers, enqueued)
         if times is not None:
             chunk.times = ChunkTimes(times.polled, times.decoded, time.time())
-            chunk.trace_flags, chunk.new_traceparents = stamp_traceparents(chunk.headers)
+            chunk.trace_flags, chunk.new_traceparents = stamp_traceparents(
+                chunk.headers, self.config.tracing.new_trace_header
+            )
         if not version.lane.put(chunk):  # the version hung: its lane takes nothing more
             assert version.watch.hung is not None
             self.dead_letters.rows(chunk, range(len(chunk)), version.watch.hung)

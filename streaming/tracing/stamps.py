@@ -62,8 +62,11 @@ class TraceRow:
     """Its traceparent came with the event (else none, or the one the worker wrote)."""
 
 
-def stamp_traceparents(headers: list[Headers | None]) -> tuple[np.ndarray, list[bytes | None]]:
-    """Flags per row (UPSTREAM, SAMPLED), and a new traceparent for each row without one.
+def stamp_traceparents(
+    headers: list[Headers | None], new: bool = True
+) -> tuple[np.ndarray, list[bytes | None] | None]:
+    """Flags per row (UPSTREAM, SAMPLED), and a new traceparent for each row without one
+    (None with ``new`` false: tracing.new_trace_header).
 
     A new trace's id has to be in the prediction's headers before anyone knows whether the
     event will be kept, so every row without a traceparent gets one (our root span's id as its
@@ -76,7 +79,7 @@ def stamp_traceparents(headers: list[Headers | None]) -> tuple[np.ndarray, list[
     n = len(headers)
     flags = np.zeros(n, dtype=np.uint8)
     if not any(headers):
-        return flags, list(new_traceparents(n))
+        return flags, list(new_traceparents(n)) if new else None
     missing: list[int] = []
     odd = _ODD_HEX
     for i, h in enumerate(headers):
@@ -89,6 +92,8 @@ def stamp_traceparents(headers: list[Headers | None]) -> tuple[np.ndarray, list[
                 missing.append(i)
         else:
             missing.append(i)
+    if not new:
+        return flags, None
     made: list[bytes | None] = [None] * n
     for i, tp in zip(missing, new_traceparents(len(missing)), strict=True):
         made[i] = tp

@@ -104,3 +104,8 @@ def test_the_exporter_follows_the_config_then_the_otel_variables(monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
     with pytest.raises(StartupError, match=r"tracing\.protocol"):
         make_exporter(TracingConfig())
+
+
+def test_without_new_trace_headers_no_row_gets_one():
+    flags, made = stamp_traceparents([None, [("traceparent", UP)]], new=False)
+    assert made is None and flags.tolist() == [0, UPSTREAM | SAMPLED]
