@@ -20,10 +20,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Message
 
@@ -36,6 +37,10 @@ from streaming.engine.types import STAGE_PUBLISH, Chunk, Rejection, Sink
 from streaming.kafka.limits import OutputLimits
 from streaming.kafka.refusals import RECORD, classify
 from streaming.observability.logs import LogBudget, trace_id
+from streaming.tracing.stamps import UPSTREAM, TraceRow, with_traceparent
+
+if TYPE_CHECKING:
+    from streaming.tracing.tracer import Tracer
 
 log = logging.getLogger("streaming.worker")
 
@@ -52,6 +57,7 @@ class _Pending:
     rejection: Rejection
     minimal: bool
     """Send our headers alone (the full dead letter was refused)."""
+    trace: TraceRow | None = None
 
 
 class DeadLetters:
@@ -64,8 +70,10 @@ class DeadLetters:
         sink: Sink,
         outcomes: Outcomes,
         limits: OutputLimits,
+        tracer: Tracer | None = None,
     ) -> None:
         self.topic = config.topics.dead_letters
+        self._tracer = tracer
         self.worker_id = worker_id
         self._sink = sink
         self._outcomes = outcomes
@@ -75,10 +83,16 @@ class DeadLetters:
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
 
-    def message(self, msg: Message, ledger: PartitionLedger, rejection: Rejection) -> None:
+    def message(
+        self,
+        msg: Message,
+        ledger: PartitionLedger,
+        rejection: Rejection,
+        trace: TraceRow | None = None,
+    ) -> None:
         """Dead-letter a consumed message (decoding or preprocessing refused it)."""
         offset = msg.offset() or 0
-        self._send(msg.value(), msg.key(), msg.headers(), ledger, offset, rejection)
+        self._send(msg.value(), msg.key(), msg.headers(), ledger, offset, rejection, trace=trace)
 
     def rows(self, chunk: Chunk, rows: Iterable[int], rejection: Rejection) -> None:
         """Dead-letter rows of a chunk with one rejection."""
@@ -90,10 +104,23 @@ class DeadLetters:
         self._send(
             chunk.values[i],
             chunk.keys[i],
-            chunk.headers[i],
+            _headers(chunk, i),
             chunk.ledgers[i],
             chunk.offsets[i],
             rejection,
+            trace=self._trace_row(chunk, i),
+        )
+
+    def _trace_row(self, chunk: Chunk, i: int) -> TraceRow | None:
+        if self._tracer is None or chunk.times is None:
+            return None
+        flags = chunk.trace_flags
+        return TraceRow(
+            chunk.ts_ms[i] / 1000.0,
+            chunk.times,
+            chunk.batch,
+            chunk.event_ids[i],
+            flags is not None and bool(flags[i] & UPSTREAM),
         )
 
     def refused(self, chunk: Chunk, i: int, err: Any, topic: str) -> None:
@@ -106,11 +133,12 @@ class DeadLetters:
             _Pending(
                 chunk.values[i],
                 chunk.keys[i],
-                chunk.headers[i],
+                _headers(chunk, i),
                 chunk.ledgers[i],
                 chunk.offsets[i],
                 rejection,
                 minimal=False,
+                trace=self._trace_row(chunk, i),
             )
         )
 
@@ -123,22 +151,28 @@ class DeadLetters:
         offset: int,
         rejection: Rejection,
         minimal: bool = False,
+        trace: TraceRow | None = None,
     ) -> None:
         topic, partition = ledger.topic, ledger.partition
         self._log(rejection, headers, topic, partition, offset)
         ours = dead_letter_headers(None, rejection, topic, partition, offset, self.worker_id)
         limit = 0 if minimal else self._limit
         out_value, out_key, out_headers = fit_dead_letter(value, key, headers, ours, limit)
-        pending = _Pending(value, key, headers, ledger, offset, rejection, minimal=True)
+        pending = _Pending(
+            value, key, headers, ledger, offset, rejection, minimal=True, trace=trace
+        )
+        rejected_s = time.time() if trace is not None else 0.0
         self._sink.produce(
             self.topic,
             out_value,
             out_key,
             out_headers,
-            partial(self._delivered, pending, minimal),
+            partial(self._delivered, pending, minimal, rejected_s),
         )
 
-    def _delivered(self, pending: _Pending, minimal: bool, err: Any, _msg: Message) -> None:
+    def _delivered(
+        self, pending: _Pending, minimal: bool, rejected_s: float, err: Any, _msg: Message
+    ) -> None:
         ledger, offset = pending.ledger, pending.offset
         if err is not None:
             if not minimal and classify(err) == RECORD:
@@ -150,6 +184,20 @@ class DeadLetters:
             return
         ledger.ack(offset)
         self._outcomes.dead_letter(pending.rejection)
+        if pending.trace is not None and self._tracer is not None:
+            self._tracer.dead_letter(
+                pending.trace,
+                pending.headers,
+                pending.rejection,
+                rejected_s,
+                time.time(),
+                {
+                    "messaging.system": "kafka",
+                    "messaging.source.name": ledger.topic,
+                    "messaging.kafka.source.partition": ledger.partition,
+                    "messaging.kafka.message.offset": offset,
+                },
+            )
 
     # ------------------------------------------------------------------ refusals, sent again
 
@@ -168,7 +216,14 @@ class DeadLetters:
             if p is None:
                 return
             self._send(
-                p.value, p.key, p.headers, p.ledger, p.offset, p.rejection, minimal=p.minimal
+                p.value,
+                p.key,
+                p.headers,
+                p.ledger,
+                p.offset,
+                p.rejection,
+                minimal=p.minimal,
+                trace=p.trace,
             )
 
     def close(self) -> None:
@@ -203,3 +258,9 @@ class DeadLetters:
 def _reason_class(err: Any) -> str:
     name = err.name() if hasattr(err, "name") else "refused"
     return name.lstrip("_").lower()
+
+
+def _headers(chunk: Chunk, i: int) -> Any:
+    """Row ``i``'s input headers, plus the traceparent the worker started for it (tracing)."""
+    made = chunk.new_traceparents
+    return chunk.headers[i] if made is None else with_traceparent(chunk.headers[i], made[i])

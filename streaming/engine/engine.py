@@ -43,6 +43,7 @@ from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
 from streaming.pipeline import PipelineSpec, load_pipeline
 from streaming.rollout.control import RoutingUpdate, describe
+from streaming.tracing.stamps import ChunkTimes, TraceRow, has_traceparent, stamp_traceparents
 
 log = logging.getLogger("streaming.worker")
 
@@ -77,16 +78,27 @@ class Engine:
         """The ledgers: written here (register) and by delivery callbacks (ack); the committer
         reads their commit points."""
         limits = limits or OutputLimits.unlimited()
+        self.tracer = None
+        """Tail-sampled spans (tracing.enabled): decided on the delivery thread."""
+        if config.tracing.enabled:
+            from streaming.tracing.tracer import Tracer  # imports OpenTelemetry: only when on
+
+            self.tracer = Tracer(config, self.metrics, self.stats)
         outcomes = Outcomes(config, self.stats, self.metrics, self.faults)
-        self.dead_letters = DeadLetters(config, self.worker_id, sink, outcomes, limits)
+        self.dead_letters = DeadLetters(
+            config, self.worker_id, sink, outcomes, limits, tracer=self.tracer
+        )
         self._scorer = Scorer(
             config,
             self.worker_id,
             sink,
-            PrimaryOutput(config, sink, self.dead_letters, outcomes, self.metrics, limits),
+            PrimaryOutput(
+                config, sink, self.dead_letters, outcomes, self.metrics, limits, self.tracer
+            ),
             ShadowOutput(config, sink, limits),
             self.faults,
             make_prediction_encoder(config),
+            traced=self.tracer is not None,
         )
         # json or a framed format, chosen once; a framed one checks its registry answers
         # (StartupError) and waits out an outage mid-stream unless ``should_stop`` says stop.
@@ -166,6 +178,7 @@ class Engine:
         queue for inference. Blocks while a lane is full: backpressure on the caller."""
         if not messages:
             return
+        polled = time.time() if self.tracer is not None else 0.0
         stats = self.stats
         if stats.first_consumed is None:
             stats.first_consumed = time.monotonic()
@@ -178,8 +191,19 @@ class Engine:
         except DecodeDeferred as exc:  # stopping in a registry outage: left uncommitted
             log.warning("%s: %d events left for the next run", exc, len(messages))
             return
-        for i, rejection in rejected:
-            self.dead_letters.message(messages[i], ledgers[i], rejection)
+        times = None
+        if self.tracer is not None:
+            times = ChunkTimes(polled, time.time())
+            undecoded = ChunkTimes(polled)
+            for i, rejection in rejected:
+                headers = messages[i].headers()
+                trace = TraceRow(
+                    _log_time_s(messages[i]), undecoded, None, None, has_traceparent(headers)
+                )
+                self.dead_letters.message(messages[i], ledgers[i], rejection, trace)
+        else:
+            for i, rejection in rejected:
+                self.dead_letters.message(messages[i], ledgers[i], rejection)
         if not records:
             return
         msgs = [messages[i] for i in idx]
@@ -190,7 +214,7 @@ class Engine:
         single = len(self.versions) == 1
         for vi, version in enumerate(self.versions):
             if single:
-                self._queue(version, msgs, records, led, now)
+                self._queue(version, msgs, records, led, now, times)
                 continue
             rows = np.flatnonzero(routes == vi)
             if rows.size:
@@ -200,6 +224,7 @@ class Engine:
                     [records[r] for r in rows],
                     [led[r] for r in rows],
                     now,
+                    times,
                 )
         if self._shadows:
             self._queue_shadows(msgs, records, led, now)
@@ -227,11 +252,13 @@ class Engine:
         records: list[Any],
         ledgers: list[PartitionLedger],
         enqueued: float,
+        times: ChunkTimes | None = None,
     ) -> None:
         """Primary rows: preprocess, dead-letter what it refuses, queue the rest (blocking)."""
         feats = preprocess(version.preprocessor, records)
         for i, rejection in feats.rejected:
-            self.dead_letters.message(msgs[i], ledgers[i], rejection)
+            trace = None if times is None else self._trace_row(msgs[i], records[i], times)
+            self.dead_letters.message(msgs[i], ledgers[i], rejection, trace)
         if not feats.rows:
             return
         if not feats.complete:
@@ -242,9 +269,25 @@ class Engine:
         if version.sketch is not None:
             version.sketch.add(records)
         chunk = self._chunk(feats.matrix, msgs, records, ledgers, enqueued)
+        if times is not None:
+            chunk.times = ChunkTimes(times.polled, times.decoded, time.time())
+            chunk.trace_flags, chunk.new_traceparents = stamp_traceparents(
+                chunk.headers, self.config.tracing.new_trace_header
+            )
         if not version.lane.put(chunk):  # the version hung: its lane takes nothing more
             assert version.watch.hung is not None
             self.dead_letters.rows(chunk, range(len(chunk)), version.watch.hung)
+
+    def _trace_row(self, msg: SourceMessage, record: Any, times: ChunkTimes) -> TraceRow:
+        """A row refused before it was in a chunk (tracing on; dead letters only: rare)."""
+        spec = self.pipeline
+        return TraceRow(
+            getattr(record, spec.ts_field) / 1000.0,
+            times,
+            None,
+            getattr(record, spec.id_field),
+            has_traceparent(msg.headers()),
+        )
 
     def _queue_shadows(
         self, msgs: list[Any], records: list[Any], ledgers: list[PartitionLedger], now: float
@@ -320,3 +363,14 @@ class Engine:
         close_decoder = getattr(self._decoder, "close", None)  # a framed format's registry
         if close_decoder is not None:
             close_decoder()
+        if self.tracer is not None:
+            self.tracer.close()
+
+
+def _log_time_s(msg: SourceMessage) -> float | None:
+    """The record's time in the log (an undecoded event's own time is unknown)."""
+    timestamp = getattr(msg, "timestamp", None)
+    if timestamp is None:
+        return None
+    kind, ms = timestamp()
+    return ms / 1000.0 if kind != 0 and ms > 0 else None

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from streaming.commit.delivery import ChunkDelivery
 from streaming.config import PipelineConfig
@@ -23,6 +26,10 @@ from streaming.engine.types import STAGE_PUBLISH, Chunk, Rejection, Sink
 from streaming.engine.versions import ModelVersion
 from streaming.kafka.limits import OutputLimits
 from streaming.observability.metrics import WorkerMetrics
+from streaming.tracing.stamps import TRACEPARENT
+
+if TYPE_CHECKING:
+    from streaming.tracing.tracer import Tracer
 
 
 class PrimaryOutput:
@@ -34,8 +41,10 @@ class PrimaryOutput:
         outcomes: Outcomes,
         metrics: WorkerMetrics,
         limits: OutputLimits,
+        tracer: Tracer | None = None,
     ) -> None:
         self.topic = cfg.topics.predictions
+        self._tracer = tracer
         self._pipeline, self._model = cfg.name, cfg.model.name
         self._sink = sink
         self._dead_letters = dead_letters
@@ -89,18 +98,42 @@ class PrimaryOutput:
             ledgers,
             offsets,
             ts,
-            partial(self._outcomes.predictions, version),
+            partial(self._outcomes.predictions, version)
+            if self._tracer is None
+            else partial(self._acked, version, c, rows),
             partial(self._refused, c, rows),
             sent,
         )
         produce = self._sink.produce
         topic = self.topic
-        if fitted.changed:
+        made = c.new_traceparents
+        if made is not None:  # tracing: events that came without a trace get the worker's
+            changed = fitted.changed
+            for i in rows:
+                h = changed.get(i, headers[i]) if changed else headers[i]
+                tp = made[i]
+                if tp is not None:  # inline: this runs for every prediction while tracing
+                    h = [*h, (TRACEPARENT, tp)] if h else [(TRACEPARENT, tp)]
+                produce(topic, payloads[i], keys[i], h, delivery)
+        elif fitted.changed:
             for i in rows:
                 produce(topic, payloads[i], keys[i], fitted.headers(headers, i), delivery)
         else:
             for i in rows:
                 produce(topic, payloads[i], keys[i], headers[i], delivery)
+
+    def _acked(
+        self,
+        version: ModelVersion,
+        c: Chunk,
+        rows: range | list[int],
+        delivery: ChunkDelivery,
+        latencies_ms: np.ndarray | None,
+    ) -> None:
+        """Delivery thread, tracing on: account as usual, then let the tracer pick rows."""
+        self._outcomes.predictions(version, delivery, latencies_ms)
+        if latencies_ms is not None and self._tracer is not None:
+            self._tracer.predictions(c, rows, latencies_ms)
 
     def _too_large(self, payload: bytes, key: bytes | None) -> Rejection:
         return Rejection(

@@ -24,6 +24,7 @@ from streaming.engine.types import STAGE_INFERENCE, STAGE_TIMEOUT, Chunk, Reject
 from streaming.engine.versions import ModelVersion
 from streaming.errors import Faults
 from streaming.observability.telemetry import IntervalCounts, build_record
+from streaming.tracing.stamps import BatchStamp
 
 log = logging.getLogger("streaming.worker")
 
@@ -42,6 +43,7 @@ class Scorer:
         shadow: ShadowOutput,
         faults: Faults,
         encode: Callable[..., list[bytes]] = encode_predictions,
+        traced: bool = False,
     ) -> None:
         self.config = config
         self._encode = encode
@@ -51,6 +53,9 @@ class Scorer:
         self._primary = primary
         self._shadow = shadow
         self._faults = faults
+        self._traced = traced
+        self._batch_seq = 0
+        """Numbers this engine's model calls for their batch spans (tracing only)."""
 
     def run(self, version: ModelVersion) -> None:
         """The version's inference thread: until its lane is closed."""
@@ -137,11 +142,14 @@ class Scorer:
             assert version.watch.hung is not None
             self._refuse_all(version, chunks, out, version.watch.hung)
             return
+        stamp = self._stamp(name, n, chunks) if self._traced else None
         try:
             scores = version.runtime.predict(features)
             error = None
         except Exception as exc:  # noqa: BLE001 - a model error refuses its batch only
             scores, error = None, exc
+        if stamp is not None:
+            stamp.end = time.time()
         took = time.monotonic() - started
         if not version.watch.finish(call):  # timed out: the watchdog answered these rows
             log.warning(
@@ -206,6 +214,17 @@ class Scorer:
                 worker=self.worker_id,
             )
             out.publish(version, c, rows, payloads)
+
+    def _stamp(self, name: str, n: int, chunks: list[Chunk]) -> BatchStamp:
+        """The model call's times, shared by its chunks (one object per batch, not per row).
+
+        Inference threads of several versions number their calls from one counter; a
+        collision would only merge two batch spans' links, so no lock is taken."""
+        self._batch_seq += 1
+        stamp = BatchStamp(self._batch_seq, name, n, time.time())
+        for c in chunks:
+            c.batch = stamp
+        return stamp
 
     def _telemetry(self, version: ModelVersion) -> None:
         """Telemetry is best effort: it holds no input offset back."""

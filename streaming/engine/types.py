@@ -14,6 +14,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from streaming.commit.ledger import PartitionLedger
+    from streaming.tracing.stamps import BatchStamp, ChunkTimes
 
 STAGE_DECODE = "decode"
 STAGE_VALIDATE = "validate"
@@ -99,6 +100,15 @@ class Chunk:
     enqueued: float
     shadow: bool = False
     """A shadow copy: published to the shadow topic, never acknowledged in the ledger."""
+    times: ChunkTimes | None = None
+    """Stage times for traces (tracing.enabled only; streaming.tracing.stamps)."""
+    trace_flags: np.ndarray | None = None
+    """Per row: came with a traceparent, and was it sampled (tracing.enabled only)."""
+    new_traceparents: list[bytes | None] | None = None
+    """Per row: the traceparent the worker starts for an event that came without one, added
+    to its outputs (tracing.enabled only)."""
+    batch: BatchStamp | None = None
+    """The model call that scored these rows (tracing.enabled only)."""
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -118,6 +128,9 @@ class Chunk:
                 self.offsets[s],
                 self.enqueued,
                 self.shadow,
+                self.times,
+                self.trace_flags[s] if self.trace_flags is not None else None,
+                self.new_traceparents[s] if self.new_traceparents is not None else None,
             )
 
         return part(slice(0, n)), part(slice(n, None))

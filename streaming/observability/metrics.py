@@ -158,6 +158,27 @@ class WorkerMetrics:
         self.commits = Counter(
             "streaming_offset_commits_total", "Offset commits sent.", ("pipeline",), registry=r
         )
+        self.traces = Counter(
+            "streaming_traces_total",
+            "Events traced after their outputs were acked, by why (slow, sampled upstream, "
+            "ratio, dead_letter), and events that qualified but were over tracing.max_per_s "
+            "(over_budget).",
+            ("pipeline", "kept"),
+            registry=r,
+        )
+        self.trace_spans_sent = Counter(
+            "streaming_trace_spans_sent_total",
+            "Spans the OTLP endpoint accepted (tracing.enabled).",
+            ("pipeline",),
+            registry=r,
+        )
+        self.trace_spans_dropped = Counter(
+            "streaming_trace_spans_dropped_total",
+            "Spans dropped: queue_full (the exporter was behind) or export_failed (the "
+            "collector was down, slow or refused them). Export never waits for room.",
+            ("pipeline", "reason"),
+            registry=r,
+        )
 
     def track_end_to_end(self, model: str, version: str, recorder: LatencyRecorder) -> None:
         """Export ``recorder`` as streaming_end_to_end_seconds{model, version}.

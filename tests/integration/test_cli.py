@@ -149,7 +149,7 @@ def test_run_imports_neither_faust_nor_the_dev_tools_nor_the_load_tests(
     heavy = sorted(
         m
         for m in imported
-        if m.split(".")[0] in ("faust", "aiokafka", "loadtests", "matplotlib")
+        if m.split(".")[0] in ("faust", "aiokafka", "loadtests", "matplotlib", "opentelemetry")
         or m.startswith(("streaming.dev", "streaming.rollout.monitor"))
         # pipeline.format json: no schema-registry client, no Avro (streaming.formats.select)
         or m.startswith(("confluent_kafka.schema_registry", "fastavro", "httpx", "authlib"))

@@ -377,6 +377,12 @@ def check_pool_bench(ctx: Ctx) -> None:
     assert "lost + duplicated events in all runs: 0" in done.stdout, done.stdout
 
 
+def check_otlp_receiver(ctx: Ctx) -> None:
+    port = free_port()
+    argv = swap(ctx.argv, "--port", str(port))
+    serve(ctx, argv, lambda log: f"127.0.0.1:{port}/v1/traces" in log and port_open(port))
+
+
 def check_faulty(ctx: Ctx) -> None:
     kinds = ctx.argv[ctx.argv.index("--kind") + 1].split("|")
     assert kinds == ["noisy", "constant", "flaky"], kinds
@@ -574,6 +580,13 @@ COMMANDS: dict[str, Check] = {
     ".venv/bin/python -m loadtests.pool_bench --events 100000 --processes 2 --pairs 3": Check(
         "bounded: --events 1000 --pairs 1 (two drains of 1,000 events: one process, a pool of 2)",
         check_pool_bench,
+    ),
+    ".venv/bin/python -m loadtests.trace_cost": Check(
+        "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/python -m streaming.dev.otlp_receiver --port 4318": Check(
+        "on a free port instead of 4318: ready (its address printed, port open), SIGTERM, exit 0",
+        check_otlp_receiver,
     ),
     ".venv/bin/python -m models.fraud.faulty --kind noisy|constant|flaky --out models/fraud/v9": (
         Check(

@@ -540,3 +540,18 @@ def test_replicas_times_processes_never_above_the_partitions(
 ) -> None:
     with pytest.raises(helm.HelmRenderError, match=message):
         render(values)
+
+
+def test_a_tracing_endpoint_turns_tracing_on_and_reaches_the_exporter(tmp_path: Path) -> None:
+    off = render({})
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in {e["name"] for e in worker(off)["env"]}
+    assert "tracing" not in yaml.safe_load(pipeline_yaml(off))
+
+    url = "http://otel-collector.observability:4317"
+    docs = render({"tracing": {"endpoint": url, "protocol": "grpc"}})
+    env = {e["name"]: e.get("value") for e in worker(docs)["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == url
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(pipeline_yaml(docs))
+    assert load_config(path).tracing.enabled is True

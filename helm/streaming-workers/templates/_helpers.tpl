@@ -45,6 +45,11 @@ streaming/pipeline: {{ .Values.pipeline.name | quote }}
 {{- define "sw.pipelineConfig" -}}
 {{- $cfg := deepCopy .Values.pipeline -}}
 {{- $_ := set $cfg "models_dir" (include "sw.modelsDir" .) -}}
+{{- if (default dict .Values.tracing).endpoint -}}
+{{- $tracing := deepCopy (default dict $cfg.tracing) -}}
+{{- $_ := set $tracing "enabled" true -}}
+{{- $_ := set $cfg "tracing" $tracing -}}
+{{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
