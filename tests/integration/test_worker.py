@@ -213,34 +213,6 @@ def test_events_from_another_client_kcat_are_scored(broker, models_built, tmp_pa
     assert all(r.headers["traceparent"].startswith(b"00-0af76519") for r in preds)
 
 
-def test_kill_9_mid_stream_loses_nothing(broker, models_built, tmp_path, capsys):
-    path, cfg = write_config(tmp_path, broker.bootstrap)
-    create_topics(cfg)
-    first = start_worker(path, tmp_path)
-    first.wait_for_log("assigned", 60)
-    producer, result = produce_in_background(cfg, 40_000, 8_000, seed=21)
-    wait_for_records(cfg, cfg.topics.predictions, 5_000)  # mid-stream: scoring is under way
-    assert producer.is_alive(), "the producer finished before the kill: not mid-stream"
-    first.signal(signal.SIGKILL)
-    first.wait(10)
-    producer.join()
-    events = result[0].events
-    second = start_worker(path, tmp_path, "--idle-exit", "4")
-    assert second.wait(180) == 0, second.log()
-
-    valid = sum(1 for e in events if e.invalid_kind is None)
-    preds = read_topic(cfg, cfg.topics.predictions, valid)
-    dead = read_topic(cfg, cfg.topics.dead_letters, len(events) - valid)
-    dup_preds, dup_dead = check_every_event_accounted(events, preds, dead)
-    with capsys.disabled():
-        print(
-            f"\n[kill -9] {len(events):,} events, lost 0, duplicates: {dup_preds} predictions, "
-            f"{dup_dead} dead letters"
-        )
-    # duplicates are bounded by what was in flight at the kill, never more than the limit
-    assert dup_preds + dup_dead <= cfg.worker.max_in_flight
-
-
 def test_sigterm_mid_stream_then_restart_gives_no_duplicates(broker, models_built, tmp_path):
     path, cfg = write_config(tmp_path, broker.bootstrap)
     create_topics(cfg)
