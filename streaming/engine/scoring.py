@@ -207,7 +207,7 @@ class Scorer:
             payloads = encode_predictions(
                 c.event_ids,
                 c.ts_ms,
-                np.where(part_finite, part, 0.0),
+                part if all_finite else np.where(part_finite, part, 0.0),
                 model=cfg.model.name,
                 version=name,
                 threshold=cfg.model.threshold,

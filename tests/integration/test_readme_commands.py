@@ -370,6 +370,12 @@ def check_pairs(ctx: Ctx) -> None:
     assert "over 1 pairs" in done.stdout, done.stdout
 
 
+def check_efficiency(ctx: Ctx) -> None:
+    done = run(ctx, [*ctx.argv, "--events", "1000", "--pairs", "1", "--seconds", "2"], 240)
+    assert "pair 1 (passthrough first)" in done.stdout, done.stdout
+    assert "over 1 pairs" in done.stdout and "p99 at 2,000/s" in done.stdout, done.stdout
+
+
 def check_faulty(ctx: Ctx) -> None:
     kinds = ctx.argv[ctx.argv.index("--kind") + 1].split("|")
     assert kinds == ["noisy", "constant", "flaky"], kinds
@@ -533,6 +539,11 @@ COMMANDS: dict[str, Check] = {
     ),
     ".venv/bin/python -m loadtests.drain_ratio": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/python -m loadtests.efficiency": Check(
+        "bounded: --events 1000 --pairs 1 --seconds 2 (one pair of each run, ~35 s; the full "
+        "5 pairs take ~8 min): every line of the summary printed",
+        check_efficiency,
     ),
     ".venv/bin/python -m models.fraud.faulty --kind noisy|constant|flaky --out models/fraud/v9": (
         Check(
