@@ -131,6 +131,8 @@ def drain(cfg: PipelineConfig, workdir: Path, command: tuple[str, ...], events: 
     finally:
         s.close()
     assert s.sampler is not None
+    if not arrived:
+        return Side(unmatched=unmatched)
     first, last = min(arrived), max(arrived)
     if last - first < 0.05:
         # every output in one or two reads (a short backlog): time from the assignment
