@@ -209,13 +209,14 @@ class Engine:
         msgs = [messages[i] for i in idx]
         led = [ledgers[i] for i in idx]
         assert self._router is not None, "the engine is not started"
-        routes = self._router.route([m.key() for m in msgs])
         now = time.monotonic()
-        single = len(self.versions) == 1
+        if len(self.versions) == 1:
+            self._queue(self.versions[0], msgs, records, led, now, times)
+            if self._shadows:
+                self._queue_shadows(msgs, records, led, now)
+            return
+        routes = self._router.route([m.key() for m in msgs])
         for vi, version in enumerate(self.versions):
-            if single:
-                self._queue(version, msgs, records, led, now, times)
-                continue
             rows = np.flatnonzero(routes == vi)
             if rows.size:
                 self._queue(

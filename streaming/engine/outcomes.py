@@ -19,6 +19,7 @@ from streaming.engine.types import Rejection
 from streaming.engine.versions import ModelVersion
 from streaming.errors import Faults
 from streaming.kafka.refusals import SETUP, classify, setup_fix
+from streaming.observability.latency import Samples
 from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
 
@@ -47,11 +48,12 @@ class Outcomes:
         stats = self._stats
         stats.predictions += delivery.size
         stats.last_output = time.monotonic()
-        stats.end_to_end_ms.record_many(latencies_ms)
+        samples = Samples(latencies_ms)
+        stats.end_to_end_ms.add(samples)
         if stats.steady_from_ms is not None:
             steady = latencies_ms[np.asarray(delivery.ts_ms) >= stats.steady_from_ms]
             stats.steady_end_to_end_ms.record_many(steady)
-        version.end_to_end_ms.record_many(latencies_ms)
+        version.end_to_end_ms.add(samples)
         version.predictions_metric.inc(delivery.size)
 
     def dead_letter(self, rejection: Rejection) -> None:

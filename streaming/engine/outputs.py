@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 
@@ -19,6 +20,8 @@ DLQ_WORKER = "dead_letter.worker"
 DLQ_VERSION = "dead_letter.version"
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+"""A str as JSON, exactly as ``_dumps`` writes it (ensure_ascii=False)."""
 
 
 def dead_letter_headers(
@@ -57,16 +60,23 @@ def encode_predictions(
     worker: str,
 ) -> list[bytes]:
     """One JSON prediction per row. Built by hand: json.dumps per row costs twice as much."""
-    prefix = _dumps({"model": model, "version": version, "worker": worker})[1:-1]
-    tail = f',"scored_ms":{scored_ms},{prefix}}}'
+    tail = f',"scored_ms":{scored_ms},{_names(model, version, worker)}}}'
+    # what _dumps does with a str, without its Python-level dispatch (a fifth of this loop)
+    quote = _quote
     out = []
     for event_id, ts, score in zip(event_ids, ts_ms, scores.tolist(), strict=True):
         flagged = "true" if score >= threshold else "false"
         out.append(
-            f'{{"event_id":{_dumps(event_id)},"score":{score:.6g},"flagged":{flagged},'
+            f'{{"event_id":{quote(event_id)},"score":{score:.6g},"flagged":{flagged},'
             f'"ts_ms":{ts}{tail}'.encode()
         )
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _names(model: str, version: str, worker: str) -> str:
+    """The fields every prediction of a version repeats (JSON-encoded once, not per chunk)."""
+    return _dumps({"model": model, "version": version, "worker": worker})[1:-1]
 
 
 def encode_json(record: dict) -> bytes:

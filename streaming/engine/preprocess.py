@@ -36,9 +36,10 @@ def preprocess(pre: Preprocessor, records: Sequence[Any]) -> Features:
         matrix = pre.transform(records)
     except Exception:  # noqa: BLE001 - isolate the rows that break the pipeline's code
         return _row_by_row(pre, records)
-    finite = np.isfinite(matrix).all(axis=1)
-    if finite.all():
+    is_finite = np.isfinite(matrix)
+    if is_finite.all():  # the common case in one reduction, not a row mask first
         return Features(list(range(len(records))), matrix, [])
+    finite = is_finite.all(axis=1)
     bad = [(int(i), _non_finite(pre, matrix[i])) for i in np.flatnonzero(~finite)]
     ok = np.flatnonzero(finite)
     return Features(ok.tolist(), np.ascontiguousarray(matrix[ok]), bad)

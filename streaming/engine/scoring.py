@@ -30,6 +30,9 @@ log = logging.getLogger("streaming.worker")
 
 Output = PrimaryOutput | ShadowOutput
 
+_IDLE_WAIT_S = 5.0
+"""Longest sleep of an idle inference thread; puts and close wake it at once."""
+
 
 class Scorer:
     """The inference stage of one engine; ``run(version)`` is a version's thread."""
@@ -61,7 +64,7 @@ class Scorer:
         """The version's inference thread: until its lane is closed."""
         lane = version.lane
         while True:
-            chunks = lane.take(timeout=0.1)
+            chunks = lane.take(timeout=self._until_telemetry(version))
             if chunks is None:
                 return
             if chunks:
@@ -72,6 +75,16 @@ class Scorer:
                     self._faults.report(f"inference thread for {version.name} failed: {exc!r}")
                     return
             self._telemetry(version)
+
+    def _until_telemetry(self, version: ModelVersion) -> float:
+        """How long the lane may keep this thread asleep: until the version's telemetry is
+        due, or, with nothing to report, until a put or close wakes it (a timer that woke the
+        thread ten times a second cost CPU on an idle worker)."""
+        counts = version.interval
+        if not (counts.batches or counts.shadow_events or counts.errors):
+            return _IDLE_WAIT_S
+        due = counts.since + self.config.worker.telemetry_interval_s - time.monotonic()
+        return min(max(due, 0.001), _IDLE_WAIT_S)
 
     def _score_batch(self, version: ModelVersion, chunks: list[Chunk]) -> None:
         # A version can be a canary and a shadow at once: its lane carries both. Primary rows
@@ -206,7 +219,7 @@ class Scorer:
             payloads = self._encode(
                 c.event_ids,
                 c.ts_ms,
-                np.where(part_finite, part, 0.0),
+                part if all_finite else np.where(part_finite, part, 0.0),
                 model=cfg.model.name,
                 version=name,
                 threshold=cfg.model.threshold,

@@ -2,6 +2,11 @@
 
 One writer thread records (the delivery thread); readers (progress line, summary, the
 Prometheus collector) copy the counts, so recording takes no lock.
+
+A chunk's latencies are bucketed once (:class:`Samples`) and added to every recorder that
+wants them (the worker's and the version's): at low rates a chunk holds a handful of rows, and
+numpy's fixed cost per call (a 996-bin bincount, seven ufuncs) was most of the delivery
+thread's work per chunk, so small chunks are bucketed in plain Python instead.
 """
 
 from __future__ import annotations
@@ -16,6 +21,39 @@ _BUCKETS = int(math.log(3_600_000 / _LOW_MS) / math.log(_RATIO)) + 2
 _LOG_RATIO = math.log(_RATIO)
 # upper edge of each bucket, in ms: bucket i holds (edge[i-1], edge[i]]
 UPPER_EDGES_MS = _LOW_MS * _RATIO ** np.arange(_BUCKETS, dtype=np.float64)
+_SMALL = 16
+"""Up to this many samples are bucketed in Python: cheaper than numpy's fixed cost."""
+
+
+def _bucket(ms: float) -> int:
+    if ms <= _LOW_MS:
+        return 0
+    return min(math.ceil(math.log(ms / _LOW_MS) / _LOG_RATIO), _BUCKETS - 1)
+
+
+class Samples:
+    """Latencies (ms) bucketed once, to be added to several recorders."""
+
+    __slots__ = ("bins", "count", "max_ms", "sum_ms")
+
+    def __init__(self, ms: np.ndarray) -> None:
+        n = int(ms.size)
+        self.count = n
+        self.bins: list[int] | np.ndarray
+        """Bucket indexes (a few samples) or counts per bucket (many)."""
+        if n == 0:
+            self.bins, self.sum_ms, self.max_ms = [], 0.0, 0.0
+        elif n <= _SMALL:
+            values = ms.tolist()
+            self.bins = [_bucket(v) for v in values]
+            self.sum_ms = math.fsum(values)
+            self.max_ms = max(values)
+        else:
+            clipped = np.maximum(ms, _LOW_MS)
+            idx = np.minimum(np.ceil(np.log(clipped / _LOW_MS) / _LOG_RATIO), _BUCKETS - 1)
+            self.bins = np.bincount(idx.astype(np.int64), minlength=_BUCKETS)
+            self.sum_ms = float(ms.sum())
+            self.max_ms = float(ms.max())
 
 
 class LatencyRecorder:
@@ -28,27 +66,29 @@ class LatencyRecorder:
         self.max_ms = 0.0
 
     def record(self, ms: float) -> None:
-        idx = (
-            0
-            if ms <= _LOW_MS
-            else min(math.ceil(math.log(ms / _LOW_MS) / _LOG_RATIO), _BUCKETS - 1)
-        )
-        self._counts[idx] += 1
+        self._counts[_bucket(ms)] += 1
         self.count += 1
         self.sum_ms += ms
         if ms > self.max_ms:
             self.max_ms = ms
 
     def record_many(self, ms: np.ndarray) -> None:
-        """A whole batch at once (vectorised: what the delivery path uses)."""
-        if ms.size == 0:
+        """A whole batch at once."""
+        self.add(Samples(ms))
+
+    def add(self, samples: Samples) -> None:
+        """Samples bucketed already (the same chunk goes to several recorders)."""
+        if not samples.count:
             return
-        clipped = np.maximum(ms, _LOW_MS)
-        idx = np.minimum(np.ceil(np.log(clipped / _LOW_MS) / _LOG_RATIO), _BUCKETS - 1)
-        self._counts += np.bincount(idx.astype(np.int64), minlength=_BUCKETS)
-        self.count += int(ms.size)
-        self.sum_ms += float(ms.sum())
-        self.max_ms = max(self.max_ms, float(ms.max()))
+        bins = samples.bins
+        if isinstance(bins, list):
+            np.add.at(self._counts, bins, 1)
+        else:
+            self._counts += bins
+        self.count += samples.count
+        self.sum_ms += samples.sum_ms
+        if samples.max_ms > self.max_ms:
+            self.max_ms = samples.max_ms
 
     def percentile(self, q: float) -> float:
         """The q-th percentile (0..100) in ms, or NaN with no samples."""

@@ -383,6 +383,12 @@ def check_otlp_receiver(ctx: Ctx) -> None:
     serve(ctx, argv, lambda log: f"127.0.0.1:{port}/v1/traces" in log and port_open(port))
 
 
+def check_efficiency(ctx: Ctx) -> None:
+    done = run(ctx, [*ctx.argv, "--events", "1000", "--pairs", "1", "--seconds", "2"], 240)
+    assert "pair 1 (passthrough first)" in done.stdout, done.stdout
+    assert "over 1 pairs" in done.stdout and "p99 at 2,000/s" in done.stdout, done.stdout
+
+
 def check_faulty(ctx: Ctx) -> None:
     kinds = ctx.argv[ctx.argv.index("--kind") + 1].split("|")
     assert kinds == ["noisy", "constant", "flaky"], kinds
@@ -587,6 +593,11 @@ COMMANDS: dict[str, Check] = {
     ".venv/bin/python -m streaming.dev.otlp_receiver --port 4318": Check(
         "on a free port instead of 4318: ready (its address printed, port open), SIGTERM, exit 0",
         check_otlp_receiver,
+    ),
+    ".venv/bin/python -m loadtests.efficiency": Check(
+        "bounded: --events 1000 --pairs 1 --seconds 2 (one pair of each run, ~35 s; the full "
+        "5 pairs take ~8 min): every line of the summary printed",
+        check_efficiency,
     ),
     ".venv/bin/python -m models.fraud.faulty --kind noisy|constant|flaky --out models/fraud/v9": (
         Check(

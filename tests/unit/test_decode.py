@@ -113,3 +113,23 @@ def test_predictions_are_valid_json_with_the_contract_fields() -> None:
         "worker": "w",
     }
     assert second["flagged"] is False
+
+
+def test_event_ids_are_quoted_as_the_json_encoder_does() -> None:
+    import json
+
+    ids = ['q"', "back\\slash", "é", "\u2028", "\x00ctl", "😀"]
+    out = encode_predictions(
+        ids,
+        [1700000000000] * len(ids),
+        np.zeros(len(ids), dtype=np.float32),
+        model="fraud",
+        version="v2",
+        threshold=0.5,
+        scored_ms=1,
+        worker="w",
+    )
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    for event_id, body in zip(ids, out, strict=True):
+        assert body.startswith(b'{"event_id":' + dumps(event_id).encode())
+        assert json.loads(body)["event_id"] == event_id

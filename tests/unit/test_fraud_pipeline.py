@@ -129,3 +129,33 @@ def test_the_pipeline_spec_names_real_fields() -> None:
     fields = Transaction.model_fields
     assert {PIPELINE.id_field, PIPELINE.ts_field} <= set(fields)
     assert isinstance(PIPELINE.make_generator(1), FraudGenerator)
+
+
+def test_features_are_what_training_computed_row_for_row(training) -> None:  # type: ignore[no-untyped-def]
+    # transform() is written for few numpy calls; it must compute exactly what the training
+    # code's _numeric and the one-hot definition say, for any batch size and vocabulary
+    from pipelines.fraud.preprocessing import NUMERIC, _numeric
+
+    records = training[0][:3000]
+    params = fit_params(records)
+    params["channel"] = [c for c in params["channel"] if c != "pos"]  # an unknown value too
+    pre = make_preprocessor(params)
+    cols, angle = _numeric(records)
+    k = len(NUMERIC)
+    expected = np.zeros((len(records), len(pre.feature_names)), np.float32)
+    expected[:, :k] = (cols - np.asarray(params["mean"])) / np.asarray(params["std"])
+    expected[:, k] = np.sin(angle)
+    expected[:, k + 1] = np.cos(angle)
+    expected[:, k + 2] = [r.card_present for r in records]
+    expected[:, k + 3] = [r.country != r.home_country for r in records]
+    names = list(pre.feature_names)
+    for i, r in enumerate(records):
+        for name in (f"category={r.merchant_category}", f"channel={r.channel}"):
+            if name in names:
+                expected[i, names.index(name)] = 1.0
+    assert any(r.channel == "pos" for r in records)
+    for size in (1, 3, 12, 3000):
+        got = np.concatenate(
+            [pre.transform(records[i : i + size]) for i in range(0, len(records), size)]
+        )
+        assert np.array_equal(got, expected), size

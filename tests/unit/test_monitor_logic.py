@@ -42,6 +42,31 @@ def test_feature_sketch_samples_each_chunk_and_resets_on_take() -> None:
     assert sketch.take() == {}
 
 
+def test_feature_sketch_binned_in_bulk_counts_what_each_chunk_binned_alone_did() -> None:
+    class Rec:
+        def __init__(self, amount: object) -> None:
+            self.amount = amount
+
+    rng = np.random.default_rng(4)
+    chunks = [
+        [Rec(float(a)) for a in rng.uniform(-20, 130, int(rng.integers(1, 40)))] for _ in range(200)
+    ]
+    chunks.append([Rec(float("nan")), Rec("junk"), Rec(None), Rec(50)])
+    hist = BASE.features["amount"]
+    expected = np.zeros(10, np.int64)
+    for c in chunks:
+        values = np.array(
+            [float(r.amount) if isinstance(r.amount, float | int) else np.nan for r in c[:16]]
+        )
+        expected += hist.bin_counts(values)
+    # flush_at small: part of it is binned on the way (memory stays bounded), part at take
+    sketch = FeatureSketch(BASE, sample=16, flush_at=100)
+    for c in chunks:
+        sketch.add(c)
+    assert sketch.take()["amount"] == expected.tolist()
+    assert sketch.take() == {}
+
+
 def config(**monitor: object) -> PipelineConfig:
     base = load_config(BASE_CONFIG)
     data = base.model_dump()

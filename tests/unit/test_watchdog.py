@@ -4,6 +4,7 @@ watchdog, on a fake clock; then a real inference thread on a model that blocks u
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,33 @@ def test_a_call_that_returns_in_time_publishes_and_the_watchdog_stays_quiet():
     assert rig.watchdog.check() == [] and rig.health.ok
     assert sum(1 for t, *_ in rig.sink.records if t == rig.cfg.topics.predictions) == 2
     assert rig.ledger.advance() == 2
+
+
+def test_an_idle_inference_thread_sleeps_until_a_put_wakes_it_not_on_a_timer() -> None:
+    rig = Rig()
+    rig.runtime.release.set()
+    lane = rig.version.lane
+    takes: list[float] = []
+    real_take = lane.take
+
+    def counting_take(timeout: float = 0.1) -> list[Chunk] | None:
+        takes.append(timeout)
+        return real_take(timeout)
+
+    lane.take = counting_take  # type: ignore[method-assign]
+    thread = threading.Thread(target=rig.scorer.run, args=(rig.version,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not takes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    assert len(takes) == 1, takes  # asleep, not waking every 100 ms to look
+    assert lane.put(chunk(rig.ledger, [0, 1]))
+    while rig.stats.predictions < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rig.stats.predictions == 2  # the put woke it
+    # something to report now: it wakes when the version's telemetry is due, no later
+    assert len(takes) >= 2 and takes[-1] <= rig.cfg.worker.telemetry_interval_s
+    lane.close()
+    thread.join(10)
+    assert not thread.is_alive()

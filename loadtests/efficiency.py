@@ -1,0 +1,250 @@
+"""One worker process against the passthrough, in alternating pairs: drain rate, CPU per event
+(draining and at an offered rate) and p99 end-to-end at that rate.
+
+    python -m loadtests.efficiency [-c CONFIG] [--events 100000] [--rate 2000] [--seconds 10]
+                                   [--pairs 5] [--bootstrap B]
+
+Each side is a process of its own (``streaming run``, or the passthrough of
+``loadtests.baselines``), started on topics of its own and timed by the same reader, matched by
+event id. Its CPU is read from /proc every 10 ms, so the figure covers only the work measured:
+in a drain, from its first output to its last (start-up, model load and group join left out);
+at the offered rate, from the first send to the last output (idle wake-ups included, which is
+the point). Pairs alternate which side goes first, so a machine that gets busier or quieter
+during a run favours neither; the medians of the per-pair ratios are the figures to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from loadtests.load import Ledger, Reader, Sender, WorkerProc, prepare
+from streaming.config import PipelineConfig, load_config
+
+_TICK = os.sysconf("SC_CLK_TCK")
+PASSTHROUGH = ("-m", "loadtests.baselines")
+WORKER = ("-m", "streaming", "run")
+
+
+class CpuSampler(threading.Thread):
+    """A process's CPU seconds (user + system, all threads) over wall time, from /proc."""
+
+    def __init__(self, pid: int, every_s: float = 0.01) -> None:
+        super().__init__(name="cpu-sampler", daemon=True)
+        self._path = Path(f"/proc/{pid}/stat")
+        self._every = every_s
+        self._halt = threading.Event()
+        self.times: list[float] = []
+        self.cpu: list[float] = []
+
+    def _read(self) -> float | None:
+        try:
+            fields = self._path.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        # fields[0] is the state (field 3 of stat); utime and stime are fields 14 and 15
+        return (int(fields[11]) + int(fields[12])) / _TICK
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            cpu = self._read()
+            if cpu is not None:
+                self.times.append(time.time())
+                self.cpu.append(cpu)
+            self._halt.wait(self._every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+    def at(self, when: float) -> float:
+        """CPU seconds used by ``when`` (the last sample at or before it)."""
+        i = bisect.bisect_right(self.times, when) - 1
+        return self.cpu[max(i, 0)] if self.cpu else 0.0
+
+
+@dataclass
+class Side:
+    """One run of one side."""
+
+    rate: float = 0.0
+    cpu_us: float = 0.0
+    p99_ms: float = 0.0
+    unmatched: int = 0
+
+
+class _Session:
+    """Topics, reader and one process of one run; closes everything."""
+
+    def __init__(self, cfg: PipelineConfig, workdir: Path, tag: str, seed: int) -> None:
+        self.cfg, self.path = prepare(cfg, workdir, tag)
+        self.workdir = workdir
+        self.ledger = Ledger()
+        self.sender = Sender(self.cfg, self.ledger, seed, invalid_ratio=0.0)
+        self.reader = Reader(self.cfg, self.ledger)
+        self.proc: WorkerProc | None = None
+        self.sampler: CpuSampler | None = None
+
+    def start_reader(self) -> None:
+        self.reader.start()
+        if not self.reader.ready.wait(60):
+            raise RuntimeError("the reader got no assignment in 60 s")
+
+    def start(self, command: tuple[str, ...], events: int) -> None:
+        extra = ("--events", str(events)) if command == PASSTHROUGH else ()
+        self.proc = WorkerProc(self.path, self.workdir, 0, extra=extra, command=command)
+        self.sampler = CpuSampler(self.proc.proc.pid)
+        self.sampler.start()
+        self.proc.wait_assigned()
+
+    def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+        if self.proc is not None:
+            self.proc.stop()
+        self.reader.stop.set()
+        self.reader.join(10)
+
+
+def drain(cfg: PipelineConfig, workdir: Path, command: tuple[str, ...], events: int) -> Side:
+    """A backlog of ``events``: rate and CPU per event from the first output to the last."""
+    s = _Session(cfg, workdir, "eff-drain", seed=1)
+    try:
+        s.sender.send(events, None)
+        s.start_reader()
+        s.start(command, events)
+        assigned = time.time()
+        s.reader.wait_matched(events, timeout=max(120.0, events / 500))
+        with s.ledger.lock:
+            arrived = list(s.ledger.arrived.values())
+        unmatched = s.ledger.unmatched()
+    finally:
+        s.close()
+    assert s.sampler is not None
+    if not arrived:
+        return Side(unmatched=unmatched)
+    first, last = min(arrived), max(arrived)
+    if last - first < 0.05:
+        # every output in one or two reads (a short backlog): time from the assignment
+        first = assigned
+    span = max(last - first, 1e-3)
+    cpu = s.sampler.at(last) - s.sampler.at(first)
+    return Side(rate=events / span, cpu_us=cpu / events * 1e6, unmatched=unmatched)
+
+
+def offered(
+    cfg: PipelineConfig, workdir: Path, command: tuple[str, ...], rate: float, seconds: float
+) -> Side:
+    """``rate`` events/s for ``seconds``: CPU per event from the first send to the last output,
+    and p99 end-to-end of the events sent after the first second (the broker's start)."""
+    n = int(rate * seconds)
+    s = _Session(cfg, workdir, "eff-rate", seed=2)
+    try:
+        s.start_reader()
+        s.start(command, n)
+        time.sleep(1.0)  # past the broker's start transient on fresh topics (README)
+        t0 = time.time()
+        s.sender.send(n, rate)
+        t1 = time.time()
+        s.reader.wait_matched(n, timeout=60)
+        with s.ledger.lock:
+            last = max(s.ledger.arrived.values(), default=t1)
+        unmatched = s.ledger.unmatched()
+    finally:
+        s.close()
+    assert s.sampler is not None
+    lat = s.ledger.latencies_ms(t0 + 1.0, t1)
+    cpu = s.sampler.at(last) - s.sampler.at(t0)
+    p99 = float(np.percentile(lat, 99)) if lat.size else float("nan")
+    return Side(cpu_us=cpu / n * 1e6, p99_ms=p99, unmatched=unmatched)
+
+
+def _pair(run: Callable[[tuple[str, ...]], Side], first_worker: bool) -> tuple[Side, Side]:
+    """(passthrough, worker), run in the given order."""
+    if first_worker:
+        w = run(WORKER)
+        return run(PASSTHROUGH), w
+    p = run(PASSTHROUGH)
+    return p, run(WORKER)
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b; NaN when either is 0 (a run too short for the 10 ms CPU clock)."""
+    return a / b if a > 0 and b > 0 else float("nan")
+
+
+def _median_line(name: str, values: list[float]) -> str:
+    ok = [v for v in values if v == v]
+    if not ok:
+        return f"{name}: n/a (runs too short to measure)"
+    return f"{name}: median {statistics.median(ok):.2f} (min {min(ok):.2f}, max {max(ok):.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", default="pipelines/fraud/pipeline.yaml")
+    parser.add_argument("--events", type=int, default=100_000, help="drain backlog")
+    parser.add_argument("--rate", type=float, default=2000.0, help="offered events/s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the rate run")
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--bootstrap", help="a cluster to use (default: an embedded broker)")
+    args = parser.parse_args()
+
+    from streaming.dev.broker import EmbeddedBroker
+
+    broker = None if args.bootstrap else EmbeddedBroker().start()
+    bootstrap = args.bootstrap or broker.bootstrap  # type: ignore[union-attr]
+    cfg = load_config(args.config, bootstrap=bootstrap)
+    drain_ratio, drain_cpu, rate_cpu, p99 = [], [], [], []
+    try:
+        with tempfile.TemporaryDirectory(prefix="efficiency-") as tmp:
+            workdir = Path(tmp)
+            print(
+                f"{args.pairs} pairs; drain {args.events:,} events; offered {args.rate:,.0f}/s "
+                f"for {args.seconds:g} s; os.getloadavg at start "
+                f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+                flush=True,
+            )
+            for i in range(args.pairs):
+                first_worker = i % 2 == 1
+                pd, wd = _pair(lambda c: drain(cfg, workdir, c, args.events), first_worker)
+                pr, wr = _pair(
+                    lambda c: offered(cfg, workdir, c, args.rate, args.seconds), first_worker
+                )
+                drain_ratio.append(_ratio(wd.rate, pd.rate))
+                drain_cpu.append(_ratio(wd.cpu_us, pd.cpu_us))
+                rate_cpu.append(_ratio(wr.cpu_us, pr.cpu_us))
+                p99.append(_ratio(wr.p99_ms, pr.p99_ms))
+                lost = pd.unmatched + wd.unmatched + pr.unmatched + wr.unmatched
+                print(
+                    f"pair {i + 1} ({'worker' if first_worker else 'passthrough'} first): "
+                    f"drain {pd.rate:,.0f} vs {wd.rate:,.0f} ev/s = {drain_ratio[-1]:.2f}; "
+                    f"cpu {pd.cpu_us:.1f} vs {wd.cpu_us:.1f} us/ev = {drain_cpu[-1]:.2f}; "
+                    f"at {args.rate:,.0f}/s cpu {pr.cpu_us:.1f} vs {wr.cpu_us:.1f} us/ev = "
+                    f"{rate_cpu[-1]:.2f}, p99 {pr.p99_ms:.1f} vs {wr.p99_ms:.1f} ms = "
+                    f"{p99[-1]:.2f}" + (f"; UNMATCHED {lost}" if lost else ""),
+                    flush=True,
+                )
+    finally:
+        if broker is not None:
+            broker.stop()
+    n = len(drain_ratio)
+    print(f"worker / passthrough over {n} pairs:")
+    print("  " + _median_line("drain rate (target >= 0.90)", drain_ratio))
+    print("  " + _median_line("cpu per event, drain (target <= 1.15)", drain_cpu))
+    print("  " + _median_line(f"cpu per event at {args.rate:,.0f}/s (target <= 1.30)", rate_cpu))
+    print("  " + _median_line(f"p99 at {args.rate:,.0f}/s (target <= 1.00)", p99))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Latency recorders: a chunk bucketed once (in Python when small, numpy when large) lands in
+the same buckets as one sample at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streaming.observability.latency import LatencyRecorder, Samples
+
+
+def test_chunks_of_any_size_bucket_as_single_samples_do() -> None:
+    rng = np.random.default_rng(7)
+    ms = np.concatenate([rng.lognormal(3, 2, 5000), [0.0, 0.01, 1e-9, 4e6, 1e12]])
+    one_by_one = LatencyRecorder()
+    for v in ms:
+        one_by_one.record(float(v))
+    for size in (1, 5, 16, 17, 300, ms.size):
+        a, b = LatencyRecorder(), LatencyRecorder()
+        for i in range(0, ms.size, size):
+            samples = Samples(ms[i : i + size])
+            a.add(samples)  # one chunk, two recorders (the worker's and the version's)
+            b.add(samples)
+        for rec in (a, b):
+            assert rec.count == one_by_one.count == ms.size
+            assert np.array_equal(rec._counts, one_by_one._counts), size
+            assert rec.max_ms == one_by_one.max_ms
+            assert abs(rec.sum_ms - one_by_one.sum_ms) <= 1e-9 * one_by_one.sum_ms
+        assert a.percentile(99) == one_by_one.percentile(99)
+
+
+def test_an_empty_chunk_changes_nothing() -> None:
+    rec = LatencyRecorder()
+    rec.record_many(np.empty(0))
+    rec.add(Samples(np.empty(0)))
+    assert rec.count == 0 and rec.max_ms == 0.0 and np.isnan(rec.percentile(50))
