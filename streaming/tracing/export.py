@@ -2,8 +2,9 @@
 
 The delivery thread hands spans over with ``offer``, which never blocks: past ``queue_spans``
 waiting, spans are dropped and counted (``queue_full``). The ``otlp-export`` thread takes them
-in batches and calls the OpenTelemetry exporter; a batch it could not send (collector down,
-slow past ``export_timeout_s``, refusing) is counted as dropped (``export_failed``). So a
+in batches (up to ``EXPORT_BATCH`` spans or ``EXPORT_DELAY_S`` of waiting) and calls the
+OpenTelemetry exporter; a batch it could not send (collector down, slow past
+``export_timeout_s``, refusing) is counted as dropped (``export_failed``). So a
 collector that is down costs spans, never latency. (The SDK's BatchSpanProcessor also drops
 when full, but does not say how many; we count both ways spans are lost.)
 
@@ -33,6 +34,9 @@ log = logging.getLogger("streaming.tracing")
 
 EXPORT_BATCH = 512
 """Spans per OTLP request at most."""
+EXPORT_DELAY_S = 1.0
+"""Spans wait at most this long for others to share their request (unless a batch fills). A
+request per traced event, as they came, cost about as much CPU as the rest of tracing."""
 
 
 def make_exporter(cfg: TracingConfig) -> SpanExporter:
@@ -109,9 +113,13 @@ class SpanExport:
                 return
             batch = list(item)
             stop = False
+            deadline = time.monotonic() + EXPORT_DELAY_S
             while len(batch) < EXPORT_BATCH:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
                 try:
-                    more = self._queue.get_nowait()
+                    more = self._queue.get(timeout=left)
                 except queue.Empty:
                     break
                 if more is None:
