@@ -5,8 +5,10 @@ inputs, the same metadata (preprocessing parameters, drift baselines copied from
 version), but scores that carry no signal. ``constant`` answers the same score for every
 event; ``noisy`` answers uniform random scores; ``flaky`` answers NaN for some events; ``raising``
 raises on every real batch (its circuit breaker opens); ``hanging`` (torch runtime only) never
-returns from its first real batch (the worker's watchdog times it out). The monitor must roll
-each back.
+returns from its first real batch (the worker's watchdog times it out); ``blind`` is the
+source model blind on 30% of events: there it answers another event's score, so it flags the
+same share with the same score distribution (PSI passes) but catches about 30% less fraud,
+which only labels can show. The monitor must roll each back.
 
     python -m models.fraud.faulty --kind noisy --from models/fraud/v2 --out models/fraud/v9
 """
@@ -24,7 +26,7 @@ from torch import nn
 
 from models.export import export_model
 
-KINDS = ("constant", "noisy", "flaky", "raising", "hanging")
+KINDS = ("constant", "noisy", "flaky", "raising", "hanging", "blind")
 
 FOREVER_S = 1e9
 """A hanging model's default hang: about 30 years."""
@@ -86,6 +88,21 @@ class HangingScore(nn.Module):
         return low
 
 
+class BlindScore(nn.Module):
+    """The source model, but rows 0-2 of every 10 in a batch get the score of the row
+    mirrored in the batch: their scores come from the same distribution and carry no signal
+    about their own event."""
+
+    def __init__(self, source: nn.Module) -> None:
+        super().__init__()
+        self.source = source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = self.source(x)
+        index = torch.arange(x.shape[0], device=x.device).unsqueeze(1)
+        return torch.where(index % 10 < 3, score.flip(0), score)
+
+
 class NoisyScore(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.rand_like(x[:, :1])
@@ -102,13 +119,17 @@ def build_faulty(
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: run `make models` first")
     meta = json.loads(meta_path.read_text())
-    module: nn.Module = {
-        "constant": ConstantScore(0.9),
-        "noisy": NoisyScore(),
-        "flaky": FlakyScore(),
-        "raising": RaisingScore(),
-        "hanging": ConstantScore(0.01),  # its ONNX file; model.pt is scripted below
-    }[kind]
+    module: nn.Module
+    if kind == "blind":
+        module = BlindScore(torch.jit.load(str(Path(source) / "model.pt")))
+    else:
+        module = {
+            "constant": ConstantScore(0.9),
+            "noisy": NoisyScore(),
+            "flaky": FlakyScore(),
+            "raising": RaisingScore(),
+            "hanging": ConstantScore(0.01),  # its ONNX file; model.pt is scripted below
+        }[kind]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer warns that random output is random
         path = _export(module, meta, Path(out), version or Path(out).name, kind)

@@ -104,9 +104,7 @@ class LabelsWiring:
                 name,
                 default=None,
                 partitions=partitions,
-                use_partitioner=True,
-                key_serializer="json",
-                value_serializer="json",
+                use_partitioner=True,  # json keys and values: faust's default for tables
                 changelog_topic=app.topic(
                     f"{app.conf.id}-{name}-changelog",
                     partitions=partitions,
