@@ -18,7 +18,6 @@ The suite (tests/integration/test_labels.py) runs both small; this command is th
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal

@@ -17,7 +17,7 @@ W = 1_000  # window ms
 
 
 def join() -> LabelJoin:
-    return LabelJoin({}, {}, {}, window_ms=W, horizon_ms=H)
+    return LabelJoin({}, {}, window_ms=W, horizon_ms=H)
 
 
 def pred(eid: str, score: float, t: int, version: str = "v1") -> dict:
@@ -56,6 +56,20 @@ def test_a_duplicate_label_counts_once_and_the_last_wins() -> None:
     assert j.label_counts()["duplicates"] == 1
 
 
+def test_a_label_replayed_after_a_restart_is_not_a_duplicate() -> None:
+    j = join()
+    j.add_label(label("a", 1, 50), (0, 7))  # waits for its prediction
+    j.add_label(label("a", 1, 50), (0, 7))  # replayed: the same log position
+    j.add_prediction(pred("a", 0.9, 100))
+    j.add_label(label("a", 1, 50), (0, 7))
+    j.add_label(label("b", 1, 150 + H), (1, 3))
+    j.add_prediction(pred("b", 0.9, 100))
+    j.add_label(label("b", 1, 150 + H), (1, 3))  # a late one replayed
+    assert j.label_counts()["duplicates"] == 0 and j.label_counts()["past_horizon"] == 1
+    j.add_label(label("a", 0, 60), (2, 9))  # a real second label: the last wins
+    assert j.label_counts()["duplicates"] == 1 and counts(j)["fp"] == 1
+
+
 def test_a_duplicated_prediction_is_counted_once() -> None:
     j = join()
     j.add_prediction(pred("a", 0.9, 100))
@@ -79,8 +93,10 @@ def test_unknown_and_late_labels_are_counted_by_reason_never_dropped() -> None:
     c = j.label_counts()
     assert (c["unknown_id"], c["past_horizon"], c["waiting"]) == (1, 1, 0)
     assert j.preds == {} and j.windows == {}
-    j.add_label(label("ghost", 1, 200))  # a replay of an already counted unknown label
+    j.add_label(label("ghost", 1, 200))  # once counted as unknown, it stays counted once
     assert j.label_counts()["unknown_id"] == 1 and j.label_counts()["waiting"] == 0
+    j.expire(200 + 2 * H + 1)  # forgotten after a second horizon
+    assert j.pending == {}
 
 
 def test_the_index_is_rebuilt_from_the_tables_after_a_restart() -> None:
@@ -89,7 +105,7 @@ def test_the_index_is_rebuilt_from_the_tables_after_a_restart() -> None:
         j.add_prediction(pred(f"e{i}", i / 20, 100 + i * 100, "v1" if i % 2 else "v2"))
         j.add_label(label(f"e{i}", int(i % 3 == 0), 5_000))
     before = {k: window_quality(w, 0.5, final=False) for k, w in j.windows.items()}
-    again = LabelJoin(j.preds, j.pending, j.rejected, window_ms=W, horizon_ms=H)
+    again = LabelJoin(j.preds, j.pending, window_ms=W, horizon_ms=H)
     again.rebuild()
     after = {k: window_quality(w, 0.5, final=False) for k, w in again.windows.items()}
     assert after == before and len(after) == 5  # v1 in 3 windows, v2 in 2

@@ -5,17 +5,21 @@ backed by changelog topics in the monitor, plain dicts in unit tests):
 
 =============  ===========================================================================
 ``preds``      event_id -> {"v": version, "s": score, "t": scored_ms, "y": label or None,
-               "lt": label_ts_ms, "late": True once a label came past the horizon}
-``pending``    event_id -> {"y": label, "lt": label_ts_ms, "dup": True if seen twice}: labels
-               that came before their prediction; they wait until the horizon
-``rejected``   event_id -> reason ("unknown_id"): labels that never met a prediction
+               "lt": label_ts_ms, "o": the label's log position, "dup": True once a second
+               label came, "late": True once a label came past the horizon, "lo": its
+               position}
+``pending``    event_id -> {"y", "lt", "o", "dup"}: labels that came before their prediction;
+               kept until the horizon (a restarted monitor replays the prediction and joins
+               it again), then marked ``"unknown": True`` if no prediction came
 =============  ===========================================================================
 
-Every count the monitor reports (tp/fp/fn/tn per window, unmatched labels by reason) is
-derived from these per-event entries, never kept as a running total: replaying a label after
-a crash (the offset was not committed yet) sets the same value on the same key again, so no
-label is ever counted twice. The per-window aggregates below are an in-memory index over
-``preds``, rebuilt from it after a restart.
+Every count the monitor reports (tp/fp/fn/tn per window, labels by fate) is derived from
+these per-event entries, never kept as a running total, and every change is one write to
+one key: a crash between two writes of two tables cannot lose a label. A label replayed after
+a crash (its offset was not committed yet) carries the same log position as the one already
+applied, so it changes nothing; a real duplicate has another position, and the last one wins.
+The per-window aggregates below are an in-memory index over ``preds``, rebuilt after a
+restart.
 
 Thread ownership: everything here runs on the monitor's event loop (faust agents and timer
 share one thread), so no locks.
@@ -23,19 +27,19 @@ share one thread), so no locks.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from streaming.config import PipelineConfig
 
-TABLES = ("label-preds", "label-pending", "label-rejected")
+TABLES = ("label-preds", "label-pending")
 """The join's faust tables; their changelogs are ``<monitor group>-<table>-changelog``."""
 
 UNKNOWN_ID = "unknown_id"
 PAST_HORIZON = "past_horizon"
-INVALID = "invalid"
+Position = tuple[int, int] | list[int] | None
+"""A label's (partition, offset) in the labels topic: what tells a replay from a duplicate."""
 
 
 def changelog_topics(cfg: PipelineConfig) -> list[str]:
@@ -81,21 +85,21 @@ class LabelJoin:
         self,
         preds: MutableMapping[str, Any],
         pending: MutableMapping[str, Any],
-        rejected: MutableMapping[str, Any],
         *,
         window_ms: int,
         horizon_ms: int,
     ) -> None:
         self.preds = preds
         self.pending = pending
-        self.rejected = rejected
         self.window_ms = window_ms
         self.horizon_ms = horizon_ms
         self.windows: dict[tuple[str, int], QualityWindow] = {}
         self.dirty: set[tuple[str, int]] = set()
         """Windows whose quality changed since the caller last took them."""
         self.invalid = 0
-        """Labels records that break the contract (not replay-safe: a log line's worth)."""
+        """Labels records that break the contract (logged; not replay-safe)."""
+        self.past_horizon_expired = 0
+        """Late labels of windows already final and gone from ``preds`` (since the start)."""
 
     # ------------------------------------------------------------------ restore
 
@@ -130,57 +134,62 @@ class LabelJoin:
             "y": None,
         }
         waiting = self.pending.get(event_id)
-        if waiting is not None:
+        if waiting is not None and not waiting.get("unknown"):
             if int(waiting["lt"]) > entry["t"] + self.horizon_ms:
-                entry["late"] = True
+                entry.update(late=True, lo=waiting.get("o"))
             else:
-                entry["y"], entry["lt"] = int(waiting["y"]), int(waiting["lt"])
+                entry.update(y=int(waiting["y"]), lt=int(waiting["lt"]), o=waiting.get("o"))
             if waiting.get("dup"):
                 entry["dup"] = True
-            del self.pending[event_id]
         self.preds[event_id] = entry
         self._index(event_id, entry)
 
-    def add_label(self, record: Any) -> None:
-        """A label; the last one for an event wins and it counts once."""
+    def add_label(self, record: Any, position: Position = None) -> None:
+        """A label read at ``position``; the last one for an event wins and counts once."""
         try:
             event_id, label, label_ts = parse_label(record)
         except LabelError:
             self.invalid += 1
             raise
-        entry = self.preds.get(event_id)
-        if entry is None:
+        pos = list(position) if position is not None else None
+        old = self.preds.get(event_id)
+        if old is None:
             waiting = self.pending.get(event_id)
-            if event_id in self.rejected:
-                return  # already counted as unknown
-            new = {"y": label, "lt": label_ts}
+            if waiting is not None and (
+                waiting.get("unknown") or (pos is not None and waiting.get("o") == pos)
+            ):
+                return  # counted already, or a replay after a restart
+            new = {"y": label, "lt": label_ts, "o": pos}
             if waiting is not None:
                 new["dup"] = True
             self.pending[event_id] = new
             return
-        if label_ts > int(entry["t"]) + self.horizon_ms:
-            if not entry.get("late"):
-                self.preds[event_id] = {**entry, "late": True}
+        if pos is not None and pos in (old.get("o"), old.get("lo")):
+            return  # a replay after a restart
+        seen_before = old.get("y") is not None or bool(old.get("late"))
+        if label_ts > int(old["t"]) + self.horizon_ms:
+            dup = seen_before or bool(old.get("dup"))
+            self.preds[event_id] = {**old, "late": True, "lo": pos, "dup": dup}
             return
-        changed = entry.get("y") != label or entry.get("lt") != label_ts
-        dup = entry.get("y") is not None
-        if not changed and (entry.get("dup") or not dup):
-            return  # a replay after a restart: nothing to do
-        entry = {**entry, "y": label, "lt": label_ts}
-        if dup:
-            entry["dup"] = True
-        self.preds[event_id] = entry
-        self._index(event_id, entry)
+        new = {**old, "y": label, "lt": label_ts, "o": pos, "dup": seen_before or old.get("dup")}
+        self.preds[event_id] = new
+        self._index(event_id, new)
 
     # ------------------------------------------------------------------ time
 
     def expire(self, now_ms: int) -> list[QualityWindow]:
         """Windows past the horizon (final), removed with their predictions; waiting labels
-        past the horizon become ``unknown_id``."""
+        past the horizon are marked ``unknown`` (and forgotten after a second horizon)."""
         for event_id, waiting in list(self.pending.items()):
-            if int(waiting["lt"]) + self.horizon_ms < now_ms:
-                self.rejected[event_id] = UNKNOWN_ID
+            lt = int(waiting["lt"])
+            if lt + 2 * self.horizon_ms < now_ms:
                 del self.pending[event_id]
+            elif (
+                lt + self.horizon_ms < now_ms
+                and not waiting.get("unknown")
+                and event_id not in self.preds
+            ):
+                self.pending[event_id] = {**waiting, "unknown": True}
         done = [k for k, w in self.windows.items() if w.end_ms + self.horizon_ms <= now_ms]
         out = []
         for key in sorted(done, key=lambda k: (k[1], k[0])):
@@ -188,11 +197,9 @@ class LabelJoin:
             self.dirty.discard(key)
             out.append(w)
             for event_id in w.events:
-                entry = self.preds.get(event_id)
+                entry = self.preds.pop(event_id, None)
                 if entry is not None and entry.get("late"):
-                    # Keep the count of late labels after the prediction itself is gone.
-                    self.rejected[event_id] = PAST_HORIZON
-                self.preds.pop(event_id, None)
+                    self.past_horizon_expired += 1
         return out
 
     def take_dirty(self) -> list[QualityWindow]:
@@ -202,18 +209,25 @@ class LabelJoin:
         return [self.windows[k] for k in keys if k in self.windows]
 
     def label_counts(self) -> dict[str, int]:
-        """Labels by fate: matched, waiting, duplicates, and unmatched by reason."""
-        reasons = Counter(str(r) for r in self.rejected.values())
+        """Labels by fate: matched, waiting, duplicated events, and unmatched by reason
+        (over the state held: about two horizons)."""
         matched = late = dup = 0
         for entry in self.preds.values():
             matched += entry.get("y") is not None
             late += bool(entry.get("late"))
             dup += bool(entry.get("dup"))
-        dup += sum(1 for w in self.pending.values() if w.get("dup"))
+        unknown = waiting = 0
+        for event_id, w in self.pending.items():
+            if w.get("unknown"):
+                unknown += 1
+                dup += bool(w.get("dup"))
+            elif event_id not in self.preds:
+                waiting += 1
+                dup += bool(w.get("dup"))
         return {
             "matched": matched,
-            "waiting": len(self.pending),
+            "waiting": waiting,
             "duplicates": dup,
-            UNKNOWN_ID: reasons[UNKNOWN_ID],
-            PAST_HORIZON: reasons[PAST_HORIZON] + late,
+            UNKNOWN_ID: unknown,
+            PAST_HORIZON: late + self.past_horizon_expired,
         }

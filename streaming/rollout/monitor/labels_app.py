@@ -117,7 +117,9 @@ class LabelsWiring:
             for name in TABLES
         ]
         self.join = LabelJoin(
-            *tables, window_ms=int(m.window_s * 1000), horizon_ms=int(m.label_horizon_s * 1000)
+            *tables,  # preds, pending
+            window_ms=int(m.window_s * 1000),
+            horizon_ms=int(m.label_horizon_s * 1000),
         )
         self.judge = LabelJudge(m)
         self.quality: dict[tuple[str, int], dict[str, Any]] = {}
@@ -148,11 +150,12 @@ class LabelsWiring:
                 self.join.add_prediction(r)
 
     async def _read_labels(self, stream: AsyncIterable[bytes]) -> None:
-        async for values in stream.take(2000, within=0.25):  # type: ignore[attr-defined]
+        async for events in stream.take_events(2000, within=0.25):  # type: ignore[attr-defined]
             self._ensure_rebuilt()
-            for value in values:
+            for event in events:
+                m = event.message
                 try:
-                    self.join.add_label(json.loads(value))
+                    self.join.add_label(json.loads(event.value), (m.partition, m.offset))
                 except (TypeError, ValueError) as exc:  # LabelError is a ValueError
                     reason = exc if isinstance(exc, LabelError) else "not JSON"
                     log.warning("labels record refused: %s", reason)
