@@ -89,18 +89,20 @@ class HangingScore(nn.Module):
 
 
 class BlindScore(nn.Module):
-    """The source model, but rows 0-2 of every 10 in a batch get the score of the row
-    mirrored in the batch: their scores come from the same distribution and carry no signal
-    about their own event."""
+    """The source model, but a share of events (picked by a hash of their inputs, which says
+    nothing about fraud) get the score of the event mirrored in the batch: their scores come
+    from the same distribution and carry no signal about their own event. A batch of one
+    mirrors onto itself, so the share is reached on batches of many events."""
 
-    def __init__(self, source: nn.Module) -> None:
+    def __init__(self, source: nn.Module, share: float) -> None:
         super().__init__()
         self.source = source
+        self.share = share
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         score = self.source(x)
-        index = torch.arange(x.shape[0], device=x.device).unsqueeze(1)
-        return torch.where(index % 10 < 3, score.flip(0), score)
+        h = x.sum(dim=1, keepdim=True) * 997.13
+        return torch.where(h - torch.floor(h) < self.share, score.flip(0), score)
 
 
 class NoisyScore(nn.Module):
@@ -109,10 +111,16 @@ class NoisyScore(nn.Module):
 
 
 def build_faulty(
-    kind: str, source: Path, out: Path, version: str | None = None, hang_s: float = FOREVER_S
+    kind: str,
+    source: Path,
+    out: Path,
+    version: str | None = None,
+    hang_s: float = FOREVER_S,
+    blind_share: float = 0.3,
 ) -> Path:
     """Export a ``kind`` model to ``out`` with ``source``'s metadata (inputs, baselines);
-    ``hang_s``: how long a ``hanging`` model's hung call lasts."""
+    ``hang_s``: how long a ``hanging`` model's hung call lasts; ``blind_share``: the share of
+    events a ``blind`` model is blind on."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     meta_path = Path(source) / "metadata.json"
@@ -121,7 +129,7 @@ def build_faulty(
     meta = json.loads(meta_path.read_text())
     module: nn.Module
     if kind == "blind":
-        module = BlindScore(torch.jit.load(str(Path(source) / "model.pt")))
+        module = BlindScore(_rebuild(Path(source) / "model.pt"), blind_share)
     else:
         module = {
             "constant": ConstantScore(0.9),
@@ -136,6 +144,28 @@ def build_faulty(
     if kind == "hanging":
         _replace_torchscript(path, torch.jit.script(HangingScore(hang_s)))
     return path
+
+
+def _rebuild(path: Path) -> nn.Module:
+    """A trained fraud model (train.py's Scored: an MLP or a logistic layer) as a plain module
+    again, from its TorchScript file: a loaded ScriptModule cannot be traced inside another."""
+    from models.fraud.train import Scored
+
+    state = torch.jit.load(str(path)).state_dict()
+    if "net.weight" in state:
+        net: nn.Module = nn.Linear(state["net.weight"].shape[1], 1)
+    else:
+        index = sorted({int(k.split(".")[1]) for k in state})
+        layers: list[nn.Module] = []
+        for i in index:
+            weight = state[f"net.{i}.weight"]
+            while len(layers) < i:
+                layers.append(nn.ReLU())
+            layers.append(nn.Linear(weight.shape[1], weight.shape[0]))
+        net = nn.Sequential(*layers)
+    model = Scored(net)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def _replace_torchscript(path: Path, scripted: torch.jit.ScriptModule) -> None:
@@ -168,8 +198,11 @@ def main() -> None:
     p.add_argument("--from", dest="source", type=Path, default=Path("models/fraud/v2"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--hang-s", type=float, default=FOREVER_S, help="hanging: for how long")
+    p.add_argument("--blind-share", type=float, default=0.3, help="blind: share of events")
     args = p.parse_args()
-    out = build_faulty(args.kind, args.source, args.out, hang_s=args.hang_s)
+    out = build_faulty(
+        args.kind, args.source, args.out, hang_s=args.hang_s, blind_share=args.blind_share
+    )
     print(f"exported a {args.kind} model to {out}")
 
 

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_quality_equals_an_offline_join_across_a_kill_9(broker, models_built, tmp_path, capsys):
-    r = join_run(broker.bootstrap, tmp_path, events=6_000, rate=3_000, kill=True)
+    r = join_run(broker.bootstrap, tmp_path, events=6_000, rate=2_000, kill=True)
     assert r.equal, "\n".join(r.diff[:20])
-    assert r.windows >= 4 and r.predictions >= 5_900
+    assert r.windows >= 2 and r.predictions == 6_000
     # The injected labels were seen and counted by reason, once each.
     assert r.monitor_counts["unknown_id"] == r.injected["unknown"]
     assert r.monitor_counts["past_horizon"] == r.injected["late"]
