@@ -18,6 +18,7 @@ The suite (tests/integration/test_labels.py) runs both small; this command is th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ from streaming.config import PipelineConfig, load_config
 from streaming.dev.produce import ProduceResult, produce_events
 from streaming.kafka import settings as kafka
 from streaming.kafka.topics import create_topics
+from streaming.pipeline import PipelineSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "pipelines" / "fraud" / "pipeline.yaml"
@@ -256,7 +258,7 @@ def join_run(
         },
     )
     create_topics(cfg)
-    worker = Child(["run", "-c", str(path), "--idle-exit", "5"], tmp / "worker.log").start()
+    worker = Child(["run", "-c", str(path), "--idle-exit", "3"], tmp / "worker.log").start()
     monitor = Child(
         ["monitor", "-c", str(path), "--log-level", log_level], tmp / "monitor.log"
     ).start()
@@ -273,14 +275,14 @@ def join_run(
             monitor.stop(signal.SIGKILL)
             monitor.start()
         producer.join(600)
-        if worker.wait(600) != 0:  # it idles out 5 s after the last event
+        if worker.wait(600) != 0:  # it idles out 3 s after the last event
             raise RuntimeError("worker failed:\n" + worker.log()[-3000:])
-        rows = read_all(cfg, cfg.topics.predictions)
+        rows = read_all(cfg, cfg.topics.predictions, 1.0)
         preds = _decode(rows)
         keys = {p["event_id"]: r[2] for p, r in zip(preds, rows, strict=True)}
-        sent = _decode(read_all(cfg, cfg.topics.labels_topic))
+        sent = _decode(read_all(cfg, cfg.topics.labels_topic, 1.0))
         injected = _inject(cfg, preds, keys, sent, np.random.default_rng(seed), horizon_s)
-        labels = _decode(read_all(cfg, cfg.topics.labels_topic))
+        labels = _decode(read_all(cfg, cfg.topics.labels_topic, 1.0))
         m = cfg.monitor
         want, want_counts = offline_join(
             preds,
@@ -367,3 +369,141 @@ def _inject(
         rows.append((key_of[eid], {**value, "source": "chargeback"}))
     _send_labels(cfg, rows)
     return {"duplicated": dup, "unknown": n, "late": len(rows) - dup - n}
+
+
+@dataclass
+class CanaryResult:
+    events: int
+    rolled_back: list[str]
+    """Versions rolled back on labels (from the alerts topic)."""
+    other_rollbacks: list[str]
+    """Versions rolled back for any other reason (must stay empty: PSI and flags pass)."""
+    last_verdicts: dict[str, str]
+    recall: dict[str, float | None]
+    flagged_share: dict[str, float]
+    labelled_frauds: dict[str, int]
+    seconds_to_rollback: float | None
+    """From the first event produced to the rollback alert."""
+    reasons: list[str]
+
+
+def _with_fraud_rate(rate: float | None) -> PipelineSpec | None:
+    if rate is None:
+        return None
+    from pipelines.fraud import PIPELINE
+    from pipelines.fraud.generator import FraudGenerator
+
+    return dataclasses.replace(
+        PIPELINE, make_generator=lambda seed: FraudGenerator(seed, fraud_rate=rate)
+    )
+
+
+def build_canaries(tmp: Path, models: Path, bad_share: float = 0.37) -> dict[str, Path]:
+    """The baseline blind on 10% of events, the unbroken model (better), and a canary blind on
+    ``bad_share`` (about 30% less fraud caught than the baseline with the default)."""
+    from models.fraud.faulty import build_faulty
+
+    return {
+        "v2b": build_faulty("blind", models / "v2", tmp / "v2b", "v2b", blind_share=0.10),
+        "v8": build_faulty("blind", models / "v2", tmp / "v8", "v8", blind_share=bad_share),
+    }
+
+
+def canary_run(
+    bootstrap: str,
+    tmp: Path,
+    *,
+    events: int,
+    rate: float | None,
+    seed: int = 11,
+    threshold: float = 0.2,
+    min_labels: int = 30,
+    max_recall_drop: float = 0.05,
+    confidence: float = 0.9,
+    fraud_rate: float | None = None,
+    timeout_s: float = 120.0,
+) -> CanaryResult:
+    """One canary run (see the module docstring): v2b baseline, v2 better, v8 worse."""
+    paths = build_canaries(tmp, ROOT / "models" / "fraud")
+    path, cfg = write_config(
+        bootstrap,
+        tmp,
+        {
+            "model.threshold": threshold,
+            "model.versions": [
+                {"version": "v2b", "weight": 40, "path": str(paths["v2b"])},
+                {"version": "v2", "weight": 30},
+                {"version": "v8", "weight": 30, "path": str(paths["v8"])},
+            ],
+            "monitor.baseline": "v2b",
+            # One window for the whole run: every label of a version is judged together.
+            "monitor.window_s": 3_600,
+            "monitor.min_events": 100,
+            "monitor.bad_windows": 1,
+            "monitor.quality_interval_s": 0.5,
+            "monitor.min_labels": min_labels,
+            "monitor.max_recall_drop": max_recall_drop,
+            "monitor.recall_confidence": confidence,
+        },
+    )
+    create_topics(cfg)
+    worker = Child(["run", "-c", str(path), "--idle-exit", "3"], tmp / "worker.log").start()
+    monitor = Child(
+        ["monitor", "-c", str(path), "--auto-rollback", "--log-level", "INFO"],
+        tmp / "monitor.log",
+    ).start()
+    started = time.time()
+    rollback_s = None
+    try:
+        produce_events(
+            cfg,
+            events,
+            rate=rate,
+            seed=seed,
+            labels=True,
+            label_time_scale=5e6,
+            pipeline=_with_fraud_rate(fraud_rate),
+        )
+        if worker.wait(600) != 0:
+            raise RuntimeError("worker failed:\n" + worker.log()[-3000:])
+        # Every label is out; the monitor judges them within a few quality intervals.
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, dict[str, Any]] = {}
+        while time.monotonic() < deadline:
+            if monitor.proc is not None and monitor.proc.poll() is not None:
+                raise RuntimeError("monitor died:\n" + monitor.log()[-3000:])
+            verdicts = _decode(read_all(cfg, cfg.topics.verdicts_topic, 0.5))
+            labels_seen = _decode(read_all(cfg, cfg.topics.quality_topic, 0.5))
+            last = {
+                v["version"]: v
+                for v in verdicts
+                if v.get("basis") == "labels" and v["verdict"] != "insufficient"
+            }
+            counts = [r for r in labels_seen if r.get("kind") == "labels"]
+            settled = counts and counts[-1]["waiting"] == 0
+            if {"v2", "v8"} <= set(last) and settled:
+                break
+    finally:
+        monitor.stop()
+        worker.stop(signal.SIGKILL, 10)
+    alerts = _decode(read_all(cfg, cfg.topics.alerts_topic, 1.0))
+    rollbacks = [a for a in alerts if a.get("kind") == "rollback"]
+    on_labels = [a["version"] for a in rollbacks if a.get("basis") == "labels"]
+    if rollbacks:
+        rollback_s = rollbacks[0]["ts_ms"] / 1000 - started
+    quality = {
+        r["version"]: r
+        for r in _decode(read_all(cfg, cfg.topics.quality_topic, 1.0))
+        if r.get("kind") == "window"
+    }
+    return CanaryResult(
+        events,
+        on_labels,
+        [a["version"] for a in rollbacks if a.get("basis") != "labels"],
+        {v: r["verdict"] for v, r in last.items()},
+        {v: q["recall"] for v, q in quality.items()},
+        {v: round(q["flagged"] / q["predictions"], 5) for v, q in quality.items()},
+        {v: q["tp"] + q["fn"] for v, q in quality.items()},
+        rollback_s,
+        [r for v in last.values() for r in v["reasons"]],
+    )

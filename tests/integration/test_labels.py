@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.labels import join_run
+from loadtests.labels import canary_run, join_run
 
 pytestmark = pytest.mark.integration
 
@@ -24,4 +24,25 @@ def test_quality_equals_an_offline_join_across_a_kill_9(broker, models_built, tm
         print(
             f"\n[labels] {r.predictions} predictions, {r.labels} labels, {r.windows} windows: "
             f"monitor == offline join {r.seconds_to_equal:.1f} s after the last label; {r.injected}"
+        )
+
+
+def test_a_canary_catching_less_fraud_is_rolled_back_on_labels_a_better_one_kept(
+    broker, models_built, tmp_path, capsys
+):
+    # Fraud at 5% instead of 0.5%, so that 6,000 events carry enough labelled frauds to judge
+    # (python -m loadtests.labels runs it at the real rate over 100,000 events).
+    r = canary_run(broker.bootstrap, tmp_path, events=6_000, rate=None, fraud_rate=0.05)
+    # Flags and scores alike: nothing but the labels tells the canaries apart ...
+    assert r.other_rollbacks == [], r
+    assert max(r.flagged_share.values()) - min(r.flagged_share.values()) < 0.01, r
+    # ... and the labels do: the blind one goes, the better one stays.
+    assert r.rolled_back == ["v8"], r
+    assert r.last_verdicts == {"v2": "ok", "v8": "fail"}, r
+    assert r.recall["v8"] < r.recall["v2b"] < r.recall["v2"], r
+    with capsys.disabled():
+        print(
+            f"\n[labels] rollback of v8 {r.seconds_to_rollback:.1f} s after the first event; "
+            f"recall {r.recall}, flagged {r.flagged_share}, labelled frauds "
+            f"{r.labelled_frauds}"
         )
