@@ -18,12 +18,14 @@ The suite (tests/integration/test_labels.py) runs both small; this command is th
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -507,3 +509,55 @@ def canary_run(
         rollback_s,
         [r for v in last.values() for r in v["reasons"]],
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=8_000.0, help="events/s of the join runs")
+    parser.add_argument(
+        "--scenario", choices=("join", "canary", "both"), default="both", help="what to run"
+    )
+    args = parser.parse_args()
+    from streaming.dev.broker import EmbeddedBroker
+
+    failures = 0
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="labels-") as tmp:
+        for i in range(args.runs if args.scenario in ("join", "both") else 0):
+            run_dir = Path(tmp) / f"join-{i}"
+            run_dir.mkdir()
+            r = join_run(broker.bootstrap, run_dir, events=args.events, rate=args.rate, seed=i)
+            failures += not r.equal
+            print(
+                f"join run {i + 1}: {r.predictions:,} predictions, {r.labels:,} labels "
+                f"({r.injected}), {r.windows} windows, kill -9 mid-run: "
+                f"{'EQUAL to' if r.equal else 'DIFFERENT from'} the offline join "
+                f"{r.seconds_to_equal:.1f} s after the last label; unmatched {r.monitor_counts}",
+                flush=True,
+            )
+            for line in r.diff[:10]:
+                print(f"    {line}", flush=True)
+        for i in range(args.runs if args.scenario in ("canary", "both") else 0):
+            run_dir = Path(tmp) / f"canary-{i}"
+            run_dir.mkdir()
+            c = canary_run(broker.bootstrap, run_dir, events=args.events, rate=None, seed=20 + i)
+            kept = c.last_verdicts.get("v2") == "ok"
+            ok = c.rolled_back == ["v8"] and not c.other_rollbacks and kept
+            failures += not ok
+            print(
+                f"canary run {i + 1}: rolled back on labels {c.rolled_back} "
+                f"(other rollbacks {c.other_rollbacks}) {c.seconds_to_rollback or 0:.1f} s after "
+                f"the first event; last label verdicts {c.last_verdicts}; recall {c.recall}; "
+                f"flagged {c.flagged_share}; labelled frauds {c.labelled_frauds}: "
+                f"{'PASS' if ok else 'FAIL'}",
+                flush=True,
+            )
+            for reason in c.reasons:
+                print(f"    {reason}", flush=True)
+    print(f"{failures} failed run(s)")
+    raise SystemExit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
