@@ -17,6 +17,7 @@ the gauges.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -39,9 +40,11 @@ log = logging.getLogger("streaming.monitor")
 class LabelMetrics:
     """Per-version gauges over the windows the monitor still holds (within the horizon)."""
 
-    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+    def __init__(self, registry: CollectorRegistry, pipeline: str, model: str) -> None:
+        self.pipeline = pipeline
         self.model = model
-        labels = ["model", "version", "role"]
+        self._keys: dict[str, tuple[str, ...]] = {}
+        labels = ["pipeline", "model", "version", "role"]
         self.precision = Gauge(
             "streaming_model_precision",
             "Share of flagged labelled predictions that were fraud (labels within the horizon)",
@@ -63,13 +66,21 @@ class LabelMetrics:
         self.unmatched = Gauge(
             "streaming_labels_unmatched",
             "Labels that matched no prediction, by reason (unknown_id, past_horizon)",
-            ["model", "reason"],
+            ["pipeline", "model", "reason"],
             registry=registry,
         )
 
     def update(self, per_version: dict[str, dict[str, int]], roles: dict[str, str]) -> None:
+        """Set the gauges; a version whose role changed (rolled back) loses its old series,
+        or an alert on canaries would go on firing for a version no longer served."""
         for version, c in per_version.items():
-            key = (self.model, version, roles.get(version, "canary"))
+            key = (self.pipeline, self.model, version, roles.get(version, "off"))
+            old = self._keys.get(version)
+            if old is not None and old != key:
+                for gauge in (self.precision, self.recall, self.labelled):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(*old)
+            self._keys[version] = key
             if c["tp"] + c["fp"]:
                 self.precision.labels(*key).set(c["tp"] / (c["tp"] + c["fp"]))
             if c["tp"] + c["fn"]:
@@ -98,7 +109,9 @@ class LabelsWiring:
         self.app = app
         self._write_update = write_update
         self._on_publish = on_publish
-        self.metrics = LabelMetrics(registry, cfg.model.name) if registry is not None else None
+        self.metrics = (
+            LabelMetrics(registry, cfg.name, cfg.model.name) if registry is not None else None
+        )
         tables = [
             app.Table(
                 name,
@@ -226,7 +239,12 @@ class LabelsWiring:
             for k in c:
                 c[k] += q[k]
         base = self.monitor.baseline()
-        roles = {v: ("baseline" if v == base else "canary") for v in per_version}
+        live = set(self.monitor.canaries())
+        roles = {
+            v: "baseline" if v == base else "canary" if v in live else "off" for v in per_version
+        }
         self.metrics.update(per_version, roles)
         for reason in ("unknown_id", "past_horizon"):
-            self.metrics.unmatched.labels(self.cfg.model.name, reason).set(counts[reason])
+            self.metrics.unmatched.labels(self.cfg.name, self.cfg.model.name, reason).set(
+                counts[reason]
+            )
