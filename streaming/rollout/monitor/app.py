@@ -92,6 +92,8 @@ def build_app(
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
         producer_linger=0.05,
+        # The label join writes a changelog record per event: large batches, few requests.
+        producer_max_batch_size=1_048_576,
         broker_credentials=monitor_credentials(cfg.kafka),
     )
     predictions = app.topic(t.predictions, value_type=bytes)

@@ -129,6 +129,10 @@ class LabelsWiring:
             )
             for name in TABLES
         ]
+        # faust flushes its send buffer whenever 100 records wait (and logs a warning each
+        # time); the join writes a changelog record per event, so let more wait: the commit
+        # still flushes everything first.
+        app.producer.buffer.max_messages = 10_000
         self.join = LabelJoin(
             *tables,  # preds, pending
             window_ms=int(m.window_s * 1000),
