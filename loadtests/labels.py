@@ -432,7 +432,7 @@ def canary_run(
     max_recall_drop: float = 0.05,
     confidence: float = 0.9,
     fraud_rate: float | None = None,
-    timeout_s: float = 120.0,
+    timeout_s: float | None = None,
 ) -> CanaryResult:
     """One canary run (see the module docstring): v2b baseline, v2 better, v8 worse."""
     paths = build_canaries(tmp, ROOT / "models" / "fraud")
@@ -465,8 +465,9 @@ def canary_run(
     ).start()
     started = time.time()
     rollback_s = None
+    timeout_s = timeout_s if timeout_s is not None else 60 + events * 0.004
     try:
-        produce_events(
+        produced = produce_events(
             cfg,
             events,
             rate=rate,
@@ -483,15 +484,17 @@ def canary_run(
         while time.monotonic() < deadline:
             if monitor.proc is not None and monitor.proc.poll() is not None:
                 raise RuntimeError("monitor died:\n" + monitor.log()[-3000:])
-            verdicts = _decode(read_all(cfg, cfg.topics.verdicts_topic, 0.5))
+            # Quality first: the verdicts of the same tick are published after it.
             labels_seen = _decode(read_all(cfg, cfg.topics.quality_topic, 0.5))
+            verdicts = _decode(read_all(cfg, cfg.topics.verdicts_topic, 0.5))
             last = {
                 v["version"]: v
                 for v in verdicts
                 if v.get("basis") == "labels" and v["verdict"] != "insufficient"
             }
             counts = [r for r in labels_seen if r.get("kind") == "labels"]
-            settled = counts and counts[-1]["waiting"] == 0
+            # Every label sent is joined: the verdicts in force are on all of them.
+            settled = counts and counts[-1]["matched"] >= produced.labels
             if {"v2", "v8"} <= set(last) and settled:
                 break
     finally:

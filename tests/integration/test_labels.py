@@ -30,9 +30,18 @@ def test_quality_equals_an_offline_join_across_a_kill_9(broker, models_built, tm
 def test_a_canary_catching_less_fraud_is_rolled_back_on_labels_a_better_one_kept(
     broker, models_built, tmp_path, capsys
 ):
-    # Fraud at 5% instead of 0.5%, so that 6,000 events carry enough labelled frauds to judge
-    # (python -m loadtests.labels runs it at the real rate over 100,000 events).
-    r = canary_run(broker.bootstrap, tmp_path, events=6_000, rate=None, fraud_rate=0.05)
+    # Fraud at 5% instead of 0.5%, so that 12,000 events carry enough labelled frauds (about
+    # 150 per version) for the test to see the drop (z about 3 against 0.84); python -m
+    # loadtests.labels runs it at the real rate, over 100,000 events, at 90% confidence.
+    r = canary_run(
+        broker.bootstrap,
+        tmp_path,
+        events=12_000,
+        rate=None,
+        fraud_rate=0.05,
+        max_recall_drop=0.02,
+        confidence=0.8,
+    )
     # Flags and scores alike: nothing but the labels tells the canaries apart ...
     assert r.other_rollbacks == [], r
     assert max(r.flagged_share.values()) - min(r.flagged_share.values()) < 0.01, r
