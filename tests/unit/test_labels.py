@@ -197,3 +197,22 @@ def test_planned_labels_come_weeks_later_scaled_and_some_never() -> None:
     assert len(first) + len(rest) == len(planned) and len(queue) == 0
     with pytest.raises(ValueError, match="label-time-scale"):
         plan_labels(events, np.random.default_rng(1), 0)
+
+
+def test_label_counts_kept_in_step_equal_a_recount_from_the_tables() -> None:
+    rng = np.random.default_rng(4)
+    j = join()
+    for step in range(3_000):
+        eid = f"e{rng.integers(300)}"
+        if rng.random() < 0.4:
+            j.add_prediction(pred(eid, float(rng.random()), int(rng.integers(0, 5_000))))
+        else:
+            ts = int(rng.integers(0, 3 * H))
+            j.add_label(label(eid, int(rng.random() < 0.3), ts), (0, step))
+        if step % 500 == 499:
+            j.expire(step * 10)
+    again = LabelJoin(j.preds, j.pending, window_ms=W, horizon_ms=H)
+    again.rebuild()
+    again.past_horizon_expired = j.past_horizon_expired
+    assert j.label_counts() == again.label_counts()
+    assert sum(j.label_counts().values()) > 100

@@ -27,6 +27,7 @@ share one thread), so no locks.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,14 +101,25 @@ class LabelJoin:
         """Labels records that break the contract (logged; not replay-safe)."""
         self.past_horizon_expired = 0
         """Late labels of windows already final and gone from ``preds`` (since the start)."""
+        self._counts = [0, 0, 0, 0, 0]
+        """matched, late, dup, unknown, waiting: derived from the tables (see rebuild)."""
+        self._due: list[tuple[int, str]] = []
+        """(when to look again, event id) of the waiting labels: expiry without a scan."""
 
     # ------------------------------------------------------------------ restore
 
     def rebuild(self) -> None:
         """The per-window index from ``preds`` (after the tables were restored)."""
         self.windows.clear()
+        self._counts = [0, 0, 0, 0, 0]
         for event_id, entry in self.preds.items():
             self._index(str(event_id), entry)
+            self._add(self._pred_part(entry), 1)
+        self._due = []
+        for event_id, w in self.pending.items():
+            self._add(self._pending_part(str(event_id), w), 1)
+            self._due.append((int(w["lt"]) + self.horizon_ms, str(event_id)))
+        heapq.heapify(self._due)
         self.dirty = set(self.windows)
 
     def _index(self, event_id: str, entry: dict[str, Any]) -> None:
@@ -141,7 +153,7 @@ class LabelJoin:
                 entry.update(y=int(waiting["y"]), lt=int(waiting["lt"]), o=waiting.get("o"))
             if waiting.get("dup"):
                 entry["dup"] = True
-        self.preds[event_id] = entry
+        self._put_pred(event_id, entry)
         self._index(event_id, entry)
 
     def add_label(self, record: Any, position: Position = None) -> None:
@@ -162,34 +174,83 @@ class LabelJoin:
             new = {"y": label, "lt": label_ts, "o": pos}
             if waiting is not None:
                 new["dup"] = True
-            self.pending[event_id] = new
+            self._put_pending(event_id, new)
+            heapq.heappush(self._due, (label_ts + self.horizon_ms, event_id))
             return
         if pos is not None and pos in (old.get("o"), old.get("lo")):
             return  # a replay after a restart
         seen_before = old.get("y") is not None or bool(old.get("late"))
         if label_ts > int(old["t"]) + self.horizon_ms:
             dup = seen_before or bool(old.get("dup"))
-            self.preds[event_id] = {**old, "late": True, "lo": pos, "dup": dup}
+            self._put_pred(event_id, {**old, "late": True, "lo": pos, "dup": dup})
             return
         new = {**old, "y": label, "lt": label_ts, "o": pos, "dup": seen_before or old.get("dup")}
-        self.preds[event_id] = new
+        self._put_pred(event_id, new)
         self._index(event_id, new)
+
+    # ------------------------------------------------------------------ counting
+
+    def _pred_part(self, entry: dict[str, Any]) -> tuple[int, int, int, int, int]:
+        """(matched, late, dup, unknown, waiting) that one prediction entry contributes."""
+        return (entry.get("y") is not None, bool(entry.get("late")), bool(entry.get("dup")), 0, 0)
+
+    def _pending_part(self, event_id: str, w: dict[str, Any]) -> tuple[int, int, int, int, int]:
+        if w.get("unknown"):
+            return (0, 0, bool(w.get("dup")), 1, 0)
+        if event_id not in self.preds:
+            return (0, 0, bool(w.get("dup")), 0, 1)
+        return (0, 0, 0, 0, 0)  # joined: its prediction's entry counts it
+
+    def _add(self, part: tuple[int, int, int, int, int], sign: int) -> None:
+        for i, n in enumerate(part):
+            self._counts[i] += sign * n
+
+    def _put_pred(self, event_id: str, new: dict[str, Any] | None) -> None:
+        """The one way ``preds`` changes: keeps the label counts in step with the tables."""
+        old = self.preds.get(event_id)
+        waiting = self.pending.get(event_id)
+        if waiting is not None:
+            self._add(self._pending_part(event_id, waiting), -1)
+        if old is not None:
+            self._add(self._pred_part(old), -1)
+        if new is None:
+            self.preds.pop(event_id, None)
+        else:
+            self.preds[event_id] = new
+            self._add(self._pred_part(new), 1)
+        if waiting is not None:
+            self._add(self._pending_part(event_id, waiting), 1)
+
+    def _put_pending(self, event_id: str, new: dict[str, Any] | None) -> None:
+        """The one way ``pending`` changes (see :meth:`_put_pred`)."""
+        old = self.pending.get(event_id)
+        if old is not None:
+            self._add(self._pending_part(event_id, old), -1)
+        if new is None:
+            self.pending.pop(event_id, None)
+        else:
+            self.pending[event_id] = new
+            self._add(self._pending_part(event_id, new), 1)
 
     # ------------------------------------------------------------------ time
 
     def expire(self, now_ms: int) -> list[QualityWindow]:
         """Windows past the horizon (final), removed with their predictions; waiting labels
         past the horizon are marked ``unknown`` (and forgotten after a second horizon)."""
-        for event_id, waiting in list(self.pending.items()):
+        while self._due and self._due[0][0] < now_ms:
+            _, event_id = heapq.heappop(self._due)
+            waiting = self.pending.get(event_id)
+            if waiting is None:
+                continue
             lt = int(waiting["lt"])
             if lt + 2 * self.horizon_ms < now_ms:
-                del self.pending[event_id]
-            elif (
-                lt + self.horizon_ms < now_ms
-                and not waiting.get("unknown")
-                and event_id not in self.preds
-            ):
-                self.pending[event_id] = {**waiting, "unknown": True}
+                self._put_pending(event_id, None)
+            elif lt + self.horizon_ms >= now_ms:
+                heapq.heappush(self._due, (lt + self.horizon_ms, event_id))  # a later label
+            else:
+                if not waiting.get("unknown") and event_id not in self.preds:
+                    self._put_pending(event_id, {**waiting, "unknown": True})
+                heapq.heappush(self._due, (lt + 2 * self.horizon_ms, event_id))
         done = [k for k, w in self.windows.items() if w.end_ms + self.horizon_ms <= now_ms]
         out = []
         for key in sorted(done, key=lambda k: (k[1], k[0])):
@@ -197,9 +258,11 @@ class LabelJoin:
             self.dirty.discard(key)
             out.append(w)
             for event_id in w.events:
-                entry = self.preds.pop(event_id, None)
+                entry = self.preds.get(event_id)
                 if entry is not None and entry.get("late"):
                     self.past_horizon_expired += 1
+                if entry is not None:
+                    self._put_pred(event_id, None)
         return out
 
     def take_dirty(self) -> list[QualityWindow]:
@@ -210,20 +273,8 @@ class LabelJoin:
 
     def label_counts(self) -> dict[str, int]:
         """Labels by fate: matched, waiting, duplicated events, and unmatched by reason
-        (over the state held: about two horizons)."""
-        matched = late = dup = 0
-        for entry in self.preds.values():
-            matched += entry.get("y") is not None
-            late += bool(entry.get("late"))
-            dup += bool(entry.get("dup"))
-        unknown = waiting = 0
-        for event_id, w in self.pending.items():
-            if w.get("unknown"):
-                unknown += 1
-                dup += bool(w.get("dup"))
-            elif event_id not in self.preds:
-                waiting += 1
-                dup += bool(w.get("dup"))
+        (over the state held: about two horizons). Kept in step with every write."""
+        matched, late, dup, unknown, waiting = self._counts
         return {
             "matched": matched,
             "waiting": waiting,
