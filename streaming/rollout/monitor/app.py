@@ -112,6 +112,7 @@ def build_app(
             monitor.store.add_predictions(records)
             if labels is not None:
                 labels.add_predictions(records)
+                await labels.drain()
 
     @app.agent(shadow)
     async def read_shadow(stream: AsyncIterable[bytes]) -> None:

@@ -17,6 +17,7 @@ the gauges.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -130,8 +131,8 @@ class LabelsWiring:
             for name in TABLES
         ]
         # faust flushes its send buffer whenever 100 records wait (and logs a warning each
-        # time); the join writes a changelog record per event, so let more wait: the commit
-        # still flushes everything first.
+        # time); the join writes a changelog record per event, so let more wait. Each batch
+        # then waits for the buffer to reach the Kafka client (drain) before it is acked.
         app.producer.buffer.max_messages = 10_000
         self.join = LabelJoin(
             *tables,  # preds, pending
@@ -148,9 +149,16 @@ class LabelsWiring:
         self.alerts_out = app.topic(cfg.topics.alerts_topic, value_type=bytes)
         labels_topic = app.topic(cfg.topics.labels_topic, value_type=bytes)
         app.agent(labels_topic, name="read_labels")(self._read_labels)
+        app.on_rebalance_complete.connect(self._on_rebalanced)
         app.timer(interval=m.quality_interval_s, name="publish_quality")(self.publish)
 
     # ------------------------------------------------------------------ records in
+
+    async def _on_rebalanced(self, sender: Any = None, **_: Any) -> None:
+        """Tables restored for a new assignment: index them again. A restarted monitor is
+        often assigned part of the partitions first (the killed member is still in the group)
+        and the rest a rebalance later; an index built once would miss the later ones."""
+        self._rebuilt = False
 
     def _ensure_rebuilt(self) -> bool:
         if not self._rebuilt and self.app.tables.recovery.completed.is_set():
@@ -166,6 +174,18 @@ class LabelsWiring:
             if "event_id" in r and "score" in r:
                 self.join.add_prediction(r)
 
+    async def drain(self) -> None:
+        """Wait until the changelog writes of the batch are in the Kafka client.
+
+        A batch's offsets become committable when the agent moves on, and faust's commit
+        flushes the client first; but faust's own send buffer in front of it gives up flushing
+        after 0.1 s without progress, so a kill -9 right after a commit could lose changelog
+        records whose source offsets were committed (measured: one prediction in 6,000).
+        """
+        buffer = self.app.producer.buffer
+        while buffer.size:
+            await asyncio.sleep(0.005)
+
     async def _read_labels(self, stream: AsyncIterable[bytes]) -> None:
         async for events in stream.take_events(2000, within=0.25):  # type: ignore[attr-defined]
             self._ensure_rebuilt()
@@ -176,6 +196,7 @@ class LabelsWiring:
                 except (TypeError, ValueError) as exc:  # LabelError is a ValueError
                     reason = exc if isinstance(exc, LabelError) else "not JSON"
                     log.warning("labels record refused: %s", reason)
+            await self.drain()
 
     # ------------------------------------------------------------------ records out
 
