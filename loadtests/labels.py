@@ -256,6 +256,7 @@ def join_run(
         tmp,
         {
             "model.versions": [{"version": "v2", "weight": 70}, {"version": "v1", "weight": 30}],
+            "monitor.labels": True,
             "monitor.window_s": 1,
             "monitor.grace_s": 1,
             "monitor.quality_interval_s": 0.5,
@@ -446,6 +447,7 @@ def canary_run(
                 {"version": "v2", "weight": 30},
                 {"version": "v8", "weight": 30, "path": str(paths["v8"])},
             ],
+            "monitor.labels": True,
             "monitor.baseline": "v2b",
             # One window for the whole run: every label of a version is judged together.
             "monitor.window_s": 3_600,

@@ -121,6 +121,7 @@ def test_prometheus_sees_the_run_and_every_expression_returns_data(
                 {"version": "v2", "weight": 80},
                 {"version": "v8", "weight": 20, "path": str(flaky)},
             ],
+            "monitor.labels": True,
             "monitor.metrics_port": monitor_port,  # its label-quality gauges
             "monitor.quality_interval_s": 1,
         },

@@ -216,3 +216,16 @@ def test_label_counts_kept_in_step_equal_a_recount_from_the_tables() -> None:
     again.past_horizon_expired = j.past_horizon_expired
     assert j.label_counts() == again.label_counts()
     assert sum(j.label_counts().values()) > 100
+
+
+def test_a_label_read_before_its_prediction_was_restored_is_joined_at_the_rebuild() -> None:
+    # Part of the partitions first: the prediction's entry is not restored yet.
+    preds = {"a": {"v": "v1", "s": 0.9, "t": 100, "y": None}}
+    partial = LabelJoin({}, {}, window_ms=W, horizon_ms=H)
+    partial.add_label(label("a", 1, 200), (0, 5))  # waits, as if there were no prediction
+    full = LabelJoin(preds, partial.pending, window_ms=W, horizon_ms=H)
+    full.rebuild()  # the next assignment restored the entry
+    assert counts(full)["tp"] == 1 and full.label_counts()["waiting"] == 0
+    again = LabelJoin(full.preds, full.pending, window_ms=W, horizon_ms=H)
+    again.rebuild()  # idempotent
+    assert counts(again)["tp"] == 1 and again.label_counts()["duplicates"] == 0

@@ -110,6 +110,7 @@ class LabelJoin:
 
     def rebuild(self) -> None:
         """The per-window index from ``preds`` (after the tables were restored)."""
+        self._reconcile()
         self.windows.clear()
         self._counts = [0, 0, 0, 0, 0]
         for event_id, entry in self.preds.items():
@@ -121,6 +122,30 @@ class LabelJoin:
             self._due.append((int(w["lt"]) + self.horizon_ms, str(event_id)))
         heapq.heapify(self._due)
         self.dirty = set(self.windows)
+
+    def _reconcile(self) -> None:
+        """Join waiting labels whose prediction is there after all.
+
+        The tables are partitioned by event id, not like the topics; a monitor holding only
+        part of the partitions (right after a restart, while the killed member is still in
+        the group) can read a label whose prediction's entry it has not restored yet: the
+        label waits, the entry comes with the next assignment, and neither would meet the
+        other again. Labels of one event share a partition, so their positions order them:
+        the waiting label wins only if it came after the one the entry holds.
+        """
+        for event_id, w in list(self.pending.items()):
+            entry = self.preds.get(event_id)
+            if entry is None or w.get("unknown"):
+                continue
+            pos, have = w.get("o"), entry.get("o") or entry.get("lo")
+            if pos is None or (have is not None and list(have) >= list(pos)):
+                continue
+            seen_before = entry.get("y") is not None or bool(entry.get("late"))
+            dup = seen_before or bool(entry.get("dup")) or bool(w.get("dup"))
+            if int(w["lt"]) > int(entry["t"]) + self.horizon_ms:
+                self.preds[event_id] = {**entry, "late": True, "lo": pos, "dup": dup}
+            else:
+                self.preds[event_id] = {**entry, "y": w["y"], "lt": w["lt"], "o": pos, "dup": dup}
 
     def _index(self, event_id: str, entry: dict[str, Any]) -> None:
         t = int(entry["t"])
