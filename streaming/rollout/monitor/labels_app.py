@@ -37,6 +37,9 @@ from streaming.rollout.monitor.rollout import RolloutMonitor, act_on_label_failu
 
 log = logging.getLogger("streaming.monitor")
 
+_DRAIN_S = 2.0
+"""The longest a batch waits for its changelog writes to reach the Kafka client."""
+
 
 class LabelMetrics:
     """Per-version gauges over the windows the monitor still holds (within the horizon)."""
@@ -183,7 +186,10 @@ class LabelsWiring:
         records whose source offsets were committed (measured: one prediction in 6,000).
         """
         buffer = self.app.producer.buffer
-        while buffer.size:
+        # Bounded: during a rebalance faust may hold its sends back until the agents are
+        # idle, and an agent waiting here for them would never be (seen: a monitor stuck).
+        deadline = time.monotonic() + _DRAIN_S
+        while buffer.size and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
 
     async def _read_labels(self, stream: AsyncIterable[bytes]) -> None:
