@@ -87,6 +87,10 @@ class TopicsConfig(_Strict):
     """The monitor's verdict per window and version; default ``<telemetry>.verdicts``."""
     alerts: str | None = None
     """The monitor's alerts (rollbacks, drift); default ``<telemetry>.alerts``."""
+    labels: str | None = None
+    """Ground truth (chargebacks, analyst verdicts): key = entity id, value JSON {event_id,
+    label 0/1, label_ts_ms, source}; default ``<input>.labels``. Partition it like the
+    predictions (same key, same partition count) so the monitor's join stays co-partitioned."""
     partitions: int = Field(default=4, ge=1, le=10_000)
     """Partitions for ``streaming topics create``; the upper bound on useful worker replicas."""
     replication_factor: int = Field(default=1, ge=1)
@@ -102,6 +106,15 @@ class TopicsConfig(_Strict):
     @property
     def alerts_topic(self) -> str:
         return self.alerts or f"{self.telemetry}.alerts"
+
+    @property
+    def labels_topic(self) -> str:
+        return self.labels or f"{self.input}.labels"
+
+    @property
+    def quality_topic(self) -> str:
+        """Quality per version and window of prediction time (precision, recall, PR-AUC)."""
+        return f"{self.telemetry}.quality"
 
 
 class PipelineRef(_Strict):
@@ -293,6 +306,24 @@ class MonitorConfig(_Strict):
     """... counted only when the canary's p99 is also this much above the baseline's."""
     group: str | None = None
     """Consumer group of the monitor; default ``<kafka.group>-monitor``."""
+    labels: bool = False
+    """Join the labels topic to the predictions and judge canaries on fraud caught too. Off
+    by default: it costs a changelog write per prediction and per label (about 2,000 records/s
+    of monitor on a shared 2-core machine), which slows the score-based windows too."""
+    label_horizon_s: float = Field(default=90 * 86_400.0, gt=0)
+    """How long a prediction waits for its label (and a label for its prediction); a window's
+    quality is ``final`` once its end is this far in the past. Chargebacks take weeks."""
+    min_labels: int = Field(default=30, ge=1)
+    """Labelled frauds needed in both canary and baseline before recall is judged; fewer
+    gives ``insufficient`` on labels, never ``ok``."""
+    max_recall_drop: float = Field(default=0.10, gt=0, le=1)
+    """Largest allowed drop of the canary's recall below the baseline's (absolute)."""
+    recall_confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    """Confidence of the one-sided two-proportion test that the drop exceeds the limit."""
+    quality_interval_s: float = Field(default=5.0, gt=0)
+    """How often changed windows are re-published on ``<telemetry>.quality``."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    """Serve the monitor's Prometheus gauges (precision, recall, labelled share) here."""
 
 
 class SchemaRegistryConfig(_Strict):

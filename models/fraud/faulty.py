@@ -5,8 +5,10 @@ inputs, the same metadata (preprocessing parameters, drift baselines copied from
 version), but scores that carry no signal. ``constant`` answers the same score for every
 event; ``noisy`` answers uniform random scores; ``flaky`` answers NaN for some events; ``raising``
 raises on every real batch (its circuit breaker opens); ``hanging`` (torch runtime only) never
-returns from its first real batch (the worker's watchdog times it out). The monitor must roll
-each back.
+returns from its first real batch (the worker's watchdog times it out); ``blind`` is the
+source model blind on 30% of events: there it answers another event's score, so it flags the
+same share with the same score distribution (PSI passes) but catches about 30% less fraud,
+which only labels can show. The monitor must roll each back.
 
     python -m models.fraud.faulty --kind noisy --from models/fraud/v2 --out models/fraud/v9
 """
@@ -24,7 +26,7 @@ from torch import nn
 
 from models.export import export_model
 
-KINDS = ("constant", "noisy", "flaky", "raising", "hanging")
+KINDS = ("constant", "noisy", "flaky", "raising", "hanging", "blind")
 
 FOREVER_S = 1e9
 """A hanging model's default hang: about 30 years."""
@@ -86,35 +88,84 @@ class HangingScore(nn.Module):
         return low
 
 
+class BlindScore(nn.Module):
+    """The source model, but a share of events (picked by a hash of their inputs, which says
+    nothing about fraud) get the score of the event mirrored in the batch: their scores come
+    from the same distribution and carry no signal about their own event. A batch of one
+    mirrors onto itself, so the share is reached on batches of many events."""
+
+    def __init__(self, source: nn.Module, share: float) -> None:
+        super().__init__()
+        self.source = source
+        self.share = share
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = self.source(x)
+        h = x.sum(dim=1, keepdim=True) * 997.13
+        return torch.where(h - torch.floor(h) < self.share, score.flip(0), score)
+
+
 class NoisyScore(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.rand_like(x[:, :1])
 
 
 def build_faulty(
-    kind: str, source: Path, out: Path, version: str | None = None, hang_s: float = FOREVER_S
+    kind: str,
+    source: Path,
+    out: Path,
+    version: str | None = None,
+    hang_s: float = FOREVER_S,
+    blind_share: float = 0.3,
 ) -> Path:
     """Export a ``kind`` model to ``out`` with ``source``'s metadata (inputs, baselines);
-    ``hang_s``: how long a ``hanging`` model's hung call lasts."""
+    ``hang_s``: how long a ``hanging`` model's hung call lasts; ``blind_share``: the share of
+    events a ``blind`` model is blind on."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     meta_path = Path(source) / "metadata.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: run `make models` first")
     meta = json.loads(meta_path.read_text())
-    module: nn.Module = {
-        "constant": ConstantScore(0.9),
-        "noisy": NoisyScore(),
-        "flaky": FlakyScore(),
-        "raising": RaisingScore(),
-        "hanging": ConstantScore(0.01),  # its ONNX file; model.pt is scripted below
-    }[kind]
+    module: nn.Module
+    if kind == "blind":
+        module = BlindScore(_rebuild(Path(source) / "model.pt"), blind_share)
+    else:
+        module = {
+            "constant": ConstantScore(0.9),
+            "noisy": NoisyScore(),
+            "flaky": FlakyScore(),
+            "raising": RaisingScore(),
+            "hanging": ConstantScore(0.01),  # its ONNX file; model.pt is scripted below
+        }[kind]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer warns that random output is random
         path = _export(module, meta, Path(out), version or Path(out).name, kind)
     if kind == "hanging":
         _replace_torchscript(path, torch.jit.script(HangingScore(hang_s)))
     return path
+
+
+def _rebuild(path: Path) -> nn.Module:
+    """A trained fraud model (train.py's Scored: an MLP or a logistic layer) as a plain module
+    again, from its TorchScript file: a loaded ScriptModule cannot be traced inside another."""
+    from models.fraud.train import Scored
+
+    state = torch.jit.load(str(path)).state_dict()
+    if "net.weight" in state:
+        net: nn.Module = nn.Linear(state["net.weight"].shape[1], 1)
+    else:
+        index = sorted({int(k.split(".")[1]) for k in state})
+        layers: list[nn.Module] = []
+        for i in index:
+            weight = state[f"net.{i}.weight"]
+            while len(layers) < i:
+                layers.append(nn.ReLU())
+            layers.append(nn.Linear(weight.shape[1], weight.shape[0]))
+        net = nn.Sequential(*layers)
+    model = Scored(net)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def _replace_torchscript(path: Path, scripted: torch.jit.ScriptModule) -> None:
@@ -147,8 +198,11 @@ def main() -> None:
     p.add_argument("--from", dest="source", type=Path, default=Path("models/fraud/v2"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--hang-s", type=float, default=FOREVER_S, help="hanging: for how long")
+    p.add_argument("--blind-share", type=float, default=0.3, help="blind: share of events")
     args = p.parse_args()
-    out = build_faulty(args.kind, args.source, args.out, hang_s=args.hang_s)
+    out = build_faulty(
+        args.kind, args.source, args.out, hang_s=args.hang_s, blind_share=args.blind_share
+    )
     print(f"exported a {args.kind} model to {out}")
 
 

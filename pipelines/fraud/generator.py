@@ -65,8 +65,10 @@ _MS_PER_DAY = 86_400_000
 class FraudGenerator:
     """Seeded generator of transaction events over a fixed population of cards."""
 
-    def __init__(self, seed: int, n_cards: int = 50_000) -> None:
+    def __init__(self, seed: int, n_cards: int = 50_000, fraud_rate: float = FRAUD_RATE) -> None:
         self.seed = seed
+        self.fraud_rate = fraud_rate
+        """Tests of label-based verdicts raise it to see enough fraud in a short run."""
         self._rng = np.random.default_rng(seed)
         self._count = 0
         rng = self._rng
@@ -87,7 +89,7 @@ class FraudGenerator:
         card = rng.integers(0, self._n_cards, size=n)
         home = self._card_home[card]
         avg = self._card_avg[card]
-        fraud = rng.random(n) < FRAUD_RATE
+        fraud = rng.random(n) < self.fraud_rate
         looks_ordinary = fraud & (rng.random(n) < 0.2)
         pattern_cnp = fraud & ~looks_ordinary & (rng.random(n) < 0.6)
         pattern_burst = fraud & ~looks_ordinary & ~pattern_cnp

@@ -184,12 +184,15 @@ def cmd_produce(args: argparse.Namespace) -> int:
             invalid_ratio=args.invalid_ratio,
             seed=args.seed,
             on_progress=show,
+            labels=args.labels,
+            label_time_scale=args.label_time_scale,
         )
     except (ValueError, RuntimeError) as exc:
         return fail(str(exc), 1)
     progress.done(
         f"produced {result.produced:,} events ({result.invalid:,} invalid) to "
         f"{cfg.topics.input} in {result.seconds:.1f} s"
+        + (f", {result.labels:,} labels to {cfg.topics.labels_topic}" if args.labels else "")
     )
     return 0
 
@@ -262,6 +265,10 @@ def _check_reachable(cfg: PipelineConfig) -> None:
         t.verdicts_topic,
         t.alerts_topic,
     )
+    if cfg.monitor.labels:
+        from streaming.rollout.monitor.labeljoin import changelog_topics
+
+        wanted = (*wanted, t.labels_topic, t.quality_topic, *changelog_topics(cfg))
     try:
         require_topics(cfg, wanted, ConfigError)
     except ConfigError as exc:

@@ -88,6 +88,18 @@ def build_parser(load_tests: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--rate", type=_positive_float, help="events/s (default: as fast as possible)")
     p.add_argument("--invalid-ratio", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--labels",
+        action="store_true",
+        help="also send each event's truth to the labels topic after a realistic delay",
+    )
+    p.add_argument(
+        "--label-time-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="divide the label delays (weeks) by X (default 1: real time)",
+    )
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("route", help="change routing weights and shadows live (control topic)")

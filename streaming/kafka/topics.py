@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streaming.config import PipelineConfig
 from streaming.kafka import settings as kafka
+from streaming.rollout.monitor.labeljoin import changelog_topics
 
 
 def create_topics(
@@ -27,10 +28,20 @@ def create_topics(
         t.shadow_topic: NewTopic(t.shadow_topic, n, t.replication_factor),
         t.verdicts_topic: NewTopic(t.verdicts_topic, 1, t.replication_factor),
         t.alerts_topic: NewTopic(t.alerts_topic, 1, t.replication_factor),
+        # Labels are partitioned like the predictions (same key): the monitor's join is
+        # co-partitioned, so its changelog-backed tables restore per partition.
+        t.labels_topic: NewTopic(t.labels_topic, n, t.replication_factor),
+        t.quality_topic: NewTopic(t.quality_topic, 1, t.replication_factor),
         t.control: NewTopic(
             t.control, 1, t.replication_factor, config={"cleanup.policy": "compact"}
         ),
     }
+    if cfg.monitor.labels:
+        # The monitor's join tables (faust declares no topics here): compacted changelogs.
+        for name in changelog_topics(cfg):
+            wanted[name] = NewTopic(
+                name, n, t.replication_factor, config={"cleanup.policy": "compact"}
+            )
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:

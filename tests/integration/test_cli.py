@@ -57,9 +57,10 @@ def test_topics_create_then_produce_with_invalid_share(broker, tmp_path) -> None
     path, cfg = write_config(tmp_path, broker.bootstrap)
     created = streaming("topics", "create", "-c", str(path), "--partitions", "3")
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count("created") == 8  # with shadow, verdicts and alerts
+    # with shadow, verdicts, alerts, labels and quality (monitor.labels adds two changelogs)
+    assert created.stdout.count("created") == 10
     again = streaming("topics", "create", "-c", str(path))
-    assert again.stdout.count("exists") == 8  # idempotent
+    assert again.stdout.count("exists") == 10  # idempotent
 
     produced = streaming(
         "produce",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -20,7 +21,7 @@ from models.fraud.faulty import build_faulty
 from streaming.dev.broker import free_port
 from streaming.dev.produce import ProduceResult, produce_events
 from streaming.kafka.topics import create_topics
-from tests.kafka_helpers import start_worker, write_config
+from tests.kafka_helpers import ROOT, start_worker, write_config
 from tests.promql import RULES, dashboard_exprs, probe, rule_exprs
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ EVENTS = 6_000
 class Prometheus:
     """Debian's prometheus in a child process, scraping every second."""
 
-    def __init__(self, tmp: Path, target: str) -> None:
+    def __init__(self, tmp: Path, target: str, *more: str) -> None:
         binary = shutil.which("prometheus")
         assert binary, "prometheus is missing: `make system-deps` installs it"
         rules = yaml.safe_load(RULES.read_text())
@@ -42,7 +43,11 @@ class Prometheus:
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(tmp / "rules.yml")],
             "scrape_configs": [
-                {"job_name": "streaming-workers", "static_configs": [{"targets": [target]}]}
+                {"job_name": "streaming-workers", "static_configs": [{"targets": [target]}]},
+                *(
+                    {"job_name": f"streaming-monitor-{i}", "static_configs": [{"targets": [m]}]}
+                    for i, m in enumerate(more)
+                ),
             ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -107,6 +112,7 @@ def test_prometheus_sees_the_run_and_every_expression_returns_data(
 ):
     flaky = build_faulty("flaky", models_built / "v2", tmp_path / "v8", "v8")
     metrics_port = free_port()
+    monitor_port = free_port()
     path, cfg = write_config(
         tmp_path,
         broker.bootstrap,
@@ -115,11 +121,20 @@ def test_prometheus_sees_the_run_and_every_expression_returns_data(
                 {"version": "v2", "weight": 80},
                 {"version": "v8", "weight": 20, "path": str(flaky)},
             ],
+            "monitor.labels": True,
+            "monitor.metrics_port": monitor_port,  # its label-quality gauges
+            "monitor.quality_interval_s": 1,
         },
     )
     create_topics(cfg)
     worker = start_worker(path, tmp_path, "--metrics-port", str(metrics_port), "--idle-exit", "60")
-    prom = Prometheus(tmp_path, f"127.0.0.1:{metrics_port}")
+    monitor = subprocess.Popen(
+        [sys.executable, "-m", "streaming", "monitor", "-c", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    prom = Prometheus(tmp_path, f"127.0.0.1:{metrics_port}", f"127.0.0.1:{monitor_port}")
     try:
         prom.wait_ready()
         worker.wait_for_log("assigned", 60)
@@ -127,7 +142,16 @@ def test_prometheus_sees_the_run_and_every_expression_returns_data(
         result: list[ProduceResult] = []
         producer = threading.Thread(
             target=lambda: result.append(
-                produce_events(cfg, EVENTS, rate=400, invalid_ratio=0.02, seed=9, keep=True)
+                produce_events(
+                    cfg,
+                    EVENTS,
+                    rate=400,
+                    invalid_ratio=0.02,
+                    seed=9,
+                    keep=True,
+                    labels=True,  # chargeback delays of weeks, in seconds
+                    label_time_scale=5e6,
+                )
             )
         )
         producer.start()
@@ -193,3 +217,5 @@ def test_prometheus_sees_the_run_and_every_expression_returns_data(
     finally:
         prom.stop()
         worker.stop()
+        monitor.terminate()
+        monitor.wait(30)

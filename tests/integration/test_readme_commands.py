@@ -306,6 +306,22 @@ def check_produce(ctx: Ctx) -> None:
     assert len(values) == 2000, len(values)
 
 
+def check_produce_labels(ctx: Ctx) -> None:
+    argv, raw = with_fresh_config(ctx)
+    run(ctx, swap(swap(argv, "--events", "2000"), "--rate", "4000"), timeout=90)
+    topic = raw["topics"]["input"] + ".labels"
+    labels = [json.loads(v) for v in read_records(ctx.bootstrap, topic, 1500)]
+    # 90% of frauds and 85% of the rest get a label, one each
+    assert 0.75 * 2000 < len(labels) < 0.95 * 2000, len(labels)
+    assert len({lab["event_id"] for lab in labels}) == len(labels)
+    assert {lab["label"] for lab in labels} <= {0, 1}
+
+
+def check_loadtest_labels(ctx: Ctx) -> None:
+    done = run(ctx, [*ctx.argv[:3], "--help"])
+    assert "--events" in done.stdout and "--runs" in done.stdout and "canary" in done.stdout
+
+
 def check_engine_bench_cpu(ctx: Ctx) -> None:
     assert ctx.argv == [".venv/bin/python", "-m", "loadtests.engine_bench"]
     done = run(ctx, [*ctx.argv, "--events", "2000", "--rates", "1000", "--no-broker"], 120)
@@ -522,6 +538,18 @@ COMMANDS: dict[str, Check] = {
     ): Check(
         f"{FRESH}, --events 2000 (100,000 at 5,000/s take 20 s): all 2,000 on the input topic",
         check_produce,
+    ),
+    (
+        ".venv/bin/streaming produce -c pipelines/fraud/pipeline.yaml --events 20000 --rate 2000 "
+        "--labels --label-time-scale 1000000"
+    ): Check(
+        f"{FRESH}, --events 2000 --rate 4000: 75-95% of the events labelled on the labels topic",
+        check_produce_labels,
+    ),
+    ".venv/bin/python -m loadtests.labels --events 100000 --runs 3": Check(
+        "--help only (two scenarios x 3 runs take ~15 min); both run small in "
+        "tests/integration/test_labels.py, which imports this module's scenarios",
+        check_loadtest_labels,
     ),
     ".venv/bin/python -m loadtests.engine_bench": Check(
         "bounded: --events 2000 --rates 1000 --no-broker (~3 min in full; the broker section's "

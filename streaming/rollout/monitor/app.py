@@ -23,12 +23,16 @@ from collections.abc import AsyncIterable, Callable
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry
 
 from streaming.config import PipelineConfig
 from streaming.engine.outputs import DLQ_STAGE, DLQ_VERSION
-from streaming.rollout.control import ControlReader, describe, write_update
+from streaming.kafka import settings as kafka_settings
+from streaming.observability.http import serve
+from streaming.rollout.control import ControlReader, RoutingUpdate, describe, write_update
 from streaming.rollout.monitor.credentials import monitor_credentials
-from streaming.rollout.monitor.rollout import RolloutMonitor
+from streaming.rollout.monitor.labels_app import LabelsWiring
+from streaming.rollout.monitor.rollout import MonitorStartError, RolloutMonitor
 
 log = logging.getLogger("streaming.monitor")
 
@@ -67,6 +71,8 @@ def build_app(
     tick_s: float = 0.5,
     stop_when: Callable[[RolloutMonitor], bool] | None = None,
     on_tick: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] | None = None,
+    registry: CollectorRegistry | None = None,
+    on_label_verdicts: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> faust.App:
     """The faust app; ``stop_when(monitor)`` true ends it (bounded runs, tests)."""
     t = cfg.topics
@@ -86,6 +92,8 @@ def build_app(
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
         producer_linger=0.05,
+        # The label join writes a changelog record per event: large batches, few requests.
+        producer_max_batch_size=1_048_576,
         broker_credentials=monitor_credentials(cfg.kafka),
     )
     predictions = app.topic(t.predictions, value_type=bytes)
@@ -95,11 +103,16 @@ def build_app(
     verdicts_out = app.topic(t.verdicts_topic, value_type=bytes)
     alerts_out = app.topic(t.alerts_topic, value_type=bytes)
     model_key = cfg.model.name.encode()
+    labels = _labels_wiring(app, cfg, monitor, registry, on_label_verdicts)
 
     @app.agent(predictions)
     async def read_predictions(stream: AsyncIterable[bytes]) -> None:
         async for values in stream.take(2000, within=0.25):  # type: ignore[attr-defined]
-            monitor.store.add_predictions(_loads(values))
+            records = _loads(values)
+            monitor.store.add_predictions(records)
+            if labels is not None:
+                labels.add_predictions(records)
+                await labels.drain()
 
     @app.agent(shadow)
     async def read_shadow(stream: AsyncIterable[bytes]) -> None:
@@ -163,6 +176,39 @@ def build_app(
     return app
 
 
+def _labels_wiring(
+    app: faust.App,
+    cfg: PipelineConfig,
+    monitor: RolloutMonitor,
+    registry: CollectorRegistry | None,
+    on_verdicts: Callable[[list[dict[str, Any]]], None] | None,
+) -> LabelsWiring | None:
+    if not cfg.monitor.labels:
+        return None
+
+    async def write(update: RoutingUpdate) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, write_update, cfg, update)
+
+    return LabelsWiring(
+        app,
+        cfg,
+        monitor,
+        partitions=_partitions(cfg),
+        write_update=write,
+        registry=registry,
+        on_publish=on_verdicts,
+    )
+
+
+def _partitions(cfg: PipelineConfig) -> int:
+    """The predictions topic's partition count: the join's tables match it."""
+    meta = kafka_settings.cluster_metadata(cfg.kafka, MonitorStartError)
+    topic = meta.topics.get(cfg.topics.predictions)
+    return (
+        len(topic.partitions) if topic is not None and topic.partitions else cfg.topics.partitions
+    )
+
+
 def run_monitor(
     cfg: PipelineConfig,
     *,
@@ -188,8 +234,29 @@ def run_monitor(
         for a in alerts:
             print(f"ALERT {a['kind']} {a['model']}/{a['version']}: {_alert_text(a)}", flush=True)
 
+    def on_label_verdicts(verdicts: list[dict[str, Any]]) -> None:
+        counts["verdicts"] += len(verdicts)
+        for v in verdicts:
+            print(
+                f"labels window {v['window_start_ms']} {v['model']}/{v['version']:<8} "
+                f"{v['verdict']:<12} {'; '.join(v['reasons'])}",
+                flush=True,
+            )
+
+    registry = None
+    if cfg.monitor.metrics_port is not None:
+        registry = CollectorRegistry()
+        serve(cfg.monitor.metrics_port, registry, _alive, _alive)
     control = ControlReader(cfg, "streaming-monitor")
-    app = build_app(cfg, monitor, control, stop_when=stop_when, on_tick=on_tick)
+    app = build_app(
+        cfg,
+        monitor,
+        control,
+        stop_when=stop_when,
+        on_tick=on_tick,
+        registry=registry,
+        on_label_verdicts=on_label_verdicts,
+    )
     worker = faust.Worker(app, loglevel=log_level, quiet=True)
     try:
         worker.execute_from_commandline()
@@ -204,6 +271,10 @@ def run_monitor(
         flush=True,
     )
     return 0
+
+
+def _alive() -> tuple[bool, dict[str, object]]:
+    return True, {}
 
 
 def _verdict_line(v: dict[str, Any]) -> str:

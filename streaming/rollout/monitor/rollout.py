@@ -203,5 +203,26 @@ class RolloutMonitor:
         return alert, update
 
 
+def act_on_label_failure(
+    monitor: RolloutMonitor, verdict: dict[str, Any], windows: list[int], now_ms: int
+) -> tuple[dict[str, Any], RoutingUpdate | None]:
+    """Alert (and, with auto_rollback, the routing change) for a canary failing on labels."""
+    v = Verdict(
+        verdict["window_start_ms"],
+        verdict["window_end_ms"],
+        verdict["model"],
+        verdict["version"],
+        "canary",
+        FAIL,
+        verdict["reasons"],
+        {"recall": verdict["recall"], "baseline_recall": verdict["baseline_recall"]},
+        verdict["compared_with"],
+    )
+    alert, update = monitor._act_on_failure(v, windows, now_ms)
+    alert["basis"] = "labels"
+    alert["stats"] = v.stats
+    return alert, update
+
+
 def failing(verdicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [v for v in verdicts if v["verdict"] == FAIL]

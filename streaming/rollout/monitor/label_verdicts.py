@@ -1,0 +1,94 @@
+"""Canary verdicts on fraud caught: recall against the baseline's in the same window.
+
+Labels mature long after a window closed, so a window is re-judged each time its quality
+changes; the last verdict of a (canary, window) is the one in force. A canary is rolled back
+when its ``bad_windows`` most recent windows judged on labels all fail (insufficient ones do
+not count either way), as the score-based verdicts do with consecutive windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streaming.config import MonitorConfig
+from streaming.rollout.monitor.quality import RecallTest
+
+
+@dataclass
+class LabelJudge:
+    """Owns the label verdicts per canary and window (the monitor's event loop writes them)."""
+
+    cfg: MonitorConfig
+    verdicts: dict[str, dict[int, str]] = field(default_factory=dict)
+    """canary -> window start -> last verdict (ok, fail, insufficient)."""
+    rolled_back: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.test = RecallTest(
+            self.cfg.max_recall_drop, self.cfg.recall_confidence, self.cfg.min_labels
+        )
+
+    def judge(
+        self,
+        quality: dict[tuple[str, int], dict[str, Any]],
+        changed: list[tuple[str, int]],
+        *,
+        model: str,
+        baseline: str,
+        canaries: list[str],
+    ) -> list[dict[str, Any]]:
+        """Verdict records for the canaries' changed windows that carry labelled frauds."""
+        out = []
+        starts = sorted({start for _, start in changed})
+        for start in starts:
+            base = quality.get((baseline, start))
+            for version in canaries:
+                q = quality.get((version, start))
+                if q is None or base is None or q["tp"] + q["fn"] == 0:
+                    continue
+                verdict, why = self._one(q, base)
+                self.verdicts.setdefault(version, {})[start] = verdict
+                out.append(
+                    {
+                        "basis": "labels",
+                        "model": model,
+                        "version": version,
+                        "role": "canary",
+                        "verdict": verdict,
+                        "reasons": [why],
+                        "compared_with": baseline,
+                        "window_start_ms": start,
+                        "window_end_ms": q["window_end_ms"],
+                        "recall": q["recall"],
+                        "baseline_recall": base["recall"],
+                        "labelled": q["labelled"],
+                        "final": q["final"],
+                    }
+                )
+        return out
+
+    def _one(self, q: dict[str, Any], base: dict[str, Any]) -> tuple[str, str]:
+        fq = q["flagged"] / q["predictions"] if q["predictions"] else 0.0
+        fb = base["flagged"] / base["predictions"] if base["predictions"] else 0.0
+        if abs(fq - fb) > self.cfg.max_flagged_delta:
+            # Recall bought with more flags (or lost with fewer) is not comparable: the
+            # flag-share check judges that window.
+            return "insufficient", (
+                f"flags {fq:.2%} vs the baseline's {fb:.2%}: recall not compared at "
+                "different flag rates"
+            )
+        return self.test.judge(q, base)
+
+    def failing_streak(self, version: str) -> list[int] | None:
+        """The failing windows' starts when the canary's last ``bad_windows`` judged windows
+        all failed (and it was not rolled back for it already), else None."""
+        if version in self.rolled_back:
+            return None
+        judged = sorted(
+            (s, v) for s, v in self.verdicts.get(version, {}).items() if v != "insufficient"
+        )
+        last = judged[-self.cfg.bad_windows :]
+        if len(last) == self.cfg.bad_windows and all(v == "fail" for _, v in last):
+            return [s for s, _ in last]
+        return None
