@@ -27,7 +27,7 @@ class Msg:
         return self._value
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(hostile_values, min_size=1, max_size=20))
 @example(  # found by this test in CI: a subnormal average made amount / average overflow
     values=[
