@@ -72,8 +72,8 @@ def decode_per_core(cfg: PipelineConfig, n: int) -> None:
         validate = spec.schema.__pydantic_validator__.validate_python
         writer = ours._writer(framer.schema_id)  # the read path alone
         assert isinstance(writer, tuple)
-        read = AvroDecoder._read
-        unframe_read = lambda: [read(1, memoryview(v)[5:], *writer) for v in avro]  # noqa: E731
+        read = ours._read
+        unframe_read = lambda: [read(writer, 1, v, memoryview(v)[5:]) for v in avro]  # noqa: E731
         theirs_only = lambda: [deserialize(v, ctx) for v in avro]  # noqa: E731
         theirs_valid = lambda: [validate(deserialize(v, ctx)) for v in avro]  # noqa: E731
         ours_valid = lambda: ours.decode(avro_msgs)  # noqa: E731

@@ -26,7 +26,7 @@ def explain_validation_error(exc: ValidationError) -> Rejection:
     errors = exc.errors(include_url=False)
     first = errors[0]["type"] if errors else "invalid"
     if first == "json_invalid":
-        return Rejection(STAGE_DECODE, _clip(errors[0]["msg"]), "json_invalid")
+        return Rejection(STAGE_DECODE, clip_reason(errors[0]["msg"]), "json_invalid")
     parts = []
     for err in errors[:5]:
         path = ".".join(str(p) for p in err["loc"]) or "event"
@@ -34,7 +34,7 @@ def explain_validation_error(exc: ValidationError) -> Rejection:
         parts.append(f"{path}: {err['msg']}{shown}")
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")
-    return Rejection(STAGE_VALIDATE, _clip("; ".join(parts)), first)
+    return Rejection(STAGE_VALIDATE, clip_reason("; ".join(parts)), first)
 
 
 def _short(value: Any) -> str:
@@ -42,7 +42,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= _MAX_INPUT_REPR else text[: _MAX_INPUT_REPR - 1] + "…"
 
 
-def _clip(text: str) -> str:
+def clip_reason(text: str) -> str:
+    """A reason cut to what a dead-letter header carries."""
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
@@ -78,7 +79,7 @@ class Decoder:
                 continue
             except (ValueError, RecursionError) as exc:  # defensive: parser limits
                 bad.append(
-                    (i, Rejection(STAGE_DECODE, _clip(f"unparseable: {exc}"), "unparseable"))
+                    (i, Rejection(STAGE_DECODE, clip_reason(f"unparseable: {exc}"), "unparseable"))
                 )
                 continue
             good_idx.append(i)

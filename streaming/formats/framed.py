@@ -1,0 +1,113 @@
+"""The loop every Confluent-framed format shares, a poll batch at a time.
+
+Per value: the tombstone and size checks, the Confluent header (magic byte, schema id), the
+writer schema by id (fetched once and kept; an unknown id or one of another schema type is a
+``decode`` rejection; an outage is waited out in streaming.formats.registry), then the format's
+own read, then the pipeline's pydantic validation exactly as for JSON (same stages, same
+reasons). A format supplies only ``_prepare`` (what it keeps per writer schema) and ``_read``
+(one payload to a dict).
+
+Threads: used by the engine's feeding thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka.schema_registry import Schema
+from pydantic import BaseModel, ValidationError
+
+from streaming.engine.decode import explain_validation_error, too_large
+from streaming.engine.types import STAGE_DECODE, Rejection, SourceMessage
+from streaming.formats.framing import FramingError, unframe
+from streaming.formats.registry import SchemaSource
+
+
+class FramedDecoder:
+    """Confluent-framed values -> validated records; subclasses read one format's payloads."""
+
+    schema_type = ""
+    """The registry's type of this format's schemas (``AVRO``, ``JSON``, ``PROTOBUF``)."""
+    format_name = ""
+    """Its ``pipeline.format`` value, named in rejections."""
+
+    def __init__(
+        self, schema: type[BaseModel], max_event_bytes: int, schemas: SchemaSource
+    ) -> None:
+        self._validate = schema.__pydantic_validator__.validate_python
+        self._max = max_event_bytes
+        self._schemas = schemas
+        self._writers: dict[int, Any] = {}
+        """Schema id -> what ``_prepare`` made of it, or the Rejection for its values."""
+
+    def close(self) -> None:
+        """Close the registry client's connections."""
+        self._schemas.close()
+
+    def decode(
+        self, messages: Sequence[SourceMessage]
+    ) -> tuple[list[int], list[BaseModel], list[tuple[int, Rejection]]]:
+        """Return (indexes of valid messages, their records, (index, rejection) of the rest)."""
+        validate, limit, writers = self._validate, self._max, self._writers
+        good_idx: list[int] = []
+        records: list[BaseModel] = []
+        bad: list[tuple[int, Rejection]] = []
+        for i, msg in enumerate(messages):
+            value = msg.value()
+            if value is None:
+                bad.append((i, Rejection(STAGE_DECODE, "no value (tombstone)", "empty")))
+                continue
+            if len(value) > limit:
+                bad.append((i, too_large(len(value), limit)))
+                continue
+            try:
+                schema_id, payload = unframe(value)
+            except FramingError as exc:
+                bad.append((i, Rejection(STAGE_DECODE, str(exc), exc.reason_class)))
+                continue
+            writer = writers[schema_id] if schema_id in writers else self._writer(schema_id)
+            if isinstance(writer, Rejection):
+                bad.append((i, writer))
+                continue
+            data = self._read(writer, schema_id, value, payload)
+            if isinstance(data, Rejection):
+                bad.append((i, data))
+                continue
+            try:
+                records.append(validate(data))
+            except ValidationError as exc:
+                bad.append((i, explain_validation_error(exc)))
+                continue
+            good_idx.append(i)
+        return good_idx, records, bad
+
+    def _writer(self, schema_id: int) -> Any:
+        """Fetch (blocking while the registry is down) and prepare a writer schema, once."""
+        found = self._schemas.get(schema_id)
+        if found is None:  # not cached: the registry may learn it later
+            return Rejection(
+                STAGE_DECODE,
+                f"unknown schema id {schema_id}: the schema registry does not know it",
+                "unknown_schema_id",
+            )
+        kind = found.schema_type or "AVRO"  # the registry leaves Avro's type out
+        if kind != self.schema_type:
+            out: Any = Rejection(
+                STAGE_DECODE,
+                f"schema id {schema_id} is {kind}, not {self.schema_type} "
+                f"(pipeline.format: {self.format_name})",
+                "wrong_schema_type",
+            )
+        else:
+            out = self._prepare(schema_id, found)
+        self._writers[schema_id] = out
+        return out
+
+    def _prepare(self, schema_id: int, found: Schema) -> Any:
+        """What this format keeps per writer schema, or a Rejection for all its values."""
+        raise NotImplementedError
+
+    def _read(self, writer: Any, schema_id: int, value: bytes, payload: memoryview) -> Any:
+        """One value (``payload`` is after the header) -> a dict to validate, or a Rejection."""
+        raise NotImplementedError
