@@ -10,7 +10,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streaming.config import PipelineConfig
 from streaming.kafka import settings as kafka
-from streaming.rollout.monitor.labeljoin import changelog_topics
 
 
 def create_topics(
@@ -38,6 +37,9 @@ def create_topics(
     }
     if cfg.monitor.labels:
         # The monitor's join tables (faust declares no topics here): compacted changelogs.
+        # Imported here: the worker uses this module and must not load the monitor's code.
+        from streaming.rollout.monitor.labeljoin import changelog_topics
+
         for name in changelog_topics(cfg):
             wanted[name] = NewTopic(
                 name, n, t.replication_factor, config={"cleanup.policy": "compact"}
