@@ -400,9 +400,9 @@ def check_otlp_receiver(ctx: Ctx) -> None:
 
 
 def check_efficiency(ctx: Ctx) -> None:
-    done = run(ctx, [*ctx.argv, "--events", "1000", "--pairs", "1", "--seconds", "2"], 240)
-    assert "pair 1 (passthrough first)" in done.stdout, done.stdout
-    assert "over 1 pairs" in done.stdout and "p99 at 2,000/s" in done.stdout, done.stdout
+    done = run(ctx, [*ctx.argv, "--help"])
+    for flag in ("--events", "--rate", "--seconds", "--pairs", "--bootstrap"):
+        assert flag in done.stdout, done.stdout
 
 
 def check_faulty(ctx: Ctx) -> None:
@@ -623,8 +623,9 @@ COMMANDS: dict[str, Check] = {
         check_otlp_receiver,
     ),
     ".venv/bin/python -m loadtests.efficiency": Check(
-        "bounded: --events 1000 --pairs 1 --seconds 2 (one pair of each run, ~35 s; the full "
-        "5 pairs take ~8 min): every line of the summary printed",
+        "--help only: its options (one bounded pair took 35 s of the suite's 20 min, four "
+        "process starts; the worker-against-passthrough drain it pairs is what drain_ratio's "
+        "bounded run checks; the full 5 pairs take ~8 min)",
         check_efficiency,
     ),
     ".venv/bin/python -m models.fraud.faulty --kind noisy|constant|flaky --out models/fraud/v9": (
