@@ -11,6 +11,7 @@ ran past ``worker.inference_timeout_s`` is the watchdog's to answer (streaming.e
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -57,8 +58,9 @@ class Scorer:
         self._shadow = shadow
         self._faults = faults
         self._traced = traced
-        self._batch_seq = 0
-        """Numbers this engine's model calls for their batch spans (tracing only)."""
+        self._batch_ids = itertools.count(1)
+        """Numbers this engine's model calls for their batch spans (tracing only); shared by
+        the inference threads: ``next`` on a count is one C call, so no two calls get one id."""
 
     def run(self, version: ModelVersion) -> None:
         """The version's inference thread: until its lane is closed."""
@@ -229,12 +231,8 @@ class Scorer:
             out.publish(version, c, rows, payloads)
 
     def _stamp(self, name: str, n: int, chunks: list[Chunk]) -> BatchStamp:
-        """The model call's times, shared by its chunks (one object per batch, not per row).
-
-        Inference threads of several versions number their calls from one counter; a
-        collision would only merge two batch spans' links, so no lock is taken."""
-        self._batch_seq += 1
-        stamp = BatchStamp(self._batch_seq, name, n, time.time())
+        """The model call's times, shared by its chunks (one object per batch, not per row)."""
+        stamp = BatchStamp(next(self._batch_ids), name, n, time.time())
         for c in chunks:
             c.batch = stamp
         return stamp
