@@ -24,7 +24,8 @@ from streaming.kafka.topics import create_topics
 from streaming.worker import Worker
 
 
-def _cpu_s() -> float:
+def process_cpu_s() -> float:
+    """This process's CPU seconds so far (user + system, all threads)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
@@ -49,14 +50,14 @@ def main() -> None:
             f"{cfg.model.versions[0].version} ({cfg.model.versions[0].runtime})"
         )
         for i in range(args.pairs):
-            c0 = _cpu_s()
+            c0 = process_cpu_s()
             pt = passthrough(cfg, "drain-ratio.passthrough", args.events)
-            c1 = _cpu_s()
+            c1 = process_cpu_s()
             worker = Worker(
                 cfg.with_overrides(**{"kafka.group": f"drain-ratio-{i}"}), idle_exit_s=1.0
             )
             stats = worker.run()
-            c2 = _cpu_s()
+            c2 = process_cpu_s()
             ratio = stats.rate() / pt.rate
             ratios.append(ratio)
             pt_us = (c1 - c0) / args.events * 1e6

@@ -13,7 +13,6 @@ so ``slow_ms: auto`` (the current p99) is what keeps the slow share at about 1%.
 from __future__ import annotations
 
 import argparse
-import resource
 import socket
 import statistics
 import subprocess
@@ -21,6 +20,7 @@ import sys
 import threading
 import time
 
+from loadtests.drain_ratio import process_cpu_s
 from streaming.config import PipelineConfig, load_config
 from streaming.dev.broker import EmbeddedBroker
 from streaming.dev.produce import produce_events
@@ -37,24 +37,19 @@ def _drain(cfg: PipelineConfig, group: str, tracing: dict[str, object]) -> tuple
     def _mark() -> None:
         while worker.stats.first_consumed is None and not done.wait(0.001):
             pass
-        marks.append(_cpu_s())
+        marks.append(process_cpu_s())
 
     watcher = threading.Thread(target=_mark, daemon=True)
     watcher.start()
     stats = worker.run()
     done.set()
     watcher.join()
-    cpu_us = (_cpu_s() - marks[0]) / max(stats.consumed, 1) * 1e6
+    cpu_us = (process_cpu_s() - marks[0]) / max(stats.consumed, 1) * 1e6
     note = f" ({cpu_us:4.1f} us cpu/event, drain and idle exit)"
     if worker.engine is not None and worker.engine.tracer is not None:
         t = worker.engine.tracer
         note += f"  traced {t.kept}, spans sent {t.export.sent:,} dropped {t.export.dropped:,}"
     return stats.rate(), note
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def main() -> None:
