@@ -406,12 +406,16 @@ def check_efficiency(ctx: Ctx) -> None:
 
 
 def check_faulty(ctx: Ctx) -> None:
+    """The kinds the README names are the command's choices; ``constant`` is built by the
+    command itself (``noisy`` and ``flaky`` are built through the same function by the monitor
+    and Prometheus tests, so a run of each here proved nothing more and cost ~15 s)."""
     kinds = ctx.argv[ctx.argv.index("--kind") + 1].split("|")
     assert kinds == ["noisy", "constant", "flaky"], kinds
-    for kind in kinds:
-        out = ctx.tmp / kind / "v9"
-        run(ctx, [*swap(swap(ctx.argv, "--kind", kind), "--out", str(out))])
-        assert (out / "metadata.json").is_file() and (out / "model.onnx").is_file()
+    done = run(ctx, [ctx.argv[0], "-m", "models.fraud.faulty", "--help"])
+    assert all(kind in done.stdout for kind in kinds), done.stdout
+    out = ctx.tmp / "constant" / "v9"
+    run(ctx, [*swap(swap(ctx.argv, "--kind", "constant"), "--out", str(out))])
+    assert (out / "metadata.json").is_file() and (out / "model.onnx").is_file()
 
 
 def check_train(ctx: Ctx) -> None:
@@ -630,7 +634,7 @@ COMMANDS: dict[str, Check] = {
     ),
     ".venv/bin/python -m models.fraud.faulty --kind noisy|constant|flaky --out models/fraud/v9": (
         Check(
-            "each of the three kinds, into a scratch folder instead of models/fraud/v9 (shared)",
+            "the kinds in --help; constant built, in a scratch folder (not models/fraud/v9)",
             check_faulty,
         )
     ),
