@@ -33,10 +33,16 @@ def export_model(
     preprocessing: Mapping[str, Any],
     metrics: Mapping[str, float],
     extra: Mapping[str, Any] | None = None,
+    baseline: Sequence[float] | None = None,
+    logit_module: str | None = None,
 ) -> Path:
     """Write ``out_dir/{model.onnx, model.pt, metadata.json}``; return ``out_dir``.
 
     ``module`` maps a float32 (n, d) batch to probabilities of shape (n, 1) or (n,).
+    ``baseline`` (the training mean of the features) and ``logit_module`` (the submodule of
+    ``module`` whose output is the score's logit) go to metadata ``explain``: attributions
+    (streaming.explain) are measured from that baseline, in logit space, and a logit read
+    back from a float32 probability near 1 would be too coarse for them.
     """
     module = module.eval().cpu()
     dim = len(feature_names)
@@ -74,6 +80,7 @@ def export_model(
                 "onnx_opset": ONNX_OPSET,
             },
             "created_ms": int(time.time() * 1000),
+            **_explain_metadata(module, dim, baseline, logit_module),
             **(dict(extra) if extra else {}),
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
@@ -84,3 +91,27 @@ def export_model(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _explain_metadata(
+    module: torch.nn.Module,
+    dim: int,
+    baseline: Sequence[float] | None,
+    logit_module: str | None,
+) -> dict[str, Any]:
+    """The ``explain`` entry of the metadata, checked here so a bad one never ships."""
+    if baseline is None:
+        return {}
+    values = [float(v) for v in baseline]
+    if len(values) != dim:
+        raise ValueError(f"baseline has {len(values)} values for {dim} features")
+    if logit_module is not None and not hasattr(module, logit_module):
+        raise ValueError(f"logit_module {logit_module!r} is not a submodule of the model")
+    return {
+        "explain": {
+            "baseline": [round(v, 8) for v in values],
+            "baseline_of": "training mean of the feature matrix",
+            "output": "probability",
+            "logit_module": logit_module,
+        }
+    }

@@ -1,0 +1,16 @@
+"""Per-batch explanations: attributions in logit space and the reason codes they add up to.
+
+Generic: a model version's artifacts and a pipeline's feature -> code mapping, nothing about
+any one pipeline. torch is imported only by streaming.explain.gradients, and only when a model
+needs gradients (see streaming.explain.factory).
+
+    explainer = make_explainer(version_dir, metadata)        # at start; fails with the fix
+    attr = explainer.attributions(features[rows_to_explain])  # (n, d) float64
+    reasons = ReasonCodes.from_config(cfg, feature_names).top(attr, k=4)
+"""
+
+from streaming.explain.factory import make_explainer
+from streaming.explain.reasons import ReasonCodes
+from streaming.explain.types import METHODS, Explainer, ExplainError, Reason
+
+__all__ = ["METHODS", "ExplainError", "Explainer", "Reason", "ReasonCodes", "make_explainer"]
