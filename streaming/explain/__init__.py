@@ -7,6 +7,10 @@ needs gradients (see streaming.explain.factory).
     explainer = make_explainer(version_dir, metadata)        # at start; fails with the fix
     attr = explainer.attributions(features[rows_to_explain])  # (n, d) float64
     reasons = ReasonCodes.from_config(cfg, feature_names).top(attr, k=4)
+
+Threads: explainers and ReasonCodes hold no mutable state once built (arrays read, never
+written), so any thread may call them, several at once. Building one (make_explainer) loads
+torch and the model: do it at start, not on the hot path.
 """
 
 from streaming.explain.factory import make_explainer

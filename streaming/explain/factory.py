@@ -34,8 +34,9 @@ def make_explainer(
 
     ``method``: ``auto`` (exact for a linear model, else integrated gradients),
     ``exact-linear``, ``integrated-gradients`` or ``grad-x-input``. Integrated gradients of a
-    ReLU network are exact (streaming.explain.piecewise) unless ``piecewise`` is False; other
-    networks, or ``piecewise=False``, integrate on a refined grid that ``steps``,
+    ReLU network are exact and in numpy (streaming.explain.piecewise, gradient x input too)
+    unless ``piecewise`` is False; other networks, or ``piecewise=False``, use torch autograd
+    and integrate on a refined grid that ``steps``,
     ``max_steps`` and ``tolerance`` shape (streaming.explain.gradients).
     """
     if method not in METHODS:
@@ -64,12 +65,14 @@ def make_explainer(
             f"{model_pt}: exact-linear needs a model whose logit is one linear layer; "
             "use method auto, integrated-gradients or grad-x-input"
         )
+    if layers is not None and piecewise:
+        from streaming.explain import piecewise as relu
+
+        if method == "grad-x-input":
+            return relu.ReluGradientTimesInput(layers, meta.baseline)
+        return relu.PiecewiseLinearIG(layers, meta.baseline)
     if method == "grad-x-input":
         return gradients.GradientTimesInput(module, meta.baseline)
-    if layers is not None and piecewise:
-        from streaming.explain.piecewise import PiecewiseLinearIG
-
-        return PiecewiseLinearIG(layers, meta.baseline)
     return gradients.IntegratedGradients(
         module, meta.baseline, steps=steps, max_steps=max_steps, tolerance=tolerance
     )

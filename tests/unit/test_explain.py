@@ -224,3 +224,20 @@ def test_a_model_built_before_explanations_fails_with_the_fix(tmp_path) -> None:
         tmp_path, {"input_dim": 2, "explain": {"baseline": [0.5, 1.0], "logit_module": "net"}}
     )
     assert meta.baseline.tolist() == [0.5, 1.0] and meta.logit_module == "net"
+
+
+def test_relu_grad_x_input_is_the_gradient_at_the_row() -> None:
+    from streaming.explain.piecewise import ReluGradientTimesInput
+
+    rng = np.random.default_rng(8)
+    dim = 5
+    layers, baseline = relu_net(rng, (dim, 12, 6, 1)), rng.normal(size=dim)
+    x = rng.normal(scale=2.0, size=(4, dim))
+    cheap = ReluGradientTimesInput(layers, baseline)
+    net = PiecewiseLinearIG(layers, baseline)
+    eps = 1e-6
+    step = eps * np.eye(dim)
+    grads = np.column_stack(
+        [(net.logits(x + step[j]) - net.logits(x - step[j])) / (2 * eps) for j in range(dim)]
+    )
+    assert np.allclose(cheap.attributions(x), grads * (x - baseline), atol=1e-6)
