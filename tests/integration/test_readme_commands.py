@@ -624,6 +624,9 @@ COMMANDS: dict[str, Check] = {
     ".venv/bin/python -m loadtests.trace_cost": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
     ),
+    ".venv/bin/python -m loadtests.explain_drain": Check(
+        "bounded: --events 1000 --pairs 1", check_pairs
+    ),
     ".venv/bin/python -m loadtests.explain_cost": Check(
         "bounded: --events 2560 --rounds 1 --methods auto,grad-x-input (the grid method alone "
         "takes ~1 s a round): both methods' costs reported",
