@@ -23,6 +23,8 @@ class ExplainMetadata:
     logit_module: str | None
     """Submodule of the torch artifact that outputs the logit; None: the logit of the
     artifact's output (a probability) is taken."""
+    layers_file: str | None = None
+    """The logit module's Linear layers for numpy (``explain.npz``), when it is a ReLU MLP."""
 
 
 def read_explain_metadata(version_dir: Path, metadata: Mapping[str, Any]) -> ExplainMetadata:
@@ -51,4 +53,7 @@ def read_explain_metadata(version_dir: Path, metadata: Mapping[str, Any]) -> Exp
         raise ExplainError(f"{where}: explain.logit_module must be a name; {REBUILD}")
     if entry.get("output", "probability") != "probability":
         raise ExplainError(f"{where}: explain.output must be 'probability'; {REBUILD}")
-    return ExplainMetadata(baseline=baseline, logit_module=module)
+    layers = entry.get("layers")
+    if layers is not None and not isinstance(layers, str):
+        raise ExplainError(f"{where}: explain.layers must be a file name; {REBUILD}")
+    return ExplainMetadata(baseline=baseline, logit_module=module, layers_file=layers)

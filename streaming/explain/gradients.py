@@ -1,8 +1,8 @@
 """Gradient attributions of torch models: integrated gradients, and gradient x input.
 
 The only module of streaming.explain that imports torch; streaming.explain.factory imports it
-when a model needs it, so a worker that explains a linear model, or none, never loads torch
-for explanations.
+only for networks that are not linear or ReLU MLPs (those are explained in numpy from their
+explain.npz), so most workers never load torch for explanations.
 
 Integrated gradients (Sundararajan et al. 2017) with the trapezoid rule on a uniform grid of
 the straight path from the baseline b to x, for a whole batch in one call: n rows x (steps + 1)

@@ -57,6 +57,7 @@ class IGResult:
     steps: np.ndarray
     """(n,) intervals each row was integrated over: grid steps, or linear pieces of the path."""
     gap: np.ndarray
-    """(n,) |sum(attr) - (logit(x) - logit(b))| of the torch model."""
+    """(n,) |sum(attr) - (logit(x) - logit(b))|, both logits from the explainer's own copy of
+    the model (float64)."""
     model_rows: int
-    """Rows the model ran forward and backward, all rounds together."""
+    """Points on the paths the model was evaluated at (forward and backward), all rounds."""

@@ -10,7 +10,10 @@ the probability's last bit is worth more than 1e-3 of logit (measured: up to 0.0
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,24 +145,41 @@ def test_grad_x_input_of_the_linear_model_is_exact(models_built, held_out_record
 
 
 def test_an_old_or_corrupt_model_fails_at_start_with_the_fix(models_built, tmp_path) -> None:
-    old = tmp_path / "v1"
-    shutil.copytree(models_built / "v1", old)
+    old = tmp_path / "v2"
+    shutil.copytree(models_built / "v2", old)
     meta = json.loads((old / "metadata.json").read_text())
     without = {k: v for k, v in meta.items() if k != "explain"}
     with pytest.raises(ExplainError, match=r"rebuild the model \(make models\)"):
         make_explainer(old, without)
     with pytest.raises(ExplainError, match="exact-linear needs a model whose logit is one linear"):
-        make_explainer(
-            models_built / "v2",
-            json.loads((models_built / "v2/metadata.json").read_text()),
-            "exact-linear",
-        )
-    (old / "model.pt").write_bytes(b"not a model")
-    with pytest.raises(ExplainError, match="checksum does not match"):
-        make_explainer(old, meta)
-    (old / "model.pt").unlink()
-    with pytest.raises(ExplainError, match=r"model\.pt: missing"):
-        make_explainer(old, meta)
+        make_explainer(old, meta, "exact-linear")
+    for artifact, options in (("explain.npz", {}), ("model.pt", {"piecewise": False})):
+        good = (old / artifact).read_bytes()
+        (old / artifact).write_bytes(b"not a model")
+        with pytest.raises(ExplainError, match="checksum does not match"):
+            make_explainer(old, meta, **options)
+        (old / artifact).unlink()
+        with pytest.raises(ExplainError, match=rf"{re.escape(artifact)}: missing"):
+            make_explainer(old, meta, **options)
+        (old / artifact).write_bytes(good)
+
+
+def test_relu_and_linear_models_are_explained_without_torch(models_built) -> None:
+    """An ONNX worker that explains fraud v1 or v2 never imports torch (start-up, memory)."""
+    code = (
+        "import json, sys; from pathlib import Path; from streaming.explain import make_explainer;"
+        "[make_explainer(Path(p), json.loads((Path(p) / 'metadata.json').read_text())) "
+        "for p in sys.argv[1:]]; print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(models_built / "v1"), str(models_built / "v2")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
 
 
 def test_a_smooth_network_is_explained_on_a_refined_grid_to_the_tolerance(tmp_path) -> None:
