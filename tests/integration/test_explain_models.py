@@ -25,7 +25,7 @@ from pipelines.fraud.generator import make_generator
 from pipelines.fraud.preprocessing import make_preprocessor
 from pipelines.fraud.schema import Transaction
 from streaming.config import load_config
-from streaming.explain import ExplainError, ReasonCodes, make_explainer
+from streaming.explain import ExplainError, ReasonCodes, explainer_for, make_explainer
 from streaming.explain.gradients import IntegratedGradients
 
 pytestmark = pytest.mark.integration
@@ -95,10 +95,9 @@ def test_attributions_add_up_to_the_onnx_models_logit(
 def test_the_top_reason_is_occlusions_top_code(models_built, held_out_records, version) -> None:
     """Occlusion: each code's features set to the baseline, the ONNX logit's drop measured."""
     directory, meta, x, model, logit, rows = explained(models_built, version, held_out_records)
-    codes = ReasonCodes.from_config(
-        load_config(ROOT / "pipelines/fraud/pipeline.yaml"), meta["feature_names"]
-    )
-    explainer = make_explainer(directory, meta)
+    cfg = load_config(ROOT / "pipelines/fraud/pipeline.yaml")
+    codes = ReasonCodes.from_config(cfg, meta["feature_names"])
+    explainer = explainer_for(cfg.reasons, directory, meta)  # the shipped config's method
     top = codes.top(explainer.attributions(x[rows]), k=4)
     drops = []
     for c in range(len(codes.codes)):
