@@ -241,3 +241,12 @@ def test_relu_grad_x_input_is_the_gradient_at_the_row() -> None:
         [(net.logits(x + step[j]) - net.logits(x - step[j])) / (2 * eps) for j in range(dim)]
     )
     assert np.allclose(cheap.attributions(x), grads * (x - baseline), atol=1e-6)
+
+
+def test_large_products_are_cut_into_blocks_with_the_same_result() -> None:
+    from streaming.explain.piecewise import BLAS_SINGLE_THREAD_MNK, _mm
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(5_000, 64)), rng.normal(size=(64, 32))
+    assert a.shape[0] * b.size > BLAS_SINGLE_THREAD_MNK  # several blocks
+    assert np.allclose(_mm(a, b), a @ b)
