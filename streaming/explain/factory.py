@@ -45,8 +45,8 @@ def make_explainer(
     ``exact-linear``, ``integrated-gradients`` or ``grad-x-input``. Integrated gradients of a
     ReLU network are exact and in numpy (streaming.explain.piecewise, gradient x input too)
     unless ``piecewise`` is False; other networks, or ``piecewise=False``, use torch autograd
-    and integrate on a refined grid that ``steps``,
-    ``max_steps`` and ``tolerance`` shape (streaming.explain.gradients).
+    and integrate on a refined grid that ``steps``, ``max_steps`` and ``tolerance`` shape
+    (streaming.explain.gradients).
     """
     if method not in METHODS:
         raise ExplainError(f"explain method {method!r}: expected one of {', '.join(METHODS)}")
