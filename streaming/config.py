@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from streaming.config_sections import (
     MonitorConfig,
     OutputsConfig,
+    ReasonsConfig,
     SchemaRegistryConfig,
     Strict,
     TracingConfig,
@@ -295,6 +296,8 @@ class PipelineConfig(_Strict):
     """Required when pipeline.format or outputs.format is not json."""
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    reasons: ReasonsConfig | None = None
+    """Reason codes of explained predictions (feature -> code); None: no explanations."""
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     """``exactly-once``: outputs and input offsets are committed in one Kafka transaction, so
     readers with isolation.level=read_committed see each event's outputs once, even after a

@@ -386,6 +386,12 @@ def check_pairs(ctx: Ctx) -> None:
     assert "over 1 pairs" in done.stdout, done.stdout
 
 
+def check_explain_cost(ctx: Ctx) -> None:
+    argv = [*ctx.argv, "--events", "2560", "--rounds", "1", "--methods", "auto,grad-x-input"]
+    done = run(ctx, argv, timeout=120)
+    assert "us per explained row" in done.stdout and "over 1 rounds" in done.stdout, done.stdout
+
+
 def check_pool_bench(ctx: Ctx) -> None:
     argv = swap(swap(ctx.argv, "--events", "1000"), "--pairs", "1")
     done = run(ctx, argv, timeout=240)
@@ -621,6 +627,14 @@ COMMANDS: dict[str, Check] = {
     ),
     ".venv/bin/python -m loadtests.trace_cost": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/python -m loadtests.explain_drain": Check(
+        "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/python -m loadtests.explain_cost": Check(
+        "bounded: --events 2560 --rounds 1 --methods auto,grad-x-input (the grid method alone "
+        "takes ~1 s a round): both methods' costs reported",
+        check_explain_cost,
     ),
     ".venv/bin/python -m streaming.dev.otlp_receiver --port 4318": Check(
         "on a free port instead of 4318: ready (its address printed, port open), SIGTERM, exit 0",
