@@ -405,6 +405,12 @@ def check_efficiency(ctx: Ctx) -> None:
         assert flag in done.stdout, done.stdout
 
 
+def check_pod_replacement(ctx: Ctx) -> None:
+    done = run(ctx, [*ctx.argv[:3], "--help"])
+    for flag in ("--events", "--rate", "--runs", "--max-wait"):
+        assert flag in done.stdout, done.stdout
+
+
 def check_faulty(ctx: Ctx) -> None:
     kinds = ctx.argv[ctx.argv.index("--kind") + 1].split("|")
     assert kinds == ["noisy", "constant", "flaky"], kinds
@@ -607,6 +613,13 @@ COMMANDS: dict[str, Check] = {
     ),
     ".venv/bin/python -m loadtests.exactly_once": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/python -m loadtests.pod_replacement --events 6000 --rate 2000 --max-wait 30": (
+        Check(
+            "--help only (the new-id case waits out --max-wait: ~2 min); its same-id case runs "
+            "in tests/integration/test_exactly_once.py, which imports this module's run",
+            check_pod_replacement,
+        )
     ),
     ".venv/bin/python -m loadtests.drain_ratio": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
