@@ -1,6 +1,6 @@
 """Acceptance of the label join on the embedded broker, full size.
 
-    python -m loadtests.labels [--events 100000] [--runs 3] [--rate 8000]
+    python -m loadtests.labels [--events 100000] [--runs 3] [--rate 8000] [--keep DIR]
 
 Two scenarios, each run ``--runs`` times on one broker:
 
@@ -19,6 +19,7 @@ The suite (tests/integration/test_labels.py) runs both small; this command is th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -533,15 +534,38 @@ def main() -> None:
     parser.add_argument(
         "--scenario", choices=("join", "canary", "both"), default="both", help="what to run"
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each run's configs and worker and monitor logs (and the broker's) in this "
+        "folder (default: a temporary one, removed at the end)",
+    )
+    parser.add_argument(
+        "--monitor-log-level", default="WARNING", help="log level of the join runs' monitor"
+    )
     args = parser.parse_args()
     from streaming.dev.broker import EmbeddedBroker
 
     failures = 0
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="labels-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="labels-"))
+        broker_log = Path(tmp) / "broker.log" if args.keep is not None else None
+        broker = stack.enter_context(EmbeddedBroker(log_path=broker_log))
         for i in range(args.runs if args.scenario in ("join", "both") else 0):
             run_dir = Path(tmp) / f"join-{i}"
-            run_dir.mkdir()
-            r = join_run(broker.bootstrap, run_dir, events=args.events, rate=args.rate, seed=i)
+            run_dir.mkdir(exist_ok=args.keep is not None)
+            r = join_run(
+                broker.bootstrap,
+                run_dir,
+                events=args.events,
+                rate=args.rate,
+                seed=i,
+                log_level=args.monitor_log_level,
+            )
             failures += not r.equal
             print(
                 f"join run {i + 1}: {r.predictions:,} predictions, {r.labels:,} labels "
@@ -556,7 +580,7 @@ def main() -> None:
                 print(f"    {line}", flush=True)
         for i in range(args.runs if args.scenario in ("canary", "both") else 0):
             run_dir = Path(tmp) / f"canary-{i}"
-            run_dir.mkdir()
+            run_dir.mkdir(exist_ok=args.keep is not None)
             c = canary_run(broker.bootstrap, run_dir, events=args.events, rate=None, seed=20 + i)
             kept = c.last_verdicts.get("v2") == "ok"
             ok = c.rolled_back == ["v8"] and not c.other_rollbacks and kept

@@ -411,6 +411,12 @@ def check_efficiency(ctx: Ctx) -> None:
         assert flag in done.stdout, done.stdout
 
 
+def check_pod_replacement(ctx: Ctx) -> None:
+    done = run(ctx, [*ctx.argv[:3], "--help"])
+    for flag in ("--events", "--rate", "--runs", "--max-wait"):
+        assert flag in done.stdout, done.stdout
+
+
 def check_faulty(ctx: Ctx) -> None:
     """The kinds the README names are the command's choices; ``constant`` is built by the
     command itself (``noisy`` and ``flaky`` are built through the same function by the monitor
@@ -617,6 +623,13 @@ COMMANDS: dict[str, Check] = {
     ),
     ".venv/bin/python -m loadtests.exactly_once": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/python -m loadtests.pod_replacement --events 6000 --rate 2000 --max-wait 30": (
+        Check(
+            "--help only (the new-id case waits out --max-wait: ~2 min); its same-id case runs "
+            "in tests/integration/test_exactly_once.py, which imports this module's run",
+            check_pod_replacement,
+        )
     ),
     ".venv/bin/python -m loadtests.drain_ratio": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
