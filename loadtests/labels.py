@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from loadtests.scratch_config import write_scratch_config
 from streaming.config import PipelineConfig, load_config
 from streaming.dev.produce import ProduceResult, produce_events
 from streaming.kafka import settings as kafka
@@ -55,21 +55,7 @@ FIELDS = ("predictions", "labelled", "tp", "fp", "fn", "tn")
 
 def write_config(bootstrap: str, tmp: Path, overrides: dict[str, Any]) -> tuple[Path, Any]:
     """The fraud pipeline with unique topics and group, dotted-key overrides, as a file."""
-    raw = yaml.safe_load(BASE_CONFIG.read_text())
-    tag = uuid.uuid4().hex[:8]
-    raw["kafka"]["bootstrap"] = bootstrap
-    raw["kafka"]["group"] = f"labels-{tag}"
-    for key in ("input", "predictions", "dead_letters", "telemetry", "control"):
-        raw["topics"][key] = f"l-{tag}.{key}"
-    raw["models_dir"] = str(ROOT / "models")
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    path = tmp / f"pipeline-{tag}.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = write_scratch_config(tmp, bootstrap, prefix="l", group="labels", **overrides)
     return path, load_config(path)
 
 

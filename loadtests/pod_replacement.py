@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from loadtests.scratch_config import write_scratch_config
 from streaming.config import PipelineConfig, load_config
 from streaming.dev.produce import ProduceResult, produce_events
 from streaming.kafka import settings as kafka
@@ -119,22 +119,8 @@ class ReplacementResult:
 
 def write_config(bootstrap: str, tmp: Path, **overrides: Any) -> tuple[Path, PipelineConfig]:
     """The fraud pipeline, exactly-once, with its own topics and group."""
-    raw = yaml.safe_load(BASE_CONFIG.read_text())
-    tag = uuid.uuid4().hex[:8]
-    raw["kafka"]["bootstrap"] = bootstrap
-    raw["kafka"]["group"] = f"replace-{tag}"
-    for key in ("input", "predictions", "dead_letters", "telemetry", "control"):
-        raw["topics"][key] = f"r-{tag}.{key}"
-    raw["models_dir"] = str(ROOT / "models")
-    raw["delivery"] = "exactly-once"
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    path = tmp / f"pipeline-{tag}.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    overrides.setdefault("delivery", "exactly-once")
+    path = write_scratch_config(tmp, bootstrap, prefix="r", group="replace", **overrides)
     return path, load_config(path)
 
 
