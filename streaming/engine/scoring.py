@@ -15,10 +15,14 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from streaming.config import PipelineConfig
+from streaming.decision.columns import concat
+from streaming.decision.decide import Decided
+from streaming.decision.stage import DecideStage
 from streaming.engine.output_variants import PrimaryOutput, ShadowOutput
 from streaming.engine.outputs import encode_json, encode_predictions
 from streaming.engine.types import STAGE_INFERENCE, STAGE_TIMEOUT, Chunk, Rejection, Sink
@@ -48,6 +52,7 @@ class Scorer:
         faults: Faults,
         encode: Callable[..., list[bytes]] = encode_predictions,
         traced: bool = False,
+        decisions_counter: tuple[Any, Any, Any] | None = None,
     ) -> None:
         self.config = config
         self._encode = encode
@@ -58,6 +63,12 @@ class Scorer:
         self._shadow = shadow
         self._faults = faults
         self._traced = traced
+        th = config.decision.thresholds(config.model.threshold)
+        self.decide = DecideStage(th)
+        """Replaced by the engine at start (the graph's needs the loaded models); read-only
+        after, so the inference threads share it."""
+        self._decisions = decisions_counter
+        """Per decision code: the counter series (streaming_decisions_total), or None."""
         self._batch_ids = itertools.count(1)
         """Numbers this engine's model calls for their batch spans (tracing only); shared by
         the inference threads: ``next`` on a count is one C call, so no two calls get one id."""
@@ -158,11 +169,13 @@ class Scorer:
             self._refuse_all(version, chunks, out, version.watch.hung)
             return
         stamp = self._stamp(name, n, chunks) if self._traced else None
+        columns = concat([c.columns for c in chunks])
+        decided: Decided | None
         try:
-            scores = version.runtime.predict(features)
+            decided = self.decide.score(version, features, columns)
             error = None
         except Exception as exc:  # noqa: BLE001 - a model error refuses its batch only
-            scores, error = None, exc
+            decided, error = None, exc
         if stamp is not None:
             stamp.end = time.time()
         took = time.monotonic() - started
@@ -195,7 +208,8 @@ class Scorer:
             )
             self._refuse_all(version, chunks, out, rejection)
             return
-        assert scores is not None
+        assert decided is not None
+        scores = decided.score
         finite = np.isfinite(scores)
         version.interval.add_scores(scores, cfg.model.threshold, finite)
         all_finite = bool(finite.all())
@@ -218,6 +232,7 @@ class Scorer:
                 rows = np.flatnonzero(part_finite).tolist()
                 if not rows:
                     continue
+            d = decided.part(start - len(c), start)
             payloads = self._encode(
                 c.event_ids,
                 c.ts_ms,
@@ -227,8 +242,21 @@ class Scorer:
                 threshold=cfg.model.threshold,
                 scored_ms=scored_ms,
                 worker=self.worker_id,
+                decisions=d.codes,
+                reasons=d.rule_reasons,
+                node_scores=d.node_scores,
             )
+            if self._decisions is not None and out is self._primary:
+                self._count(d.codes, rows)
             out.publish(version, c, rows, payloads)
+
+    def _count(self, codes: np.ndarray, rows: range | list[int]) -> None:
+        """streaming_decisions_total: one bincount a chunk, not an inc a row."""
+        assert self._decisions is not None
+        counts = np.bincount(codes if isinstance(rows, range) else codes[rows], minlength=3)
+        for series, k in zip(self._decisions, counts.tolist(), strict=True):
+            if k:
+                series.inc(k)
 
     def _stamp(self, name: str, n: int, chunks: list[Chunk]) -> BatchStamp:
         """The model call's times, shared by its chunks (one object per batch, not per row)."""
