@@ -22,6 +22,8 @@ import numpy as np
 from streaming.config import PipelineConfig
 from streaming.decision.columns import concat
 from streaming.decision.decide import Decided
+from streaming.decision.reasons import held_rows
+from streaming.decision.reasons import merge as merge_reasons
 from streaming.decision.stage import DecideStage
 from streaming.engine.output_variants import PrimaryOutput, ShadowOutput
 from streaming.engine.outputs import encode_json, encode_predictions
@@ -213,6 +215,8 @@ class Scorer:
         finite = np.isfinite(scores)
         version.interval.add_scores(scores, cfg.model.threshold, finite)
         all_finite = bool(finite.all())
+        held = self._held(chunks, decided, finite) if out is self._primary else None
+        later: list[tuple[Chunk, int, list[int]]] = []
         start = 0
         scored_ms = int(time.time() * 1000)
         for c in chunks:
@@ -233,6 +237,10 @@ class Scorer:
                 if not rows:
                     continue
             d = decided.part(start - len(c), start)
+            if held is not None and held[start - len(c) : start].any():
+                mine = held[start - len(c) : start]
+                later.append((c, start - len(c), [i for i in rows if mine[i]]))
+                rows = [i for i in rows if not mine[i]]
             payloads = self._encode(
                 c.event_ids,
                 c.ts_ms,
@@ -248,7 +256,72 @@ class Scorer:
             )
             if self._decisions is not None and out is self._primary:
                 self._count(d.codes, rows)
-            out.publish(version, c, rows, payloads)
+            if rows:
+                out.publish(version, c, rows, payloads)
+        if later:
+            self._publish_explained(version, features, decided, later, scored_ms)
+
+    def _held(self, chunks: list[Chunk], decided: Decided, finite: np.ndarray) -> np.ndarray | None:
+        """Rows published after the explainer (streaming.decision.reasons.held_rows), or
+        None when no row of the batch is explained."""
+        if self.decide.explanations is None:
+            return None
+        explain = finite & (decided.score >= self.decide.review)
+        if not explain.any():
+            return None
+        keys = chunks[0].keys if len(chunks) == 1 else [k for c in chunks for k in c.keys]
+        return held_rows(keys, explain)
+
+    def _publish_explained(
+        self,
+        version: ModelVersion,
+        features: np.ndarray,
+        decided: Decided,
+        later: list[tuple[Chunk, int, list[int]]],
+        scored_ms: int,
+    ) -> None:
+        """The held rows, once the explainer has run on those at or above review (in input
+        order, after the rest of the batch went out). An explainer error costs the reasons
+        from attributions, never the predictions."""
+        cfg = self.config
+        explanations = self.decide.explanations
+        assert explanations is not None
+        at = [off + i for _, off, rows in later for i in rows]
+        explain = [j for j in at if decided.score[j] >= self.decide.review]
+        try:
+            found = explanations.reasons(features[explain])
+        except Exception:  # reasons are best effort; the decision stands
+            log.exception("%s: the explainer failed on a batch", version.name)
+            found = [[] for _ in explain]
+        by_row = dict(zip(explain, found, strict=True))
+        rules = decided.rule_reasons or {}
+        for c, off, rows in later:
+            merged = {
+                k: merge_reasons(rules.get(off + i, ()), by_row.get(off + i, ()))
+                for k, i in enumerate(rows)
+            }
+            sub = np.asarray([off + i for i in rows])
+            payloads = self._encode(
+                [c.event_ids[i] for i in rows],
+                [c.ts_ms[i] for i in rows],
+                decided.score[sub],
+                model=cfg.model.name,
+                version=version.name,
+                threshold=cfg.model.threshold,
+                scored_ms=scored_ms,
+                worker=self.worker_id,
+                decisions=decided.codes[sub],
+                reasons=merged,
+                node_scores=None
+                if decided.node_scores is None
+                else {k: v[sub] for k, v in decided.node_scores.items()},
+            )
+            full: list[bytes] = [b""] * len(c)
+            for k, i in enumerate(rows):
+                full[i] = payloads[k]
+            if self._decisions is not None:
+                self._count(decided.codes[sub], range(len(rows)))
+            self._primary.publish(version, c, rows, full)
 
     def _count(self, codes: np.ndarray, rows: range | list[int]) -> None:
         """streaming_decisions_total: one bincount a chunk, not an inc a row."""
