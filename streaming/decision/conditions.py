@@ -32,27 +32,48 @@ class Batch:
 
 def evaluate(cond: Condition, batch: Batch) -> np.ndarray:
     """A bool mask, one per row of the batch."""
+    n = len(batch)
+    mask = np.zeros(n, dtype=bool)
+    rows = _rows(cond, batch, np.arange(n))
+    mask[rows] = True
+    return mask
+
+
+def _rows(cond: Condition, batch: Batch, rows: np.ndarray) -> np.ndarray:
+    """The rows (indexes, ascending) of ``rows`` where the condition holds. ``all`` tests
+    each condition only on the rows the ones before it kept, and ``any`` only on the rows
+    not yet taken: a rare first test makes the rest nearly free (text compares are Python
+    calls per row), so the rarest test goes first."""
     if cond.all_ is not None:
-        out = evaluate(cond.all_[0], batch)
-        for c in cond.all_[1:]:
-            out = out & evaluate(c, batch)
-        return out
+        for c in cond.all_:
+            if rows.size == 0:
+                break
+            rows = _rows(c, batch, rows)
+        return rows
     if cond.any_ is not None:
-        out = evaluate(cond.any_[0], batch)
-        for c in cond.any_[1:]:
-            out = out | evaluate(c, batch)
-        return out
+        taken = np.zeros(len(batch), dtype=bool)
+        left = rows
+        for c in cond.any_:
+            if left.size == 0:
+                break
+            hit = _rows(c, batch, left)
+            if hit.size:
+                taken[hit] = True
+                left = left[~taken[left]]
+        return rows[taken[rows]]
     if cond.not_ is not None:
-        return ~evaluate(cond.not_, batch)
+        held = np.zeros(len(batch), dtype=bool)
+        held[_rows(cond.not_, batch, rows)] = True
+        return rows[~held[rows]]
     if cond.rule is not None:
-        return batch.hits[cond.rule]
+        return rows[batch.hits[cond.rule][rows]]
     if cond.field is not None:
-        left = batch.columns[cond.field]
+        left_values = batch.columns[cond.field][rows]
     else:
         assert cond.feature is not None
-        left = batch.features[:, batch.feature_index[cond.feature]]
-    right = batch.columns[cond.value_field] if cond.value_field is not None else cond.value
-    return _compare(left, cond.op, right)
+        left_values = batch.features[rows, batch.feature_index[cond.feature]]
+    right = batch.columns[cond.value_field][rows] if cond.value_field is not None else cond.value
+    return rows[_compare(left_values, cond.op, right)]
 
 
 def _compare(left: np.ndarray, op: str | None, right: object) -> np.ndarray:

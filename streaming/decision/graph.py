@@ -138,6 +138,10 @@ class _Run:
         node = self.g._nodes[name]
         path = f"decision.graph.nodes.{name}"
         if isinstance(node, ModelNode | ChallengerNode):
+            if np.count_nonzero(need) * 2 >= self.n:
+                # most rows: score them all in one call (a second call for the rest, say a
+                # switch's other branch that ends in the same model, costs more than rows)
+                need |= True
             x = self.features if need.all() else self.features[need]
             try:
                 vals[need] = self.g._predict[node.version](x)
@@ -145,11 +149,12 @@ class _Run:
                 raise NodeError(f"{path} ({node.version}): {type(exc).__name__}: {exc}") from exc
         elif isinstance(node, SwitchNode):
             m = self._mask(node.when, f"{path}.when")
-            then, other = need & m, need & ~m
-            if then.any():
-                vals[then] = self.score(node.then, then)[then]
-            if other.any():
-                vals[other] = self.score(node.else_, other)[other]
+            branches = [(node.then, need & m), (node.else_, need & ~m)]
+            if np.count_nonzero(branches[0][1]) < np.count_nonzero(branches[1][1]):
+                branches.reverse()  # the larger first: a model both share scores it whole
+            for target, rows in branches:
+                if rows.any():
+                    vals[rows] = self.score(target, rows)[rows]
         elif isinstance(node, EnsembleNode):
             parts = [self.score(i, need)[need] for i in node.inputs]
             vals[need] = combine(node, parts)

@@ -54,7 +54,7 @@ def reference(records: list, x: np.ndarray, names: tuple[str, ...], s: dict) -> 
     score = v1.copy()
     score[heavy] = 0.25 * v1[heavy] + 0.75 * v2[heavy]
     v3 = np.full(len(x), np.nan)
-    big = amount >= 200
+    big = (amount >= 1000) | cnp_risky
     if big.any():
         v3[big] = _run(s["v3"], x[big])
     decision = (score >= 0.3).astype(int) + (score >= 0.7).astype(int)
