@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -254,8 +254,8 @@ class Scorer:
                 reasons=d.rule_reasons,
                 node_scores=d.node_scores,
             )
-            if self._decisions is not None and out is self._primary:
-                self._count(d.codes, rows)
+            if out is self._primary:
+                self._count(version, d.codes, rows, d.rule_reasons)
             if rows:
                 out.publish(version, c, rows, payloads)
         if later:
@@ -319,17 +319,33 @@ class Scorer:
             full: list[bytes] = [b""] * len(c)
             for k, i in enumerate(rows):
                 full[i] = payloads[k]
-            if self._decisions is not None:
-                self._count(decided.codes[sub], range(len(rows)))
+            self._count(version, decided.codes[sub], range(len(rows)), merged)
             self._primary.publish(version, c, rows, full)
 
-    def _count(self, codes: np.ndarray, rows: range | list[int]) -> None:
-        """streaming_decisions_total: one bincount a chunk, not an inc a row."""
-        assert self._decisions is not None
+    def _count(
+        self,
+        version: ModelVersion,
+        codes: np.ndarray,
+        rows: range | list[int],
+        reasons: Mapping[int, Sequence[Any]] | None,
+    ) -> None:
+        """Decisions and reasons of published rows: streaming_decisions_total and the
+        version's totals (this thread's own), one bincount a chunk, not an inc a row."""
         counts = np.bincount(codes if isinstance(rows, range) else codes[rows], minlength=3)
-        for series, k in zip(self._decisions, counts.tolist(), strict=True):
+        totals = version.totals.decisions
+        for i, k in enumerate(counts.tolist()):
             if k:
-                series.inc(k)
+                totals[i] += k
+                if self._decisions is not None:
+                    self._decisions[i].inc(k)
+        if reasons:
+            published = set(rows) if not isinstance(rows, range) else None
+            version.totals.reasons.update(
+                r.code
+                for i, given in reasons.items()
+                if published is None or i in published
+                for r in given
+            )
 
     def _stamp(self, name: str, n: int, chunks: list[Chunk]) -> BatchStamp:
         """The model call's times, shared by its chunks (one object per batch, not per row)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +308,10 @@ def test_reasons_merge_with_a_fake_explainer_and_each_keys_order_holds(
         for r in p["reasons"]:
             if r["code"] in rule_weight:
                 assert r["weight"] == rule_weight[r["code"]]
+    # the summary's counts (streaming demo) are the published records'
+    decided = Counter(p["decision"] for p in preds)
+    assert engine.stats.decisions() == {d: decided[d] for d in ("approve", "review", "decline")}
+    assert engine.stats.reasons() == Counter(r["code"] for p in preds for r in p["reasons"])
     # per key, predictions left in input order, explained or not
     order = {e.event_id: i for i, e in enumerate(events)}
     by_key: dict[bytes, list[int]] = defaultdict(list)
@@ -319,3 +323,32 @@ def test_reasons_merge_with_a_fake_explainer_and_each_keys_order_holds(
 
 def _codes(p: dict[str, Any]) -> set[str]:
     return {r["code"] for r in p["reasons"]}
+
+
+def test_the_monitor_counts_decision_shares_per_version_and_window() -> None:
+    from streaming.rollout.monitor.judge import version_stats
+    from streaming.rollout.monitor.windows import WindowStore
+
+    store = WindowStore(1000, 0, 0.5, {})
+
+    def pred(version: str, decision: str | None, at: int) -> dict[str, Any]:
+        p = {"version": version, "score": 0.1, "scored_ms": at, "ts_ms": at - 5}
+        if decision is not None:
+            p["decision"] = decision
+        return p
+
+    store.add_predictions(
+        [pred("v2", "approve", 10)] * 6
+        + [pred("v2", "review", 20)] * 3
+        + [pred("v2", "decline", 30)]
+        + [pred("v1", "approve", 40), pred("v1", None, 50)]  # an older worker: no decision
+        + [pred("v2", "decline", 1500)]  # the next window
+    )
+    first, second = store.close_all()
+    assert version_stats(first.versions["v2"], None)["decision_shares"] == {
+        "approve": 0.6,
+        "decline": 0.1,
+        "review": 0.3,
+    }
+    assert version_stats(first.versions["v1"], None)["decision_shares"] == {"approve": 1.0}
+    assert second.versions["v2"].decision_shares == {"decline": 1.0}
