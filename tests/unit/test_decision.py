@@ -352,3 +352,48 @@ def test_the_monitor_counts_decision_shares_per_version_and_window() -> None:
     }
     assert version_stats(first.versions["v1"], None)["decision_shares"] == {"approve": 1.0}
     assert second.versions["v2"].decision_shares == {"decline": 1.0}
+
+
+def test_avro_predictions_carry_the_new_fields_and_old_readers_still_read_them() -> None:
+    import io
+
+    import fastavro
+
+    from streaming.formats.outputs import PREDICTION_AVSC, AvroPredictions
+
+    new = fastavro.parse_schema(json.loads(PREDICTION_AVSC.read_text()))
+    old_fields = ("event_id", "score", "flagged", "ts_ms", "scored_ms", "model", "version")
+    old = fastavro.parse_schema(
+        {
+            **json.loads(PREDICTION_AVSC.read_text()),
+            "fields": [
+                f
+                for f in json.loads(PREDICTION_AVSC.read_text())["fields"]
+                if f["name"] in (*old_fields, "worker")
+            ],
+        }
+    )
+    out = AvroPredictions(7).encode(
+        ["e1"],
+        [1],
+        np.array([0.8]),
+        model="fraud",
+        version="v2",
+        threshold=0.5,
+        scored_ms=3,
+        worker="w",
+        decisions=np.array([2], dtype=np.int8),
+        reasons={0: [Reason("BIG", "big", 2.0)]},
+        node_scores={"v1": np.array([0.5]), "v2": np.array([np.nan])},
+    )
+    body = out[0][5:]  # past the Confluent header
+    got = fastavro.schemaless_reader(io.BytesIO(body), new, new)
+    assert got["decision"] == "decline" and got["scores"] == {"v1": 0.5}
+    assert got["reasons"] == [{"code": "BIG", "text": "big", "weight": 2.0}]
+    # a consumer on the schema before decisions reads the new records (fields skipped) ...
+    assert fastavro.schemaless_reader(io.BytesIO(body), new, old)["score"] == 0.8
+    # ... and one on the new schema reads old records (defaults filled in)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, old, {**{k: got[k] for k in old_fields}, "worker": "w"})
+    back = fastavro.schemaless_reader(io.BytesIO(buf.getvalue()), old, new)
+    assert (back["decision"], back["reasons"], back["scores"]) == (None, [], {})
