@@ -6,7 +6,9 @@ in-memory messages through a sink that acknowledges at once. All three drive it 
 
 For each batch submitted (on the feeding thread): register every message in its partition's
 ledger, decode and validate, route each event to a version (sticky by key) and copy a share to
-shadows, preprocess per version, and queue the chunk on the version's lane. Each version's
+shadows, preprocess per version, copy the record fields a decision graph's rules read into
+columns, and queue the chunk on the version's lane (with a graph: all of it on the first
+version's, whose thread runs the graph). Each version's
 inference thread (streaming.engine.scoring) takes it from there; a watchdog thread
 (streaming.engine.watchdog) times out a model call that hangs.
 """

@@ -1,7 +1,15 @@
 """The inference stage: a thread per model version takes the batches its lane forms, scores
-them, and hands the scores to the chunk's output variant (primary or shadow, see
-streaming.engine.output_variants): published, or refused with a reason (model error,
-non-finite score, open breaker, passed deadline). It also writes the version's telemetry.
+them and decides (streaming.decision: one model's thresholds, or the whole decision graph on
+the first version's thread), and hands the results to the chunk's output variant (primary or
+shadow, see streaming.engine.output_variants): published, or refused with a reason (model
+error, non-finite score, open breaker, passed deadline). It also writes the version's
+telemetry, and its decision and reason counts (``totals``).
+
+With an explainer, a batch is published in two steps: first every row that needs no
+explanation and is not behind an explained row of its key, then, once the explainer ran on
+the rows at or above review, those rows and the ones they held back, in input order
+(streaming.decision.reasons.held_rows). The next batch waits for both, so a key's predictions
+stay in input order.
 
 Each version's thread owns that version's interval counts, totals and breaker (but for the
 watchdog's one flag, ``hold_open``). Each model call is watched (streaming.engine.calls): its
