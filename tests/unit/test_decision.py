@@ -244,13 +244,20 @@ def test_a_graph_that_does_not_fit_the_pipeline_fails_at_start(
 
 
 class _FakeExplainer:
-    """Attributions = the features themselves (the merge is what is tested, not the math)."""
+    """Attributions = the features themselves (the merge is what is tested, not the math).
+    At each call it notes whether a row later in the input than the first row it explains
+    was already published: the proof that the batch's other rows did not wait for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, sink: InstantSink, index: dict[bytes, int], order: dict[str, int]) -> None:
         self.rows = 0
+        self.ahead: list[bool] = []
+        self._sink, self._index, self._order = sink, index, order
 
     def attributions(self, features: np.ndarray) -> np.ndarray:
         self.rows += features.shape[0]
+        first = min(self._index[row.tobytes()] for row in features)
+        published = [json.loads(v)["event_id"] for t, v, _ in list(self._sink.records) if v]
+        self.ahead.append(any(self._order[e] > first for e in published))
         return features
 
 
@@ -270,17 +277,23 @@ def test_reasons_merge_with_a_fake_explainer_and_each_keys_order_holds(
     raw = graph_raw()
     raw["decision"]["review_threshold"] = 0.05  # explain a few percent of the rows
     cfg = PipelineConfig.model_validate(copy.deepcopy(raw))
-    explainer = _FakeExplainer()
-    monkeypatch.setattr(
-        stage_module, "make_explanations", lambda *_: Explanations(explainer, _FakeCodes())
-    )
     from streaming.pipeline import load_pipeline
 
     spec = load_pipeline(cfg.pipeline.module)
     events = spec.make_generator(5).batch(6_000, int(time.time() * 1000))
     # few keys, so that explained rows share keys with rows behind them in a batch
     msgs = [InMemoryMessage(e.value, b"k%d" % (i % 37), i) for i, e in enumerate(events)]
+    meta = json.loads((ROOT / "models" / "fraud" / "v2" / "metadata.json").read_text())
+    features = spec.make_preprocessor(meta["preprocessing"]).transform(
+        [spec.schema.model_validate_json(e.value) for e in events]
+    )
+    index = {row.tobytes(): i for i, row in enumerate(features)}
+    order = {e.event_id: i for i, e in enumerate(events)}
     sink = InstantSink(keep=True)
+    explainer = _FakeExplainer(sink, index, order)
+    monkeypatch.setattr(
+        stage_module, "make_explanations", lambda *_: Explanations(explainer, _FakeCodes())
+    )
     engine = _engine(cfg, sink)
     engine.start()
     try:
@@ -294,6 +307,7 @@ def test_reasons_merge_with_a_fake_explainer_and_each_keys_order_holds(
     explained = [p for p in preds if p["score"] >= 0.05]
     assert 0 < len(explained) < len(preds) / 4
     assert explainer.rows == len(explained)  # only rows at or above review were explained
+    assert explainer.ahead and all(explainer.ahead)  # the others went out before it ran
     for p in preds:
         codes = [r["code"] for r in p["reasons"]]
         weights = [r["weight"] for r in p["reasons"]]
