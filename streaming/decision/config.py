@@ -2,7 +2,7 @@
 
 The graph is checked twice. Here, when the config is loaded (no model needed): unknown nodes
 and versions, cycles, a rules node or a challenger where a score is expected, ensemble
-weight counts, rule codes. At start (streaming.decision.compile), once the models and the
+weight counts, rule codes. At start (streaming.decision.stage), once the models and the
 pipeline are loaded: record fields, feature names and model input shapes. Every problem
 names the node's path in the config, e.g. ``decision.graph.nodes.blend.inputs[1]``.
 """

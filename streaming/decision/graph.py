@@ -43,7 +43,7 @@ class _Rule:
 
 
 class DecisionGraph:
-    """A checked graph, bound to the loaded models (streaming.decision.compile builds it)."""
+    """A checked graph, bound to the loaded models (streaming.decision.stage builds it)."""
 
     def __init__(
         self,
