@@ -111,8 +111,12 @@ class _Run:
         node_scores = {}
         for name in g.scored_nodes:
             vals, done = self.memo.get(name) or (np.full(n, np.nan), np.zeros(n, bool))
-            # a node's non-finite score refuses the row (as a model's does without a graph)
-            score[done & ~np.isfinite(vals)] = np.nan
+            bad = done & ~np.isfinite(vals)
+            if bad.any():
+                if name in g._challengers:  # never decides: its score is left out, no more
+                    vals[bad] = np.nan
+                else:  # refuses the row, as a model's non-finite score does without a graph
+                    score[bad] = np.nan
             node_scores[name] = vals
         return Decided(score, codes, node_scores, _rule_reasons(fired, n))
 

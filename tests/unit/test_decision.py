@@ -411,3 +411,31 @@ def test_avro_predictions_carry_the_new_fields_and_old_readers_still_read_them()
     fastavro.schemaless_writer(buf, old, {**{k: got[k] for k in old_fields}, "worker": "w"})
     back = fastavro.schemaless_reader(io.BytesIO(buf.getvalue()), old, new)
     assert (back["decision"], back["reasons"], back["scores"]) == (None, [], {})
+
+
+def test_a_non_finite_challenger_score_is_left_out_and_a_models_refuses_the_row() -> None:
+    from streaming.decision.config import GraphConfig
+    from streaming.decision.graph import DecisionGraph
+
+    config = GraphConfig.model_validate(
+        {
+            "nodes": {
+                "a": {"type": "model", "version": "va"},
+                "c": {"type": "challenger", "version": "vc"},
+                "d": {"type": "decision", "input": "a"},
+            }
+        }
+    )
+
+    def broken(x: np.ndarray) -> np.ndarray:
+        return np.where(x[:, 0] > 0, np.nan, 0.2).astype(np.float32)
+
+    x = np.array([[1.0], [-1.0]], dtype=np.float32)
+    fine = DecisionGraph(
+        config, {"va": lambda x: np.full(len(x), 0.9), "vc": broken}, ("f",), (0.5, 0.8)
+    )
+    got = fine.run(x, None)
+    assert got.score.tolist() == [0.9, 0.9] and got.codes.tolist() == [2, 2]
+    assert got.node_scores is not None and np.isnan(got.node_scores["c"][0])
+    refused = DecisionGraph(config, {"va": broken, "vc": broken}, ("f",), (0.5, 0.8)).run(x, None)
+    assert np.isnan(refused.score[0]) and refused.score[1] == pytest.approx(0.2)
