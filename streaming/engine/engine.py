@@ -183,6 +183,12 @@ class Engine:
             self.metrics.routing_weight.labels(cfg.name, cfg.model.name, name).set(
                 router.weights[name] / total
             )
+        if self._graph_on and source != "config":
+            log.warning(
+                "routing from %s has no effect: with decision.graph every row goes through "
+                "the graph (its switch nodes choose the models)",
+                source,
+            )
         log.info(
             "routing applied from %s: %s",
             source,
