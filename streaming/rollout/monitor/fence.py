@@ -1,23 +1,23 @@
-"""A fence between faust's seek to committed offsets and the records fetched before it.
+"""A fence between faust's seek to committed offsets and the batch the fetcher hands out.
 
 Why (issue 21): after an assignment faust resumes the stream partitions and only then seeks
-them to the committed offsets (``Recovery.on_recovery_completed``). The fetcher goes on
-delivering the batch it fetched before the seek, while the seek resets the consumer's read
-offset to the committed one underneath it. The next record of that old batch then looks like a
-jump past missing offsets, and faust records the range as a "gap" that counts as acknowledged;
-records re-fetched from the committed offset below the old read position are dropped as already
-read. Measured on the embedded broker: a restarted monitor's commits crept forward one offset per
-second behind a gap of ~140 records per partition, and 2 of 4 kill -9 runs ended with labels or
-predictions committed but never applied.
+them to the committed offsets (``Recovery.on_recovery_completed``). The fetcher goes on handing
+out a batch while the seek resets the consumer's read offset underneath it; the next record of
+that batch then looks like a jump past missing offsets, and faust records the range as a "gap",
+which counts as acknowledged. The records handed to the stream queues meanwhile are cleared
+when faust resumes the flow right after the seek. Traced on the embedded broker: a restarted
+monitor committed 34 records per partition that never reached an agent, and its commits crept
+forward one offset per second behind the gap.
 
-The fence closes while the seek runs: the fetcher's loop waits before handing out another
-record, and a record fetched before the seek of its partition is dropped (the seek makes the
-consumer fetch it again), so the read offset and the acknowledgements only ever see records
-read after the seek. Partitions the seek leaves alone (no committed offset yet) keep their
-records.
+The fence makes the seek wait until the batch in progress is handed out, and the next fetch
+wait until the seek is done, so the read offset the seek sets is never overtaken by a record
+fetched before it. The records the seek moves back over are fetched and handed out again.
 
-Thread ownership: the fence lives on faust's event loop; the fetcher's loop reads it, the
-recovery (through ``seek_to_committed``) writes it, both on that one loop.
+``TailCheckedConsumer`` also reads a changelog's end from its tail for the table restore
+(endoffsets.py says why).
+
+Thread ownership: the fence lives on faust's event loop; the fetcher task begins and ends the
+passes, the recovery (through ``perform_seek``) runs the seeks, both on that one loop.
 """
 
 from __future__ import annotations
