@@ -41,6 +41,43 @@ def test_a_seek_waits_for_the_batch_being_handed_out() -> None:
     assert asyncio.run(run()) == ["fetched", "handed out", "seek"]
 
 
+def test_records_of_the_batch_after_the_seek_came_are_held_and_given_to_the_seek() -> None:
+    """The fetcher stops handing out once a seek waits; the seek gets the first offset held
+    per partition, to fetch them again (a partition with nothing committed is not moved)."""
+
+    async def run() -> tuple[list[int], dict[str, int]]:
+        fence, handed_out, got = SeekFence(), [], {}
+        in_flight = asyncio.Event()
+        batch = [("p0", 10), ("p1", 20), ("p0", 11), ("p1", 21), ("p0", 12)]
+
+        async def fetcher() -> None:
+            await fence.begin_pass()
+            held: dict[str, int] = {}
+            for tp, offset in batch:
+                if not fence.is_open:
+                    held.setdefault(tp, offset)
+                    continue
+                handed_out.append(offset)
+                await in_flight.wait()  # the record in flight: the seek arrives meanwhile
+            fence.end_pass(held)
+
+        async def seek() -> None:
+            async with fence.seeking() as held:
+                got.update(held)
+
+        f = asyncio.create_task(fetcher())
+        await _settle()  # the first record is in flight
+        s = asyncio.create_task(seek())
+        await _settle()  # the seek waits for it
+        in_flight.set()
+        await asyncio.gather(s, f)
+        return handed_out, got
+
+    handed_out, held = asyncio.run(run())
+    assert handed_out == [10]
+    assert held == {"p1": 20, "p0": 11}  # everything not handed out is fetched again
+
+
 def test_a_fetch_waits_for_the_seek_under_way() -> None:
     async def run() -> list[str]:
         fence, order = SeekFence(), []

@@ -9,9 +9,11 @@ when faust resumes the flow right after the seek. Traced on the embedded broker:
 monitor committed 34 records per partition that never reached an agent, and its commits crept
 forward one offset per second behind the gap.
 
-The fence makes the seek wait until the batch in progress is handed out, and the next fetch
-wait until the seek is done, so the read offset the seek sets is never overtaken by a record
-fetched before it. The records the seek moves back over are fetched and handed out again.
+The fence stops the fetcher handing out records once a seek is waiting (the record in flight
+is finished), makes the seek wait for that, and the next fetch wait until the seek is done, so
+the read offset the seek sets is never overtaken by a record fetched before it. The records
+held back are fetched again: the seek moves the partitions back to their committed offsets,
+and a partition it leaves alone (nothing committed yet) is moved back to the first one held.
 
 ``TailCheckedConsumer`` also reads a changelog's end from its tail for the table restore
 (endoffsets.py says why).
@@ -39,10 +41,12 @@ class SeekFence:
     """Lets a seek run only while no fetched batch is being handed out, and no fetch alongside.
 
     A pass is one fetch and the handing out of its records (``begin_pass`` once the fetcher
-    is about to fetch, ``end_pass`` when the last record is handed out); ``seeking()`` wraps
-    the seek. A seek waits for the pass in progress to end, and a pass waits for a seek in
-    progress to end, so the read offset the seek sets is never overtaken by a record fetched
-    before it. Pure asyncio, no Kafka: the unit tests drive it directly.
+    is about to fetch, ``end_pass`` when it is done); ``seeking()`` wraps the seek. Once a
+    seek is waiting, the pass hands out no more records: it holds them back and tells
+    ``end_pass`` the first offset it held per partition, which the seek receives. A seek waits
+    for the pass in progress to end, and a pass waits for a seek in progress to end, so the
+    read offset the seek sets is never overtaken by a record fetched before it. Pure asyncio,
+    no Kafka: the unit tests drive it directly.
     """
 
     def __init__(self, max_wait_s: float = 10.0) -> None:
@@ -58,6 +62,7 @@ class SeekFence:
         """Seeks that waited for a pass in progress: each one a race the fence settled."""
         self.late = 0
         """Seeks that went ahead because the pass in progress did not end in time."""
+        self._held: dict[Any, int] = {}
 
     async def begin_pass(self) -> None:
         while not self._open.is_set():  # a seek is under way: fetch after it
@@ -65,12 +70,21 @@ class SeekFence:
         self._pass_task = asyncio.current_task()
         self._idle.clear()
 
-    def end_pass(self) -> None:
+    @property
+    def is_open(self) -> bool:
+        """False while a seek waits or runs: the pass in progress must hand out nothing more."""
+        return self._open.is_set()
+
+    def end_pass(self, held: dict[Any, int] | None = None) -> None:
+        """The pass is over; ``held``: the first offset per partition it did not hand out."""
+        for tp, offset in (held or {}).items():
+            self._held[tp] = min(offset, self._held.get(tp, offset))
         self._pass_task = None
         self._idle.set()
 
     @contextlib.asynccontextmanager
-    async def seeking(self) -> AsyncIterator[None]:
+    async def seeking(self) -> AsyncIterator[dict[Any, int]]:
+        """Wraps a seek; gives it the first held offset per partition (to fetch again)."""
         self._open.clear()
         try:
             # faust seeks from inside a pass too (a fetch while its flow is stopped); that
@@ -86,7 +100,8 @@ class SeekFence:
                         "records of the batch in progress may be skipped",
                         self.max_wait_s,
                     )
-            yield
+            held, self._held = self._held, {}
+            yield held
         finally:
             self._open.set()
 
@@ -99,8 +114,14 @@ class FencedConsumer(faust_aiokafka.Consumer):
         self.fence = SeekFence()
 
     async def perform_seek(self) -> None:
-        async with self.fence.seeking():
+        async with self.fence.seeking() as held:
             await super().perform_seek()
+            for tp, offset in held.items():
+                committed = self._read_offset.get(tp)
+                # aiokafka moves only partitions with a committed offset above 0; the others
+                # must go back to the first record held, or it would never be fetched again.
+                if committed is None or committed <= 0:
+                    await self.seek(tp, offset)
 
     async def _wait_next_records(self, timeout: float) -> Any:
         if not self.flow_active:
@@ -111,11 +132,18 @@ class FencedConsumer(faust_aiokafka.Consumer):
         return await super()._wait_next_records(timeout)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        fence = self.fence
+        held: dict[TP, int] = {}
+        records = super().getmany(timeout)
         try:
-            async for tp, message in super().getmany(timeout):
+            async for tp, message in records:
+                if not fence.is_open:  # a seek waits: fetch the rest again after it
+                    held.setdefault(tp, message.offset)
+                    continue
                 yield tp, message
         finally:
-            self.fence.end_pass()
+            await records.aclose()
+            fence.end_pass(held)
 
 
 class TailCheckedConsumer(FencedConsumer):
