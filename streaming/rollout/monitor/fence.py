@@ -116,11 +116,12 @@ class FencedConsumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         async with self.fence.seeking() as held:
             await super().perform_seek()
+            assigned = self.assignment()
             for tp, offset in held.items():
                 committed = self._read_offset.get(tp)
                 # aiokafka moves only partitions with a committed offset above 0; the others
                 # must go back to the first record held, or it would never be fetched again.
-                if committed is None or committed <= 0:
+                if tp in assigned and (committed is None or committed <= 0):
                     await self.seek(tp, offset)
 
     async def _wait_next_records(self, timeout: float) -> Any:
