@@ -14,6 +14,7 @@ a thin window from being judged at all).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -31,6 +32,8 @@ from streaming.kafka import settings as kafka_settings
 from streaming.observability.http import serve
 from streaming.rollout.control import ControlReader, RoutingUpdate, describe, write_update
 from streaming.rollout.monitor.credentials import monitor_credentials
+from streaming.rollout.monitor.endoffsets import read_end_offsets
+from streaming.rollout.monitor.fence import MonitorApp
 from streaming.rollout.monitor.labels_app import LabelsWiring
 from streaming.rollout.monitor.rollout import MonitorStartError, RolloutMonitor
 
@@ -76,7 +79,8 @@ def build_app(
 ) -> faust.App:
     """The faust app; ``stop_when(monitor)`` true ends it (bounded runs, tests)."""
     t = cfg.topics
-    app = faust.App(
+    # MonitorApp: a restarted monitor must not commit past records it never applied (fence.py).
+    app = MonitorApp(
         cfg.monitor.group or f"{cfg.kafka.group}-monitor",
         broker=_broker_url(cfg.kafka.bootstrap),
         store="memory://",
@@ -95,6 +99,10 @@ def build_app(
         # The label join writes a changelog record per event: large batches, few requests.
         producer_max_batch_size=1_048_576,
         broker_credentials=monitor_credentials(cfg.kafka),
+    )
+    # The table restore reads each changelog to its real end (endoffsets.py).
+    app.read_end_offsets = functools.partial(
+        read_end_offsets, kafka_settings.reader_settings(cfg.kafka, f"{app.conf.id}-tail")
     )
     predictions = app.topic(t.predictions, value_type=bytes)
     shadow = app.topic(t.shadow_topic, value_type=bytes)
