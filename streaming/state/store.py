@@ -1,0 +1,200 @@
+"""The state of one input partition: per Kafka key, the key's recent events, and the
+aggregates an event reads from them.
+
+Semantics (the brute-force check in loadtests/state_check.py computes exactly this):
+
+- ``wm`` is the partition's latest event time among the events applied so far.
+- An event at offset ``o`` with event time ``ts`` is *late* when ``ts < wm - grace``: it is
+  scored as if it happened at ``wm`` ("as of now") and is not added to the state. Other events,
+  in order or out of order within the grace period, are added at their place in event time.
+- Its features aggregate the key's events (late ones excluded) with an offset *smaller than*
+  ``o`` and an event time in ``(t - window, t]``, ``t`` being ``ts`` (or ``wm`` if late).
+- Each kept event carries its input offset: that is what the state keeps per key of where
+  each change came from. An event whose offset is not above the partition's last applied
+  offset is a replay (at-least-once reads it again after a crash or a rebalance): it changes
+  nothing, and its features are computed from the events with a smaller offset only, so
+  they equal the first run's, never counting the event twice.
+- Events older than ``wm - horizon`` (the longest window + grace + replay margin) are pruned
+  and a key whose newest event is that old is dropped: no window of a current event can
+  reach them, so pruning changes no feature. A replay is exact while the partition's event
+  time has moved on by less than the replay margin since the first run (seconds, in practice).
+
+Sums are ``math.fsum`` (exactly rounded): the result does not depend on the order events
+were inserted in, so a replay and a recomputation agree to the last bit.
+
+Threads: a PartitionState is owned by the feeding thread (the engine's submit); the
+changelog writer reads serialized copies only.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from streaming.state.spec import StateSpec
+
+_EXPIRE_EVERY = 1024
+"""Applied events between two passes over the oldest keys."""
+
+
+class KeyHistory:
+    """One key's kept events, sorted by (event time, offset): parallel lists."""
+
+    __slots__ = ("cols", "off", "ts")
+
+    def __init__(self, n_fields: int) -> None:
+        self.ts: list[int] = []
+        self.off: list[int] = []
+        self.cols: list[list[Any]] = [[] for _ in range(n_fields)]
+
+    def insert(self, at: int, ts: int, off: int, values: Sequence[Any]) -> None:
+        if at == len(self.ts):
+            self.ts.append(ts)
+            self.off.append(off)
+            for col, v in zip(self.cols, values, strict=True):
+                col.append(v)
+        else:
+            self.ts.insert(at, ts)
+            self.off.insert(at, off)
+            for col, v in zip(self.cols, values, strict=True):
+                col.insert(at, v)
+
+    def drop_before(self, k: int) -> None:
+        del self.ts[:k]
+        del self.off[:k]
+        for col in self.cols:
+            del col[:k]
+
+
+class _Plan:
+    """The aggregates grouped by window, compiled once: (window, [(slot, kind, col, agg)])."""
+
+    def __init__(self, spec: StateSpec) -> None:
+        col_of = {f: i for i, f in enumerate(spec.fields)}
+        windows: dict[int, list[tuple[int, str, int, Any]]] = {}
+        for slot, a in enumerate(spec.aggregates):
+            col = col_of[a.field] if a.field is not None else -1
+            windows.setdefault(a.window_ms, []).append((slot, a.kind, col, a))
+        self.windows = sorted(windows.items())
+        self.width = len(spec.aggregates)
+
+
+class PartitionState:
+    """Per key state of one partition; ``apply`` returns an event's features and adds it."""
+
+    def __init__(self, spec: StateSpec) -> None:
+        self.spec = spec
+        self._plan = _Plan(spec)
+        self._n_fields = len(spec.fields)
+        self.keys: dict[Hashable, KeyHistory] = {}
+        """Ordered by last touch (re-inserted on every apply), so the oldest come first."""
+        self.wm: int | None = None
+        """The latest event time applied (None before the first event)."""
+        self.applied = -1
+        """The highest offset applied; an offset not above it is a replay."""
+        self.late: dict[int, int] = {}
+        """Offset -> the time a late event was scored at, so that its replay is scored alike."""
+        self._since_expiry = 0
+
+    # ---------------------------------------------------------------- the hot path
+
+    def apply(self, key: Hashable, offset: int, ts: int, values: Sequence[Any]) -> list[float]:
+        """The features of the event at ``offset``, then the event added (unless it is late or
+        a replay). ``values`` are the event's fields, in ``spec.fields`` order."""
+        if offset <= self.applied:
+            return self._replay(key, offset, ts)
+        self.applied = offset
+        wm = self.wm
+        h = self.keys.pop(key, None)
+        if h is None:
+            h = KeyHistory(self._n_fields)
+        self.keys[key] = h
+        if wm is not None and ts < wm - self.spec.grace_ms:
+            self.late[offset] = wm
+            feats = self._features(h, wm, len(h.ts))
+        else:
+            ts_list = h.ts
+            at = len(ts_list) if not ts_list or ts >= ts_list[-1] else bisect_right(ts_list, ts)
+            feats = self._features(h, ts, at)
+            h.insert(at, ts, offset, values)
+            if wm is None or ts > wm:
+                self.wm = wm = ts
+            limit = wm - self.spec.horizon_ms
+            if ts_list[0] <= limit:
+                h.drop_before(bisect_right(ts_list, limit))
+        self._since_expiry += 1
+        if self._since_expiry >= _EXPIRE_EVERY:
+            self.expire()
+        return feats
+
+    def _features(self, h: KeyHistory, t: int, hi: int) -> list[float]:
+        """Aggregates over ``h``'s events [.., hi) with event time in (t - window, t]."""
+        out = [0.0] * self._plan.width
+        ts = h.ts
+        cols = h.cols
+        for window, aggs in self._plan.windows:
+            lo = bisect_right(ts, t - window, 0, hi)
+            n = hi - lo
+            for slot, kind, col, agg in aggs:
+                if kind == "count":
+                    out[slot] = float(n)
+                elif n == 0:
+                    out[slot] = (
+                        window / 1000.0
+                        if kind == "since_last" and agg.default == 0.0
+                        else (0.0 if kind in ("sum", "distinct") else agg.default)
+                    )
+                elif kind == "sum":
+                    out[slot] = math.fsum(cols[col][lo:hi])
+                elif kind == "mean":
+                    out[slot] = math.fsum(cols[col][lo:hi]) / n
+                elif kind == "max":
+                    out[slot] = float(max(cols[col][lo:hi]))
+                elif kind == "distinct":
+                    out[slot] = float(min(len(set(cols[col][lo:hi])), agg.cap))
+                elif kind == "last":
+                    out[slot] = float(cols[col][hi - 1])
+                else:  # since_last
+                    out[slot] = (t - ts[hi - 1]) / 1000.0
+        return out
+
+    # ---------------------------------------------------------------- replays and expiry
+
+    def _replay(self, key: Hashable, offset: int, ts: int) -> list[float]:
+        """An event read again: features from the key's events with a smaller offset only."""
+        t = self.late.get(offset, ts)
+        h = self.keys.get(key)
+        if h is None:
+            return self._features(KeyHistory(self._n_fields), t, 0)
+        keep = [i for i, o in enumerate(h.off) if o < offset]
+        if len(keep) == len(h.off):
+            sub = h
+        else:
+            sub = KeyHistory(self._n_fields)
+            sub.ts = [h.ts[i] for i in keep]
+            sub.off = [h.off[i] for i in keep]
+            sub.cols = [[c[i] for i in keep] for c in h.cols]
+        return self._features(sub, t, bisect_right(sub.ts, t))
+
+    def expire(self) -> int:
+        """Drop the keys (oldest touched first) whose newest event is past the horizon, and
+        late-event marks as old; returns how many keys went."""
+        self._since_expiry = 0
+        if self.wm is None:
+            return 0
+        limit = self.wm - self.spec.horizon_ms
+        gone = []
+        for key, h in self.keys.items():
+            if h.ts and h.ts[-1] > limit:
+                break  # touched order ~ event time: the rest are newer (a straggler only waits)
+            gone.append(key)
+        for key in gone:
+            del self.keys[key]
+        if self.late:
+            self.late = {o: t for o, t in self.late.items() if t > limit}
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self.keys)
