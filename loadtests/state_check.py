@@ -99,10 +99,8 @@ def mismatches(spec: StateSpec, got: np.ndarray, want: np.ndarray) -> dict[str, 
     out = {}
     for slot, a in enumerate(spec.aggregates):
         g, w = got[:, slot], want[:, slot]
-        if a.kind in ("sum", "mean"):
-            bad = ~np.isclose(g, w, rtol=1e-9, atol=1e-9)
-        else:
-            bad = g != w
+        exact = a.kind not in ("sum", "mean")
+        bad = g != w if exact else ~np.isclose(g, w, rtol=1e-9, atol=1e-9)
         out[a.name] = int(bad.sum())
     return out
 
