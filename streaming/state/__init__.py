@@ -5,7 +5,7 @@ late events, expiry); stage: the engine's stage over all assigned partitions.
 """
 
 from streaming.state.spec import Aggregate, StateSpec
-from streaming.state.stage import StateStage
+from streaming.state.stage import StateStage, history_features
 from streaming.state.store import PartitionState
 
-__all__ = ["Aggregate", "PartitionState", "StateSpec", "StateStage"]
+__all__ = ["Aggregate", "PartitionState", "StateSpec", "StateStage", "history_features"]

@@ -63,3 +63,15 @@ class StateStage:
     def keys(self) -> int:
         """Keys held over all partitions (for the metric and the soak)."""
         return sum(len(s) for s in self.partitions.values())
+
+
+def history_features(spec: StateSpec, keys: Sequence[Any], records: Sequence[Any]) -> np.ndarray:
+    """The stage over a whole history read as one partition in order (offset = position):
+    what training computes, with the code serving runs."""
+    state = PartitionState(spec)
+    ts_field, fields = spec.ts_field, spec.fields
+    rows = [
+        state.apply(key, offset, getattr(rec, ts_field), [getattr(rec, f) for f in fields])
+        for offset, (key, rec) in enumerate(zip(keys, records, strict=True))
+    ]
+    return np.array(rows, dtype=np.float64).reshape(len(records), len(spec.aggregates))

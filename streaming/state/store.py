@@ -36,7 +36,7 @@ from typing import Any
 from streaming.state.spec import StateSpec
 
 _EXPIRE_EVERY = 1024
-"""Applied events between two passes over the oldest keys."""
+"""Fewest applied events between two expiry passes."""
 
 
 class KeyHistory:
@@ -69,16 +69,24 @@ class KeyHistory:
 
 
 class _Plan:
-    """The aggregates grouped by window, compiled once: (window, [(slot, kind, col, agg)])."""
+    """The aggregates compiled once: grouped by window as (window, [(slot, kind, col, cap)]),
+    and the row of values every aggregate takes when its window is empty."""
 
     def __init__(self, spec: StateSpec) -> None:
         col_of = {f: i for i, f in enumerate(spec.fields)}
-        windows: dict[int, list[tuple[int, str, int, Any]]] = {}
+        windows: dict[int, list[tuple[int, str, int, int]]] = {}
+        empty = []
         for slot, a in enumerate(spec.aggregates):
             col = col_of[a.field] if a.field is not None else -1
-            windows.setdefault(a.window_ms, []).append((slot, a.kind, col, a))
+            windows.setdefault(a.window_ms, []).append((slot, a.kind, col, a.cap))
+            if a.kind in ("count", "sum", "distinct"):
+                empty.append(0.0)
+            elif a.kind == "since_last" and a.default == 0.0:
+                empty.append(a.window_ms / 1000.0)
+            else:
+                empty.append(a.default)
         self.windows = sorted(windows.items())
-        self.width = len(spec.aggregates)
+        self.empty = empty
 
 
 class PartitionState:
@@ -86,10 +94,13 @@ class PartitionState:
 
     def __init__(self, spec: StateSpec) -> None:
         self.spec = spec
-        self._plan = _Plan(spec)
+        self._grace = spec.grace_ms
+        self._horizon = spec.horizon_ms  # bound once: properties cost on the hot path
+        plan = _Plan(spec)
+        self._windows = plan.windows
+        self._empty = plan.empty
         self._n_fields = len(spec.fields)
         self.keys: dict[Hashable, KeyHistory] = {}
-        """Ordered by last touch (re-inserted on every apply), so the oldest come first."""
         self.wm: int | None = None
         """The latest event time applied (None before the first event)."""
         self.applied = -1
@@ -97,6 +108,7 @@ class PartitionState:
         self.late: dict[int, int] = {}
         """Offset -> the time a late event was scored at, so that its replay is scored alike."""
         self._since_expiry = 0
+        self._expire_every = _EXPIRE_EVERY
 
     # ---------------------------------------------------------------- the hot path
 
@@ -107,57 +119,60 @@ class PartitionState:
             return self._replay(key, offset, ts)
         self.applied = offset
         wm = self.wm
-        h = self.keys.pop(key, None)
+        h = self.keys.get(key)
         if h is None:
-            h = KeyHistory(self._n_fields)
-        self.keys[key] = h
-        if wm is not None and ts < wm - self.spec.grace_ms:
+            h = self.keys[key] = KeyHistory(self._n_fields)
+        if wm is not None and ts < wm - self._grace:
             self.late[offset] = wm
             feats = self._features(h, wm, len(h.ts))
         else:
             ts_list = h.ts
-            at = len(ts_list) if not ts_list or ts >= ts_list[-1] else bisect_right(ts_list, ts)
-            feats = self._features(h, ts, at)
-            h.insert(at, ts, offset, values)
+            if not ts_list or ts >= ts_list[-1]:  # in order: the common case, appended
+                feats = self._features(h, ts, len(ts_list))
+                ts_list.append(ts)
+                h.off.append(offset)
+                for col, v in zip(h.cols, values):  # noqa: B905 - lengths fixed by the spec
+                    col.append(v)
+            else:
+                at = bisect_right(ts_list, ts)
+                feats = self._features(h, ts, at)
+                h.insert(at, ts, offset, values)
             if wm is None or ts > wm:
                 self.wm = wm = ts
-            limit = wm - self.spec.horizon_ms
+            limit = wm - self._horizon
             if ts_list[0] <= limit:
                 h.drop_before(bisect_right(ts_list, limit))
         self._since_expiry += 1
-        if self._since_expiry >= _EXPIRE_EVERY:
+        if self._since_expiry >= self._expire_every:
             self.expire()
         return feats
 
     def _features(self, h: KeyHistory, t: int, hi: int) -> list[float]:
         """Aggregates over ``h``'s events [.., hi) with event time in (t - window, t]."""
-        out = [0.0] * self._plan.width
+        out = self._empty[:]
+        if not hi:
+            return out
         ts = h.ts
         cols = h.cols
-        for window, aggs in self._plan.windows:
+        for window, aggs in self._windows:
             lo = bisect_right(ts, t - window, 0, hi)
-            n = hi - lo
-            for slot, kind, col, agg in aggs:
+            if lo == hi:
+                continue  # an empty window: the defaults stand
+            for slot, kind, col, cap in aggs:
                 if kind == "count":
-                    out[slot] = float(n)
-                elif n == 0:
-                    out[slot] = (
-                        window / 1000.0
-                        if kind == "since_last" and agg.default == 0.0
-                        else (0.0 if kind in ("sum", "distinct") else agg.default)
-                    )
+                    out[slot] = float(hi - lo)
+                elif kind == "since_last":
+                    out[slot] = (t - ts[hi - 1]) / 1000.0
                 elif kind == "sum":
                     out[slot] = math.fsum(cols[col][lo:hi])
                 elif kind == "mean":
-                    out[slot] = math.fsum(cols[col][lo:hi]) / n
+                    out[slot] = math.fsum(cols[col][lo:hi]) / (hi - lo)
+                elif kind == "distinct":
+                    out[slot] = float(min(len(set(cols[col][lo:hi])), cap))
                 elif kind == "max":
                     out[slot] = float(max(cols[col][lo:hi]))
-                elif kind == "distinct":
-                    out[slot] = float(min(len(set(cols[col][lo:hi])), agg.cap))
-                elif kind == "last":
+                else:  # last
                     out[slot] = float(cols[col][hi - 1])
-                else:  # since_last
-                    out[slot] = (t - ts[hi - 1]) / 1000.0
         return out
 
     # ---------------------------------------------------------------- replays and expiry
@@ -179,21 +194,19 @@ class PartitionState:
         return self._features(sub, t, bisect_right(sub.ts, t))
 
     def expire(self) -> int:
-        """Drop the keys (oldest touched first) whose newest event is past the horizon, and
-        late-event marks as old; returns how many keys went."""
+        """Drop the keys whose newest event is past the horizon, and late-event marks as old;
+        returns how many keys went. A pass looks at every key, so passes are spaced by at
+        least as many events as there are keys: about one key looked at per event."""
         self._since_expiry = 0
         if self.wm is None:
             return 0
-        limit = self.wm - self.spec.horizon_ms
-        gone = []
-        for key, h in self.keys.items():
-            if h.ts and h.ts[-1] > limit:
-                break  # touched order ~ event time: the rest are newer (a straggler only waits)
-            gone.append(key)
+        limit = self.wm - self._horizon
+        gone = [key for key, h in self.keys.items() if not h.ts or h.ts[-1] <= limit]
         for key in gone:
             del self.keys[key]
         if self.late:
             self.late = {o: t for o, t in self.late.items() if t > limit}
+        self._expire_every = max(_EXPIRE_EVERY, len(self.keys))
         return len(gone)
 
     def __len__(self) -> int:
