@@ -105,13 +105,17 @@ def histogram(values: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
     return {"edges": edges.round(6).tolist(), "counts": counts.tolist()}
 
 
-def drift_baselines(records: Sequence[Transaction], scores: np.ndarray) -> dict[str, Any]:
+def drift_baselines(
+    records: Sequence[Transaction], scores: np.ndarray, state: np.ndarray
+) -> dict[str, Any]:
+    """Inputs' and scores' histograms; state features (the worker bins them like fields)."""
     return {
         "features": {
             "amount": histogram(np.array([r.amount for r in records])),
             "distance_from_home_km": histogram(
                 np.array([r.distance_from_home_km for r in records])
             ),
+            "amount_sum_24h": histogram(state[:, STATE.names.index("amount_sum_24h")]),
         },
         "score": histogram(scores),
     }
@@ -206,7 +210,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "base_rate": round(float(labels.mean()), 5),
                 "train_rows": rows,
             },
-            extra={"kind": spec["kind"], "drift_baseline": drift_baselines(test_recs, scores)},
+            extra={
+                "kind": spec["kind"],
+                "drift_baseline": drift_baselines(test_recs, scores, state[cut:]),
+            },
         )
         print(f"  exported {out}/model.onnx, model.pt, metadata.json", flush=True)
     print(f"done in {time.monotonic() - started:.0f} s", flush=True)

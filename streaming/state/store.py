@@ -22,6 +22,11 @@ Semantics (the brute-force check in loadtests/state_check.py computes exactly th
 Sums are ``math.fsum`` (exactly rounded): the result does not depend on the order events
 were inserted in, so a replay and a recomputation agree to the last bit.
 
+Layout: per key one flat ``array('d')`` of rows ``(ts, offset, field...)`` sorted by (event
+time, offset). Arrays are not tracked by the garbage collector: with a Python object and a list
+per column for each key, the collector's passes over the state of 50,000 cards were 70% of the
+stage's cost. Fields only counted distinct are stored as codes of the partition's vocabulary.
+
 Threads: a PartitionState is owned by the feeding thread (the engine's submit); the
 changelog writer reads serialized copies only.
 """
@@ -29,6 +34,7 @@ changelog writer reads serialized copies only.
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_right
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -39,41 +45,13 @@ _EXPIRE_EVERY = 1024
 """Fewest applied events between two expiry passes."""
 
 
-class KeyHistory:
-    """One key's kept events, sorted by (event time, offset): parallel lists."""
-
-    __slots__ = ("cols", "off", "ts")
-
-    def __init__(self, n_fields: int) -> None:
-        self.ts: list[int] = []
-        self.off: list[int] = []
-        self.cols: list[list[Any]] = [[] for _ in range(n_fields)]
-
-    def insert(self, at: int, ts: int, off: int, values: Sequence[Any]) -> None:
-        if at == len(self.ts):
-            self.ts.append(ts)
-            self.off.append(off)
-            for col, v in zip(self.cols, values, strict=True):
-                col.append(v)
-        else:
-            self.ts.insert(at, ts)
-            self.off.insert(at, off)
-            for col, v in zip(self.cols, values, strict=True):
-                col.insert(at, v)
-
-    def drop_before(self, k: int) -> None:
-        del self.ts[:k]
-        del self.off[:k]
-        for col in self.cols:
-            del col[:k]
-
-
 class _Plan:
-    """The aggregates compiled once: grouped by window as (window, [(slot, kind, col, cap)]),
-    and the row of values every aggregate takes when its window is empty."""
+    """The aggregates compiled once: grouped by window as (window, [(slot, kind, col, cap)])
+    with ``col`` the field's place in a row, and the row of values every aggregate takes
+    when its window is empty."""
 
     def __init__(self, spec: StateSpec) -> None:
-        col_of = {f: i for i, f in enumerate(spec.fields)}
+        col_of = {f: 2 + i for i, f in enumerate(spec.fields)}
         windows: dict[int, list[tuple[int, str, int, int]]] = {}
         empty = []
         for slot, a in enumerate(spec.aggregates):
@@ -87,6 +65,9 @@ class _Plan:
                 empty.append(a.default)
         self.windows = sorted(windows.items())
         self.empty = empty
+        numeric = {a.field for a in spec.aggregates if a.kind != "distinct"}
+        self.coded = [f not in numeric for f in spec.fields]
+        self.stride = 2 + len(spec.fields)
 
 
 class PartitionState:
@@ -99,8 +80,13 @@ class PartitionState:
         plan = _Plan(spec)
         self._windows = plan.windows
         self._empty = plan.empty
-        self._n_fields = len(spec.fields)
-        self.keys: dict[Hashable, KeyHistory] = {}
+        self._coded = plan.coded
+        self._any_coded = any(plan.coded)
+        self._stride = plan.stride
+        self.codes: dict[Any, int] = {}
+        """Vocabulary of the fields only counted distinct; grows with distinct values seen."""
+        self.keys: dict[Hashable, array] = {}
+        """Key -> its rows (ts, offset, fields...), flat."""
         self.wm: int | None = None
         """The latest event time applied (None before the first event)."""
         self.applied = -1
@@ -119,43 +105,59 @@ class PartitionState:
             return self._replay(key, offset, ts)
         self.applied = offset
         wm = self.wm
-        h = self.keys.get(key)
-        if h is None:
-            h = self.keys[key] = KeyHistory(self._n_fields)
+        rows = self.keys.get(key)
+        if rows is None:
+            rows = self.keys[key] = array("d")
+        stride = self._stride
         if wm is not None and ts < wm - self._grace:
             self.late[offset] = wm
-            feats = self._features(h, wm, len(h.ts))
+            feats = self._features(rows, wm, len(rows) // stride)
         else:
-            ts_list = h.ts
-            if not ts_list or ts >= ts_list[-1]:  # in order: the common case, appended
-                feats = self._features(h, ts, len(ts_list))
-                ts_list.append(ts)
-                h.off.append(offset)
-                for col, v in zip(h.cols, values):  # noqa: B905 - lengths fixed by the spec
-                    col.append(v)
+            if self._any_coded:
+                values = self._encode(values)
+            n = len(rows) // stride
+            if not n or ts >= rows[-stride]:  # in order: the common case, appended
+                feats = self._features(rows, ts, n)
+                rows.append(ts)
+                rows.append(offset)
+                rows.extend(values)
             else:
-                at = bisect_right(ts_list, ts)
-                feats = self._features(h, ts, at)
-                h.insert(at, ts, offset, values)
+                at = bisect_right(rows[0::stride], ts)
+                feats = self._features(rows, ts, at)
+                rows[at * stride : at * stride] = array("d", (ts, offset, *values))
             if wm is None or ts > wm:
                 self.wm = wm = ts
             limit = wm - self._horizon
-            if ts_list[0] <= limit:
-                h.drop_before(bisect_right(ts_list, limit))
+            if rows[0] <= limit:
+                del rows[: bisect_right(rows[0::stride], limit) * stride]
         self._since_expiry += 1
         if self._since_expiry >= self._expire_every:
             self.expire()
         return feats
 
-    def _features(self, h: KeyHistory, t: int, hi: int) -> list[float]:
-        """Aggregates over ``h``'s events [.., hi) with event time in (t - window, t]."""
+    def _encode(self, values: Sequence[Any]) -> list[Any]:
+        codes = self.codes
+        out = []
+        for coded, v in zip(self._coded, values):  # noqa: B905 - lengths fixed by the spec
+            if coded:
+                c = codes.get(v)
+                if c is None:
+                    c = codes[v] = len(codes)
+                out.append(c)
+            else:
+                out.append(v)
+        return out
+
+    def _features(self, rows: array, t: int, hi: int) -> list[float]:
+        """Aggregates over the first ``hi`` rows with event time in (t - window, t]."""
         out = self._empty[:]
         if not hi:
             return out
-        ts = h.ts
-        cols = h.cols
+        stride = self._stride
+        ts = rows[0 : hi * stride : stride]
+        end = hi * stride
         for window, aggs in self._windows:
-            lo = bisect_right(ts, t - window, 0, hi)
+            lo = bisect_right(ts, t - window)
             if lo == hi:
                 continue  # an empty window: the defaults stand
             for slot, kind, col, cap in aggs:
@@ -164,15 +166,15 @@ class PartitionState:
                 elif kind == "since_last":
                     out[slot] = (t - ts[hi - 1]) / 1000.0
                 elif kind == "sum":
-                    out[slot] = math.fsum(cols[col][lo:hi])
+                    out[slot] = math.fsum(rows[lo * stride + col : end : stride])
                 elif kind == "mean":
-                    out[slot] = math.fsum(cols[col][lo:hi]) / (hi - lo)
+                    out[slot] = math.fsum(rows[lo * stride + col : end : stride]) / (hi - lo)
                 elif kind == "distinct":
-                    out[slot] = float(min(len(set(cols[col][lo:hi])), cap))
+                    out[slot] = float(min(len(set(rows[lo * stride + col : end : stride])), cap))
                 elif kind == "max":
-                    out[slot] = float(max(cols[col][lo:hi]))
+                    out[slot] = max(rows[lo * stride + col : end : stride])
                 else:  # last
-                    out[slot] = float(cols[col][hi - 1])
+                    out[slot] = rows[end - stride + col]
         return out
 
     # ---------------------------------------------------------------- replays and expiry
@@ -180,18 +182,15 @@ class PartitionState:
     def _replay(self, key: Hashable, offset: int, ts: int) -> list[float]:
         """An event read again: features from the key's events with a smaller offset only."""
         t = self.late.get(offset, ts)
-        h = self.keys.get(key)
-        if h is None:
-            return self._features(KeyHistory(self._n_fields), t, 0)
-        keep = [i for i, o in enumerate(h.off) if o < offset]
-        if len(keep) == len(h.off):
-            sub = h
-        else:
-            sub = KeyHistory(self._n_fields)
-            sub.ts = [h.ts[i] for i in keep]
-            sub.off = [h.off[i] for i in keep]
-            sub.cols = [[c[i] for i in keep] for c in h.cols]
-        return self._features(sub, t, bisect_right(sub.ts, t))
+        rows = self.keys.get(key)
+        if rows is None:
+            return self._empty[:]
+        stride = self._stride
+        earlier = array("d")
+        for i in range(0, len(rows), stride):
+            if rows[i + 1] < offset:
+                earlier.extend(rows[i : i + stride])
+        return self._features(earlier, t, bisect_right(earlier[0::stride], t))
 
     def expire(self) -> int:
         """Drop the keys whose newest event is past the horizon, and late-event marks as old;
@@ -201,7 +200,8 @@ class PartitionState:
         if self.wm is None:
             return 0
         limit = self.wm - self._horizon
-        gone = [key for key, h in self.keys.items() if not h.ts or h.ts[-1] <= limit]
+        stride = self._stride
+        gone = [key for key, rows in self.keys.items() if not rows or rows[-stride] <= limit]
         for key in gone:
             del self.keys[key]
         if self.late:

@@ -386,6 +386,11 @@ def check_pairs(ctx: Ctx) -> None:
     assert "over 1 pairs" in done.stdout, done.stdout
 
 
+def check_state_check(ctx: Ctx) -> None:
+    done = run(ctx, swap(ctx.argv, "--events", "20000"), timeout=120)
+    assert "OK: 120,000/120,000 features equal" in done.stdout, done.stdout
+
+
 def check_pool_bench(ctx: Ctx) -> None:
     argv = swap(swap(ctx.argv, "--events", "1000"), "--pairs", "1")
     done = run(ctx, argv, timeout=240)
@@ -617,6 +622,13 @@ COMMANDS: dict[str, Check] = {
     ),
     ".venv/bin/python -m loadtests.trace_cost": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/python -m loadtests.state_cost": Check(
+        "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/python -m loadtests.state_check --events 1000000": Check(
+        "bounded: --events 20000 (the full run takes ~2 min): every feature equal",
+        check_state_check,
     ),
     ".venv/bin/python -m streaming.dev.otlp_receiver --port 4318": Check(
         "on a free port instead of 4318: ready (its address printed, port open), SIGTERM, exit 0",

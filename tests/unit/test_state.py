@@ -71,13 +71,13 @@ def test_a_replay_is_scored_as_the_first_run_and_counted_once() -> None:
     state = PartitionState(spec)
     for o in range(15_000):
         state.apply(int(keys[o]), o, int(ts[o]), [c[o] for c in cols])
-    held = sum(len(h.ts) for h in state.keys.values())
+    held = sum(len(rows) for rows in state.keys.values())
     # a crash: offsets from 12,000 are read again (and the ones after, for the first time)
     again = [
         state.apply(int(keys[o]), o, int(ts[o]), [c[o] for c in cols])
         for o in range(12_000, 15_000)
     ]
-    assert sum(len(h.ts) for h in state.keys.values()) == held  # nothing counted twice
+    assert sum(len(rows) for rows in state.keys.values()) == held  # nothing counted twice
     again += [
         state.apply(int(keys[o]), o, int(ts[o]), [c[o] for c in cols])
         for o in range(15_000, 20_000)
