@@ -85,12 +85,10 @@ def stream(
     spec: StateSpec, keys: np.ndarray, ts: np.ndarray, fields: Mapping[str, np.ndarray]
 ) -> np.ndarray:
     """The same events through one PartitionState, offset = position."""
-    state = PartitionState(spec)
-    cols = [fields[f].tolist() for f in spec.fields]
-    rows = [
-        state.apply(k, o, t, [c[o] for c in cols])
-        for o, (k, t) in enumerate(zip(keys.tolist(), ts.tolist(), strict=True))
-    ]
+    cols = [ts.tolist()] + [fields[f].tolist() for f in spec.fields]
+    rows = PartitionState(spec).apply_many(
+        keys.tolist(), range(len(ts)), list(zip(*cols, strict=True))
+    )
     return np.array(rows, dtype=np.float64).reshape(len(ts), len(spec.aggregates))
 
 

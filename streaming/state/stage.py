@@ -8,6 +8,7 @@ records. Owned by the feeding thread alone (assign and revoke arrive on it too).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ class StateStage:
 
     def __init__(self, spec: StateSpec) -> None:
         self.spec = spec
+        self._read = attrgetter(spec.ts_field, *spec.fields)
+        """(ts, field...) of a record in one call."""
         self.partitions: dict[tuple[str, int], PartitionState] = {}
 
     def partition(self, topic: str, partition: int) -> PartitionState:
@@ -36,29 +39,28 @@ class StateStage:
 
     def compute(self, msgs: Sequence[Any], records: Sequence[Any]) -> np.ndarray:
         """One row of features per record (in order); each event is applied to its state."""
-        spec = self.spec
-        ts_field = spec.ts_field
-        fields = spec.fields
-        rows = []
-        last: tuple[Any, Any] = (None, None)
-        state: PartitionState | None = None
-        for msg, rec in zip(msgs, records, strict=True):
-            where = (msg.topic(), msg.partition())
-            if where != last:
-                state = self.partition(*where)
-                last = where
-            assert state is not None
-            rows.append(
-                state.apply(
-                    msg.key(),
-                    msg.offset(),
-                    getattr(rec, ts_field),
-                    [getattr(rec, f) for f in fields],
-                )
+        width = len(self.spec.aggregates)
+        if not msgs:
+            return np.zeros((0, width), dtype=np.float64)
+        read = self._read
+        rows_in = [read(r) for r in records]
+        keys = [m.key() for m in msgs]
+        offsets = [m.offset() for m in msgs]
+        where = [(m.topic(), m.partition()) for m in msgs]
+        out: list[list[float]] = []
+        start = 0
+        n = len(msgs)
+        # a poll returns runs of one partition (fetches are per partition): a call per run
+        while start < n:
+            part = where[start]
+            end = start + 1
+            while end < n and where[end] == part:
+                end += 1
+            out += self.partition(*part).apply_many(
+                keys[start:end], offsets[start:end], rows_in[start:end]
             )
-        if not rows:
-            return np.zeros((0, len(spec.aggregates)), dtype=np.float64)
-        return np.array(rows, dtype=np.float64)
+            start = end
+        return np.array(out, dtype=np.float64)
 
     def keys(self) -> int:
         """Keys held over all partitions (for the metric and the soak)."""
@@ -68,10 +70,6 @@ class StateStage:
 def history_features(spec: StateSpec, keys: Sequence[Any], records: Sequence[Any]) -> np.ndarray:
     """The stage over a whole history read as one partition in order (offset = position):
     what training computes, with the code serving runs."""
-    state = PartitionState(spec)
-    ts_field, fields = spec.ts_field, spec.fields
-    rows = [
-        state.apply(key, offset, getattr(rec, ts_field), [getattr(rec, f) for f in fields])
-        for offset, (key, rec) in enumerate(zip(keys, records, strict=True))
-    ]
+    read = attrgetter(spec.ts_field, *spec.fields)
+    rows = PartitionState(spec).apply_many(keys, range(len(records)), [read(r) for r in records])
     return np.array(rows, dtype=np.float64).reshape(len(records), len(spec.aggregates))

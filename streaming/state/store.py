@@ -80,8 +80,8 @@ class PartitionState:
         plan = _Plan(spec)
         self._windows = plan.windows
         self._empty = plan.empty
-        self._coded = plan.coded
-        self._any_coded = any(plan.coded)
+        self._coded_at = [1 + i for i, c in enumerate(plan.coded) if c]
+        """Places in an input row (ts, field...) of the fields stored as codes."""
         self._stride = plan.stride
         self.codes: dict[Any, int] = {}
         """Vocabulary of the fields only counted distinct; grows with distinct values seen."""
@@ -101,51 +101,73 @@ class PartitionState:
     def apply(self, key: Hashable, offset: int, ts: int, values: Sequence[Any]) -> list[float]:
         """The features of the event at ``offset``, then the event added (unless it is late or
         a replay). ``values`` are the event's fields, in ``spec.fields`` order."""
-        if offset <= self.applied:
-            return self._replay(key, offset, ts)
-        self.applied = offset
-        wm = self.wm
-        rows = self.keys.get(key)
-        if rows is None:
-            rows = self.keys[key] = array("d")
+        return self.apply_many([key], [offset], [(ts, *values)])[0]
+
+    def apply_many(
+        self, keys: Sequence[Hashable], offsets: Sequence[int], rows_in: Sequence[Sequence[Any]]
+    ) -> list[list[float]]:
+        """``apply`` for a run of events of this partition in offset order; ``rows_in`` holds
+        (ts, field...) per event. One loop with the hot names bound to locals: the stage's
+        cost is per event, and attribute lookups were a good share of it."""
+        out: list[list[float]] = []
+        append = out.append
+        state = self.keys
+        get = state.get
+        empty = self._empty
         stride = self._stride
-        if wm is not None and ts < wm - self._grace:
-            self.late[offset] = wm
-            feats = self._features(rows, wm, len(rows) // stride)
-        else:
-            if self._any_coded:
-                values = self._encode(values)
+        grace = self._grace
+        horizon = self._horizon
+        coded = self._coded_at
+        codes = self.codes
+        setdefault = codes.setdefault
+        features = self._features
+        wm = self.wm
+        applied = self.applied
+        replays = 0
+        for key, offset, row in zip(keys, offsets, rows_in):  # noqa: B905 - same lengths
+            if offset <= applied:
+                self.wm = wm
+                append(self._replay(key, offset, row[0]))
+                replays += 1
+                continue
+            applied = offset
+            ts = row[0]
+            rows = get(key)
+            if wm is not None and ts < wm - grace:  # late: as of wm, not kept
+                self.late[offset] = wm
+                append(features(rows, wm, len(rows) // stride) if rows else empty[:])
+                continue
+            if coded:
+                row = list(row)
+                for i in coded:
+                    row[i] = setdefault(row[i], len(codes))
+            if wm is None or ts > wm:
+                wm = ts
+            if rows is None:  # a key's first event: nothing to aggregate
+                append(empty[:])
+                rows = state[key] = array("d", row)
+                rows.insert(1, offset)
+                continue
             n = len(rows) // stride
-            if not n or ts >= rows[-stride]:  # in order: the common case, appended
-                feats = self._features(rows, ts, n)
+            if ts >= rows[-stride]:  # in order: the common case, appended
+                append(features(rows, ts, n))
                 rows.append(ts)
                 rows.append(offset)
-                rows.extend(values)
+                rows.extend(row[1:])
             else:
                 at = bisect_right(rows[0::stride], ts)
-                feats = self._features(rows, ts, at)
-                rows[at * stride : at * stride] = array("d", (ts, offset, *values))
-            if wm is None or ts > wm:
-                self.wm = wm = ts
-            limit = wm - self._horizon
+                append(features(rows, ts, at))
+                new = array("d", row)
+                new.insert(1, offset)
+                rows[at * stride : at * stride] = new
+            limit = wm - horizon
             if rows[0] <= limit:
                 del rows[: bisect_right(rows[0::stride], limit) * stride]
-        self._since_expiry += 1
+        self.wm = wm
+        self.applied = applied
+        self._since_expiry += len(out) - replays
         if self._since_expiry >= self._expire_every:
             self.expire()
-        return feats
-
-    def _encode(self, values: Sequence[Any]) -> list[Any]:
-        codes = self.codes
-        out = []
-        for coded, v in zip(self._coded, values):  # noqa: B905 - lengths fixed by the spec
-            if coded:
-                c = codes.get(v)
-                if c is None:
-                    c = codes[v] = len(codes)
-                out.append(c)
-            else:
-                out.append(v)
         return out
 
     def _features(self, rows: array, t: int, hi: int) -> list[float]:
