@@ -85,11 +85,11 @@ def stream(
     spec: StateSpec, keys: np.ndarray, ts: np.ndarray, fields: Mapping[str, np.ndarray]
 ) -> np.ndarray:
     """The same events through one PartitionState, offset = position."""
-    cols = [ts.tolist()] + [fields[f].tolist() for f in spec.fields]
-    rows = PartitionState(spec).apply_many(
-        keys.tolist(), range(len(ts)), list(zip(*cols, strict=True))
-    )
-    return np.array(rows, dtype=np.float64).reshape(len(ts), len(spec.aggregates))
+    state = PartitionState(spec)
+    rows = state.rows(ts.tolist(), range(len(ts)), [fields[f].tolist() for f in spec.fields])
+    out: list[float] = []
+    state.apply_many(keys.tolist(), rows, out)
+    return np.array(out, dtype=np.float64).reshape(len(ts), len(spec.aggregates))
 
 
 def mismatches(spec: StateSpec, got: np.ndarray, want: np.ndarray) -> dict[str, int]:

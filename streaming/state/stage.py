@@ -22,15 +22,17 @@ class StateStage:
 
     def __init__(self, spec: StateSpec) -> None:
         self.spec = spec
-        self._read = attrgetter(spec.ts_field, *spec.fields)
-        """(ts, field...) of a record in one call."""
+        self._ts = attrgetter(spec.ts_field)
+        self._fields = [attrgetter(f) for f in spec.fields]
+        self.codes: dict[Any, int] = {}
+        """The vocabulary of distinct-only fields, shared by the partitions' states."""
         self.partitions: dict[tuple[str, int], PartitionState] = {}
 
     def partition(self, topic: str, partition: int) -> PartitionState:
         """The partition's state (created empty when first seen)."""
         state = self.partitions.get((topic, partition))
         if state is None:
-            state = self.partitions[(topic, partition)] = PartitionState(self.spec)
+            state = self.partitions[(topic, partition)] = PartitionState(self.spec, self.codes)
         return state
 
     def drop(self, topic: str, partition: int) -> None:
@@ -38,29 +40,35 @@ class StateStage:
         self.partitions.pop((topic, partition), None)
 
     def compute(self, msgs: Sequence[Any], records: Sequence[Any]) -> np.ndarray:
-        """One row of features per record (in order); each event is applied to its state."""
+        """One row of features per record (in order); each event is applied to its state.
+
+        The state is per partition of the one input topic the engine reads (the first
+        message's topic: reading ``topic()`` of every message cost on the hot path)."""
         width = len(self.spec.aggregates)
-        if not msgs:
-            return np.zeros((0, width), dtype=np.float64)
-        read = self._read
-        rows_in = [read(r) for r in records]
-        keys = [m.key() for m in msgs]
-        offsets = [m.offset() for m in msgs]
-        where = [(m.topic(), m.partition()) for m in msgs]
-        out: list[list[float]] = []
-        start = 0
         n = len(msgs)
-        # a poll returns runs of one partition (fetches are per partition): a call per run
-        while start < n:
-            part = where[start]
-            end = start + 1
-            while end < n and where[end] == part:
-                end += 1
-            out += self.partition(*part).apply_many(
-                keys[start:end], offsets[start:end], rows_in[start:end]
-            )
-            start = end
-        return np.array(out, dtype=np.float64)
+        if not n:
+            return np.zeros((0, width), dtype=np.float64)
+        ts = list(map(self._ts, records))
+        columns = [list(map(get, records)) for get in self._fields]
+        offsets = [m.offset() for m in msgs]
+        keys = [m.key() for m in msgs]
+        parts = [m.partition() for m in msgs]
+        topic = msgs[0].topic()
+        first = self.partition(topic, parts[0])
+        rows = first.rows(ts, offsets, columns)  # the vocabulary is the stage's: any state
+        out: list[float] = []
+        if parts.count(parts[0]) == n:
+            first.apply_many(keys, rows, out)
+        else:  # a poll returns runs of one partition (fetches are per partition): a call each
+            start = 0
+            while start < n:
+                part = parts[start]
+                end = start + 1
+                while end < n and parts[end] == part:
+                    end += 1
+                self.partition(topic, part).apply_many(keys[start:end], rows[start:end], out)
+                start = end
+        return np.array(out, dtype=np.float64).reshape(n, width)
 
     def keys(self) -> int:
         """Keys held over all partitions (for the metric and the soak)."""
@@ -70,6 +78,9 @@ class StateStage:
 def history_features(spec: StateSpec, keys: Sequence[Any], records: Sequence[Any]) -> np.ndarray:
     """The stage over a whole history read as one partition in order (offset = position):
     what training computes, with the code serving runs."""
-    read = attrgetter(spec.ts_field, *spec.fields)
-    rows = PartitionState(spec).apply_many(keys, range(len(records)), [read(r) for r in records])
-    return np.array(rows, dtype=np.float64).reshape(len(records), len(spec.aggregates))
+    state = PartitionState(spec)
+    ts = [getattr(r, spec.ts_field) for r in records]
+    columns = [[getattr(r, f) for r in records] for f in spec.fields]
+    out: list[float] = []
+    state.apply_many(keys, state.rows(ts, range(len(records)), columns), out)
+    return np.array(out, dtype=np.float64).reshape(len(records), len(spec.aggregates))

@@ -41,6 +41,8 @@ from typing import Any
 
 from streaming.state.spec import StateSpec
 
+_NO_TIME = -(2**62)
+"""The partition's event time before its first event (no event is late then)."""
 _EXPIRE_EVERY = 1024
 """Fewest applied events between two expiry passes."""
 
@@ -73,18 +75,18 @@ class _Plan:
 class PartitionState:
     """Per key state of one partition; ``apply`` returns an event's features and adds it."""
 
-    def __init__(self, spec: StateSpec) -> None:
+    def __init__(self, spec: StateSpec, codes: dict[Any, int] | None = None) -> None:
         self.spec = spec
         self._grace = spec.grace_ms
         self._horizon = spec.horizon_ms  # bound once: properties cost on the hot path
         plan = _Plan(spec)
         self._windows = plan.windows
         self._empty = plan.empty
-        self._coded_at = [1 + i for i, c in enumerate(plan.coded) if c]
-        """Places in an input row (ts, field...) of the fields stored as codes."""
+        self._coded = plan.coded
         self._stride = plan.stride
-        self.codes: dict[Any, int] = {}
-        """Vocabulary of the fields only counted distinct; grows with distinct values seen."""
+        self.codes: dict[Any, int] = {} if codes is None else codes
+        """Vocabulary of the fields only counted distinct (a stage's partitions share one);
+        grows with the distinct values seen."""
         self.keys: dict[Hashable, array] = {}
         """Key -> its rows (ts, offset, fields...), flat."""
         self.wm: int | None = None
@@ -101,74 +103,76 @@ class PartitionState:
     def apply(self, key: Hashable, offset: int, ts: int, values: Sequence[Any]) -> list[float]:
         """The features of the event at ``offset``, then the event added (unless it is late or
         a replay). ``values`` are the event's fields, in ``spec.fields`` order."""
-        return self.apply_many([key], [offset], [(ts, *values)])[0]
+        out: list[float] = []
+        self.apply_many([key], self.rows([ts], [offset], [[v] for v in values]), out)
+        return out
+
+    def rows(
+        self, ts: Sequence[int], offsets: Sequence[int], columns: Sequence[Sequence[Any]]
+    ) -> list[tuple[Any, ...]]:
+        """Input rows for ``apply_many`` from columns: (ts, offset, field...) per event, the
+        fields only counted distinct as vocabulary codes. Column-wise, so that the per-event
+        work is a few C calls."""
+        codes = self.codes
+        setdefault = codes.setdefault
+        cols = [
+            [setdefault(v, len(codes)) for v in col] if coded else col
+            for coded, col in zip(self._coded, columns, strict=True)
+        ]
+        return list(zip(ts, offsets, *cols))  # noqa: B905 - one length
 
     def apply_many(
-        self, keys: Sequence[Hashable], offsets: Sequence[int], rows_in: Sequence[Sequence[Any]]
-    ) -> list[list[float]]:
-        """``apply`` for a run of events of this partition in offset order; ``rows_in`` holds
-        (ts, field...) per event. One loop with the hot names bound to locals: the stage's
-        cost is per event, and attribute lookups were a good share of it."""
-        out: list[list[float]] = []
-        append = out.append
+        self, keys: Sequence[Hashable], rows_in: Sequence[tuple[Any, ...]], out: list[float]
+    ) -> None:
+        """``apply`` for a run of events of this partition in offset order (``rows_in`` from
+        ``rows``); each event's features are appended to the flat ``out``. One loop with the
+        hot names bound to locals: the stage's cost is per event, and attribute lookups and a
+        list per event were a good share of it."""
+        extend = out.extend
         state = self.keys
         get = state.get
         empty = self._empty
         stride = self._stride
         grace = self._grace
         horizon = self._horizon
-        coded = self._coded_at
-        codes = self.codes
-        setdefault = codes.setdefault
         features = self._features
-        wm = self.wm
+        wm = _NO_TIME if self.wm is None else self.wm
         applied = self.applied
         replays = 0
-        for key, offset, row in zip(keys, offsets, rows_in):  # noqa: B905 - same lengths
+        for key, row in zip(keys, rows_in):  # noqa: B905 - same lengths
+            ts, offset = row[0], row[1]
             if offset <= applied:
-                self.wm = wm
-                append(self._replay(key, offset, row[0]))
+                self.wm = None if wm == _NO_TIME else wm
+                extend(self._replay(key, offset, ts))
                 replays += 1
                 continue
             applied = offset
-            ts = row[0]
             rows = get(key)
-            if wm is not None and ts < wm - grace:  # late: as of wm, not kept
+            if ts < wm - grace:  # late: as of wm, not kept
                 self.late[offset] = wm
-                append(features(rows, wm, len(rows) // stride) if rows else empty[:])
+                extend(features(rows, wm, len(rows) // stride) if rows else empty)
                 continue
-            if coded:
-                row = list(row)
-                for i in coded:
-                    row[i] = setdefault(row[i], len(codes))
-            if wm is None or ts > wm:
+            if ts > wm:
                 wm = ts
             if rows is None:  # a key's first event: nothing to aggregate
-                append(empty[:])
-                rows = state[key] = array("d", row)
-                rows.insert(1, offset)
+                extend(empty)
+                state[key] = array("d", row)
                 continue
-            n = len(rows) // stride
             if ts >= rows[-stride]:  # in order: the common case, appended
-                append(features(rows, ts, n))
-                rows.append(ts)
-                rows.append(offset)
-                rows.extend(row[1:])
+                extend(features(rows, ts, len(rows) // stride))
+                rows.extend(row)
             else:
                 at = bisect_right(rows[0::stride], ts)
-                append(features(rows, ts, at))
-                new = array("d", row)
-                new.insert(1, offset)
-                rows[at * stride : at * stride] = new
+                extend(features(rows, ts, at))
+                rows[at * stride : at * stride] = array("d", row)
             limit = wm - horizon
             if rows[0] <= limit:
                 del rows[: bisect_right(rows[0::stride], limit) * stride]
-        self.wm = wm
+        self.wm = None if wm == _NO_TIME else wm
         self.applied = applied
-        self._since_expiry += len(out) - replays
+        self._since_expiry += len(keys) - replays
         if self._since_expiry >= self._expire_every:
             self.expire()
-        return out
 
     def _features(self, rows: array, t: int, hi: int) -> list[float]:
         """Aggregates over the first ``hi`` rows with event time in (t - window, t]."""
