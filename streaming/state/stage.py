@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from streaming.state.spec import StateSpec
-from streaming.state.store import PartitionState
+from streaming.state.store import PartitionState, Vocabulary
 
 
 class StateStage:
@@ -24,7 +24,7 @@ class StateStage:
         self.spec = spec
         self._ts = attrgetter(spec.ts_field)
         self._fields = [attrgetter(f) for f in spec.fields]
-        self.codes: dict[Any, int] = {}
+        self.codes = Vocabulary()
         """The vocabulary of distinct-only fields, shared by the partitions' states."""
         self.partitions: dict[tuple[str, int], PartitionState] = {}
 

@@ -47,6 +47,14 @@ _EXPIRE_EVERY = 1024
 """Fewest applied events between two expiry passes."""
 
 
+class Vocabulary(dict[Any, int]):
+    """Value -> code, the next code for a value not seen yet."""
+
+    def __missing__(self, value: Any) -> int:
+        code = self[value] = len(self)
+        return code
+
+
 class _Plan:
     """The aggregates compiled once: grouped by window as (window, [(slot, kind, col, cap)])
     with ``col`` the field's place in a row, and the row of values every aggregate takes
@@ -75,7 +83,7 @@ class _Plan:
 class PartitionState:
     """Per key state of one partition; ``apply`` returns an event's features and adds it."""
 
-    def __init__(self, spec: StateSpec, codes: dict[Any, int] | None = None) -> None:
+    def __init__(self, spec: StateSpec, codes: Vocabulary | None = None) -> None:
         self.spec = spec
         self._grace = spec.grace_ms
         self._horizon = spec.horizon_ms  # bound once: properties cost on the hot path
@@ -84,7 +92,7 @@ class PartitionState:
         self._empty = plan.empty
         self._coded = plan.coded
         self._stride = plan.stride
-        self.codes: dict[Any, int] = {} if codes is None else codes
+        self.codes = Vocabulary() if codes is None else codes
         """Vocabulary of the fields only counted distinct (a stage's partitions share one);
         grows with the distinct values seen."""
         self.keys: dict[Hashable, array] = {}
@@ -113,10 +121,9 @@ class PartitionState:
         """Input rows for ``apply_many`` from columns: (ts, offset, field...) per event, the
         fields only counted distinct as vocabulary codes. Column-wise, so that the per-event
         work is a few C calls."""
-        codes = self.codes
-        setdefault = codes.setdefault
+        code = self.codes.__getitem__  # C speed; a new value is coded by __missing__
         cols = [
-            [setdefault(v, len(codes)) for v in col] if coded else col
+            list(map(code, col)) if coded else col
             for coded, col in zip(self._coded, columns, strict=True)
         ]
         return list(zip(ts, offsets, *cols))  # noqa: B905 - one length
