@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from loadtests.state_check import brute_force, mismatches, stream
-from streaming.state import Aggregate, PartitionState, StateSpec
+from streaming.state import Aggregate, PartitionState, StateSpec, StateStage, history_features
 
 H = 3_600_000
 SPEC = StateSpec(
@@ -106,3 +106,50 @@ def test_expired_keys_leave_memory() -> None:
 def test_a_wrong_aggregate_fails_with_its_name(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=f"state aggregate 'x': {message}"):
         Aggregate(**kwargs)
+
+
+class _Msg:
+    def __init__(self, partition: int, offset: int, key: bytes) -> None:
+        self._p, self._o, self._k = partition, offset, key
+
+    def topic(self) -> str:
+        return "in"
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return self._k
+
+
+class _Rec:
+    def __init__(self, ts: int, amount: float, shop: str) -> None:
+        self.ts, self.amount, self.shop = ts, amount, shop
+
+
+def test_the_stage_keeps_one_state_per_partition_and_forgets_a_revoked_one() -> None:
+    keys, ts, fields = _events(6_000, seed=9)
+    part = keys % 3  # a key always lands in one partition, as with Kafka
+    recs = [
+        _Rec(int(t), a, s) for t, a, s in zip(ts, fields["amount"], fields["shop"], strict=True)
+    ]
+    msgs, offset = [], [0, 0, 0]
+    for k, p in zip(keys.tolist(), part.tolist(), strict=True):
+        msgs.append(_Msg(p, offset[p], b"%d" % k))
+        offset[p] += 1
+    stage = StateStage(SPEC)
+    # polls of runs of one partition and of mixed ones
+    got = np.concatenate(
+        [stage.compute(msgs[i : i + 700], recs[i : i + 700]) for i in range(0, 6_000, 700)]
+    )
+    for p in range(3):
+        rows = np.flatnonzero(part == p)
+        want = history_features(SPEC, [msgs[i].key() for i in rows], [recs[i] for i in rows])
+        assert np.array_equal(got[rows], want)
+    before, in_1 = stage.keys(), len(stage.partitions[("in", 1)])
+    assert in_1 > 500
+    stage.drop("in", 1)
+    assert ("in", 1) not in stage.partitions and stage.keys() == before - in_1
