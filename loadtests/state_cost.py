@@ -5,7 +5,8 @@ without it, in repeated side-by-side pairs on one backlog.
 
 One embedded broker, one backlog of the generator's events (keys = card ids); each pair
 drains it with the fraud pipeline without its stage (loadtests.stateless_fraud: constant
-state columns, everything else the same) and then with it, each in a fresh consumer group.
+state columns, everything else the same) and with it (which first alternates), each in a
+fresh consumer group.
 The target: with / without >= 0.85. Quote the median; a shared machine is noisy.
 """
 
@@ -47,8 +48,13 @@ def main() -> None:
         produce_events(cfg, args.events, seed=1)
         print(f"backlog of {args.events:,} events", flush=True)
         for i in range(args.pairs):
-            base, base_us = _drain(cfg, f"state-cost-off-{i}", "loadtests.stateless_fraud")
-            with_state, state_us = _drain(cfg, f"state-cost-on-{i}", cfg.pipeline.module)
+            # the order flips each pair, so that neither side always drains first
+            runs = [("off", "loadtests.stateless_fraud"), ("on", cfg.pipeline.module)]
+            got = {
+                side: _drain(cfg, f"state-cost-{side}-{i}", module)
+                for side, module in (runs if i % 2 == 0 else runs[::-1])
+            }
+            (base, base_us), (with_state, state_us) = got["off"], got["on"]
             ratios.append(with_state / base)
             print(
                 f"pair {i + 1}: without {base:>8,.0f} ev/s ({base_us:4.1f} us cpu/event)  "
