@@ -1,6 +1,6 @@
 """Acceptance of the label join on the embedded broker, full size.
 
-    python -m loadtests.labels [--events 100000] [--runs 3] [--rate 8000]
+    python -m loadtests.labels [--events 100000] [--runs 3] [--rate 8000] [--keep DIR]
 
 Two scenarios, each run ``--runs`` times on one broker:
 
@@ -19,6 +19,7 @@ The suite (tests/integration/test_labels.py) runs both small; this command is th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -35,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from loadtests.scratch_config import write_scratch_config
 from streaming.config import PipelineConfig, load_config
 from streaming.dev.produce import ProduceResult, produce_events
 from streaming.kafka import settings as kafka
@@ -54,21 +55,7 @@ FIELDS = ("predictions", "labelled", "tp", "fp", "fn", "tn")
 
 def write_config(bootstrap: str, tmp: Path, overrides: dict[str, Any]) -> tuple[Path, Any]:
     """The fraud pipeline with unique topics and group, dotted-key overrides, as a file."""
-    raw = yaml.safe_load(BASE_CONFIG.read_text())
-    tag = uuid.uuid4().hex[:8]
-    raw["kafka"]["bootstrap"] = bootstrap
-    raw["kafka"]["group"] = f"labels-{tag}"
-    for key in ("input", "predictions", "dead_letters", "telemetry", "control"):
-        raw["topics"][key] = f"l-{tag}.{key}"
-    raw["models_dir"] = str(ROOT / "models")
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    path = tmp / f"pipeline-{tag}.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = write_scratch_config(tmp, bootstrap, prefix="l", group="labels", **overrides)
     return path, load_config(path)
 
 
@@ -533,15 +520,38 @@ def main() -> None:
     parser.add_argument(
         "--scenario", choices=("join", "canary", "both"), default="both", help="what to run"
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each run's configs and worker and monitor logs (and the broker's) in this "
+        "folder (default: a temporary one, removed at the end)",
+    )
+    parser.add_argument(
+        "--monitor-log-level", default="WARNING", help="log level of the join runs' monitor"
+    )
     args = parser.parse_args()
     from streaming.dev.broker import EmbeddedBroker
 
     failures = 0
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="labels-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="labels-"))
+        broker_log = Path(tmp) / "broker.log" if args.keep is not None else None
+        broker = stack.enter_context(EmbeddedBroker(log_path=broker_log))
         for i in range(args.runs if args.scenario in ("join", "both") else 0):
             run_dir = Path(tmp) / f"join-{i}"
-            run_dir.mkdir()
-            r = join_run(broker.bootstrap, run_dir, events=args.events, rate=args.rate, seed=i)
+            run_dir.mkdir(exist_ok=args.keep is not None)
+            r = join_run(
+                broker.bootstrap,
+                run_dir,
+                events=args.events,
+                rate=args.rate,
+                seed=i,
+                log_level=args.monitor_log_level,
+            )
             failures += not r.equal
             print(
                 f"join run {i + 1}: {r.predictions:,} predictions, {r.labels:,} labels "
@@ -556,7 +566,7 @@ def main() -> None:
                 print(f"    {line}", flush=True)
         for i in range(args.runs if args.scenario in ("canary", "both") else 0):
             run_dir = Path(tmp) / f"canary-{i}"
-            run_dir.mkdir()
+            run_dir.mkdir(exist_ok=args.keep is not None)
             c = canary_run(broker.bootstrap, run_dir, events=args.events, rate=None, seed=20 + i)
             kept = c.last_verdicts.get("v2") == "ok"
             ok = c.rolled_back == ["v8"] and not c.other_rollbacks and kept

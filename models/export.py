@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from streaming.runtimes.base import METADATA_FILE, sha256_file
@@ -33,10 +34,16 @@ def export_model(
     preprocessing: Mapping[str, Any],
     metrics: Mapping[str, float],
     extra: Mapping[str, Any] | None = None,
+    baseline: Sequence[float] | None = None,
+    logit_module: str | None = None,
 ) -> Path:
     """Write ``out_dir/{model.onnx, model.pt, metadata.json}``; return ``out_dir``.
 
     ``module`` maps a float32 (n, d) batch to probabilities of shape (n, 1) or (n,).
+    ``baseline`` (the training mean of the features) and ``logit_module`` (the submodule of
+    ``module`` whose output is the score's logit) go to metadata ``explain``: attributions
+    (streaming.explain) are measured from that baseline, in logit space, and a logit read
+    back from a float32 probability near 1 would be too coarse for them.
     """
     module = module.eval().cpu()
     dim = len(feature_names)
@@ -58,15 +65,18 @@ def export_model(
             )
             traced = torch.jit.trace(module, example)
         torch.jit.save(traced, str(staging / "model.pt"))
+        explain = _explain_metadata(module, dim, baseline, logit_module, staging)
         import onnx
 
+        layers_file = explain.get("explain", {}).get("layers")
+        artifacts = ("model.onnx", "model.pt", *([layers_file] if layers_file else []))
         metadata = {
             "name": name,
             "version": version,
             "input_dim": dim,
             "feature_names": list(feature_names),
             "preprocessing": dict(preprocessing),
-            "files": {f: sha256_file(staging / f) for f in ("model.onnx", "model.pt")},
+            "files": {f: sha256_file(staging / f) for f in artifacts},
             "metrics": dict(metrics),
             "framework_versions": {
                 "torch": torch.__version__,
@@ -74,6 +84,7 @@ def export_model(
                 "onnx_opset": ONNX_OPSET,
             },
             "created_ms": int(time.time() * 1000),
+            **explain,
             **(dict(extra) if extra else {}),
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
@@ -84,3 +95,71 @@ def export_model(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _explain_metadata(
+    module: torch.nn.Module,
+    dim: int,
+    baseline: Sequence[float] | None,
+    logit_module: str | None,
+    staging: Path,
+) -> dict[str, Any]:
+    """The ``explain`` entry of the metadata, checked here so a bad one never ships; for a
+    logit module of Linear and ReLU layers, their weights in ``explain.npz`` too."""
+    if baseline is None:
+        return {}
+    values = [float(v) for v in baseline]
+    if len(values) != dim:
+        raise ValueError(f"baseline has {len(values)} values for {dim} features")
+    entry: dict[str, Any] = {
+        "baseline": [round(v, 8) for v in values],
+        "baseline_of": "training mean of the feature matrix",
+        "output": "probability",
+        "logit_module": logit_module,
+    }
+    if logit_module is not None:
+        if not hasattr(module, logit_module):
+            raise ValueError(f"logit_module {logit_module!r} is not a submodule of the model")
+        layers = _relu_layers(getattr(module, logit_module))
+        if layers is not None:
+            # numpy reads these without torch: a worker explaining an ONNX model then never
+            # imports torch (measured: +4.7 s start-up and +220 MB per process)
+            np.savez(
+                staging / EXPLAIN_LAYERS,
+                **{
+                    f"{kind}{i}": a
+                    for i, (w, b) in enumerate(layers)
+                    for kind, a in (("w", w), ("b", b))
+                },
+            )
+            entry["layers"] = EXPLAIN_LAYERS
+    return {"explain": entry}
+
+
+EXPLAIN_LAYERS = "explain.npz"
+"""The logit module's Linear layers as float32 arrays w0, b0, w1, b1, ... (ReLU between)."""
+
+
+def _relu_layers(net: torch.nn.Module) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Weights and biases of ``Linear (ReLU Linear)*`` with one output, else None."""
+    children = list(net) if isinstance(net, torch.nn.Sequential) else [net]
+    if len(children) % 2 == 0:
+        return None
+    for i, child in enumerate(children):
+        kind = torch.nn.Linear if i % 2 == 0 else torch.nn.ReLU
+        if type(child) is not kind:
+            return None
+    linears = children[::2]
+    if linears[-1].out_features != 1:
+        return None
+    return [
+        (
+            lin.weight.detach().cpu().numpy().astype(np.float32),
+            (
+                lin.bias.detach().cpu().numpy()
+                if lin.bias is not None
+                else np.zeros(lin.out_features)
+            ).astype(np.float32),
+        )
+        for lin in linears
+    ]

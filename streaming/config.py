@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from streaming.config_sections import (
     MonitorConfig,
     OutputsConfig,
+    ReasonsConfig,
     SchemaRegistryConfig,
     Strict,
     TracingConfig,
@@ -30,6 +31,10 @@ ENV_SCHEMA_REGISTRY_URL = "STREAMING_SCHEMA_REGISTRY_URL"
 """Overrides ``schema_registry.url`` (and supplies it when the file has none)."""
 
 KafkaValue = str | int | float | bool
+
+
+TRANSACTION_COMMIT_ROOM_MS = 5_000
+"""Room a transaction needs above commit interval and drain for its commit's round trips."""
 
 
 class ConfigError(ValueError):
@@ -277,6 +282,13 @@ class WorkerConfig(_Strict):
             raise ValueError("expected 1..256 or 'auto' (the cores the cgroup allows)")
         return value
 
+    @property
+    def longest_transaction_ms(self) -> int:
+        """How long a healthy exactly-once transaction can stay open: a commit interval of
+        outputs, then the drain before its commit (past ``drain_timeout_s`` the worker aborts
+        the transaction itself). ``transaction.timeout.ms`` must be above it."""
+        return self.commit_interval_ms + int(self.drain_timeout_s * 1000)
+
 
 class PipelineConfig(_Strict):
     """One pipeline: where events come from, how they are scored, where results go."""
@@ -295,6 +307,8 @@ class PipelineConfig(_Strict):
     """Required when pipeline.format or outputs.format is not json."""
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    reasons: ReasonsConfig | None = None
+    """Reason codes of explained predictions (feature -> code); None: no explanations."""
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     """``exactly-once``: outputs and input offsets are committed in one Kafka transaction, so
     readers with isolation.level=read_committed see each event's outputs once, even after a
@@ -308,6 +322,29 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 f"monitor.baseline {self.monitor.baseline!r} is not a model version; "
                 f"choose one of {', '.join(known)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _transaction_outlasts_a_commit(self) -> PipelineConfig:
+        """A transaction timeout below a healthy transaction's life would have the broker
+        abort healthy transactions (the worker then exits 1 and redoes them, forever)."""
+        value = self.kafka.producer.get("transaction.timeout.ms")
+        if self.delivery != "exactly-once" or value is None:
+            return self
+        floor = self.worker.longest_transaction_ms + TRANSACTION_COMMIT_ROOM_MS
+        try:
+            timeout = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"kafka.producer.transaction.timeout.ms must be milliseconds, got {value!r}"
+            ) from None
+        if timeout < floor:
+            raise ValueError(
+                f"kafka.producer.transaction.timeout.ms ({timeout}) is below {floor}: "
+                "worker.commit_interval_ms + worker.drain_timeout_s + 5 s for the commit, "
+                "so the broker would abort healthy transactions; raise it, lower "
+                "worker.drain_timeout_s, or remove it (the default is that sum + 10 s)"
             )
         return self
 

@@ -1,13 +1,14 @@
 """Sections of the pipeline config beside the scoring path: the monitor, the Schema Registry
-and output formats, tracing. Kept apart from streaming.config so each module keeps one concern;
-streaming.config assembles them into PipelineConfig and re-exports them.
+and output formats, tracing, reason codes. Kept apart from streaming.config so each module
+keeps one concern; streaming.config assembles them into PipelineConfig and re-exports them.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -146,3 +147,65 @@ class TracingConfig(Strict):
         if value != "auto" and float(value) <= 0:
             raise ValueError("slow_ms must be > 0 ms, or 'auto' (the current p99)")
         return value
+
+
+class ReasonCodeConfig(Strict):
+    """One reason code: what an analyst reads, and the model features that form it."""
+
+    text: str = Field(min_length=1)
+    """Human-readable reason, e.g. "amount far above this card's 30-day average"."""
+    features: tuple[str, ...] = Field(min_length=1)
+    """Feature names of the model (its metadata's ``feature_names``), or patterns with ``*``
+    (``category=*``); several features form one code, their attributions summed. Checked at
+    start against the model: a name that matches no feature fails with its path."""
+
+
+class UnmappedReasonConfig(Strict):
+    """The code that gathers the attributions of every feature in no other code."""
+
+    code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Z][A-Z0-9_]*$")
+    text: str = Field(min_length=1)
+
+
+class ReasonsConfig(Strict):
+    """Reason codes of explained predictions (streaming.explain).
+
+    Each explained row's attributions (in logit space, from the training mean) are summed per
+    code; the codes that push towards a positive score, largest first, are its reasons.
+    """
+
+    codes: dict[str, ReasonCodeConfig] = Field(min_length=1)
+    """Code (upper case, e.g. ``AMOUNT_ABOVE_USUAL``) -> its text and features."""
+    unmapped: UnmappedReasonConfig | None = None
+    """Where features in no code go: None (the default) drops them, so that every reason
+    names something an analyst can act on; or a code of their own (e.g. ``OTHER``)."""
+    method: Literal["auto", "exact-linear", "integrated-gradients", "grad-x-input"] = "auto"
+    """``auto``: exact for a linear model (coefficient x (x - mean)), integrated gradients
+    for others. ``grad-x-input`` is cheaper and not complete (its sum is not the logit)."""
+    tolerance: float = Field(default=1e-3, gt=0, le=1)
+    """Integrated gradients: a row's grid is refined until |sum(attributions) - (logit f(x) -
+    logit f(mean))| is at most this (or ``max_steps`` is reached)."""
+    steps: int = Field(default=16, ge=1, le=4_096)
+    """Integrated gradients: intervals of the first grid (each row costs steps + 1 model
+    rows forward and backward)."""
+    max_steps: int = Field(default=512, ge=1, le=65_536)
+    """Integrated gradients: the finest grid a row is refined to (doubling from ``steps``)."""
+
+    @field_validator("codes")
+    @classmethod
+    def _code_names(cls, value: dict[str, ReasonCodeConfig]) -> dict[str, ReasonCodeConfig]:
+        bad = sorted(c for c in value if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", c))
+        if bad:
+            raise ValueError(
+                f"codes {', '.join(bad)}: a code is upper case letters, digits and _, "
+                "starting with a letter (e.g. AMOUNT_ABOVE_USUAL)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _grid(self) -> ReasonsConfig:
+        if self.max_steps < self.steps:
+            raise ValueError(f"max_steps ({self.max_steps}) must be >= steps ({self.steps})")
+        if self.unmapped is not None and self.unmapped.code in self.codes:
+            raise ValueError(f"unmapped.code {self.unmapped.code} is also one of codes")
+        return self

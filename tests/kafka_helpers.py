@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from confluent_kafka import Consumer
 
+from loadtests.scratch_config import write_scratch_config
 from streaming.config import PipelineConfig, load_config
 from streaming.dev.produce import ProduceResult, produce_events
 from streaming.kafka.settings import reader_settings
@@ -35,22 +35,7 @@ def write_config(tmp_path: Path, bootstrap: str, **overrides: Any) -> tuple[Path
 
 def write_raw_config(tmp_path: Path, bootstrap: str, **overrides: Any) -> Path:
     """Like write_config, without validating (for tests of bad configs)."""
-    raw = yaml.safe_load(BASE_CONFIG.read_text())
-    tag = uuid.uuid4().hex[:8]
-    raw["kafka"]["bootstrap"] = bootstrap
-    raw["kafka"]["group"] = f"g-{tag}"
-    for key in ("input", "predictions", "dead_letters", "telemetry", "control"):
-        raw["topics"][key] = f"t-{tag}.{key}"
-    raw["models_dir"] = str(ROOT / "models")
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    path = tmp_path / f"pipeline-{tag}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_scratch_config(tmp_path, bootstrap, **overrides)
 
 
 @dataclass

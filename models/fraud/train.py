@@ -214,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "kind": spec["kind"],
                 "drift_baseline": drift_baselines(test_recs, scores, state[cut:]),
             },
+            # attributions (streaming.explain) are measured from the training mean, in the
+            # logit space of Scored.net
+            baseline=x_train.astype(np.float64).mean(axis=0).tolist(),
+            logit_module="net",
         )
         print(f"  exported {out}/model.onnx, model.pt, metadata.json", flush=True)
     print(f"done in {time.monotonic() - started:.0f} s", flush=True)

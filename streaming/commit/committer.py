@@ -129,11 +129,14 @@ class Transactional(Committer):
                 f"exactly-once: the broker refused transactions ({exc}); it needs "
                 "transaction support (Kafka >= 2.5), or use delivery: at-least-once"
             ) from None
+        # From here a predecessor under the same id is fenced: its open transaction is
+        # aborted and read_committed readers go on (README, Exactly-once and rescheduled pods).
+        log.info("exactly-once: transactions initialised; a predecessor with this id is fenced")
 
     @staticmethod
     def producer_settings(cfg: PipelineConfig, worker_id: str) -> dict[str, Any]:
         return kafka.producer_settings(cfg.kafka, worker_id) | kafka.transactional_settings(
-            cfg.kafka, worker_id, cfg.worker.drain_timeout_s
+            cfg, worker_id
         )
 
     @staticmethod

@@ -8,7 +8,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from streaming.config import KafkaConfig
+from streaming.config import KafkaConfig, PipelineConfig
 from streaming.kafka.secrets import load_secrets
 
 # Errors from librdkafka that mean "fix the setup", mapped to the fix, so a start-up failure
@@ -111,19 +111,32 @@ def producer_settings(cfg: KafkaConfig, client_id: str) -> dict[str, Any]:
     }
 
 
-def transactional_settings(
-    cfg: KafkaConfig, worker_id: str, drain_timeout_s: float
-) -> dict[str, Any]:
+TRANSACTION_MARGIN_MS = 10_000
+"""The default transaction.timeout.ms is the longest healthy transaction plus this: room for
+the commit's round trips on a slow broker, and little more, since it is also how long
+read_committed readers wait behind a worker that died and never comes back under its id."""
+
+
+def transaction_timeout_ms(cfg: PipelineConfig) -> int:
+    """``kafka.producer.transaction.timeout.ms`` if set (checked at load to outlast a healthy
+    transaction), else commit interval + drain deadline + 10 s (30.5 s with the defaults)."""
+    explicit = cfg.kafka.producer.get("transaction.timeout.ms")
+    if explicit is not None:
+        return int(explicit)
+    return cfg.worker.longest_transaction_ms + TRANSACTION_MARGIN_MS
+
+
+def transactional_settings(cfg: PipelineConfig, worker_id: str) -> dict[str, Any]:
     """The producer of exactly-once mode: one transactional id per worker, stable across its
-    restarts (STREAMING_WORKER_ID; the chart sets the pod name), so that a restarted worker
-    aborts its predecessor's open transaction at once; offsets go through
-    send_offsets_to_transaction with the consumer's group metadata (KIP-447), which fences a
-    member that lost its partitions. A worker that never comes back under the same id leaves
-    its open transaction to the broker's timeout: read_committed readers wait that long."""
+    restarts (STREAMING_WORKER_ID; the chart sets the pod name, stable under a StatefulSet),
+    so that a restarted worker aborts its predecessor's open transaction at once; offsets go
+    through send_offsets_to_transaction with the consumer's group metadata (KIP-447), which
+    fences a member that lost its partitions. A worker that never comes back under the same
+    id leaves its open transaction to the broker's timeout: read_committed readers wait that
+    long (README, Exactly-once and rescheduled pods)."""
     return {
-        "transactional.id": f"{cfg.group}-{worker_id}",
-        # Open at most a commit interval, or a drain: the timeout must outlast a drain.
-        "transaction.timeout.ms": int((drain_timeout_s + 10) * 1000),
+        "transactional.id": f"{cfg.kafka.group}-{worker_id}",
+        "transaction.timeout.ms": transaction_timeout_ms(cfg),
     }
 
 

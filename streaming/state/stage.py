@@ -70,6 +70,14 @@ class StateStage:
                 start = end
         return np.array(out, dtype=np.float64).reshape(n, width)
 
+    def compute_one(
+        self, topic: str, partition: int, key: Any, offset: int, record: Any
+    ) -> np.ndarray:
+        """One event's features as a (1, aggregates) array (per-event loops: baselines)."""
+        state = self.partition(topic, partition)
+        values = [getattr(record, f) for f in self.spec.fields]
+        return np.array([state.apply(key, offset, self._ts(record), values)], dtype=np.float64)
+
     def keys(self) -> int:
         """Keys held over all partitions (for the metric and the soak)."""
         return sum(len(s) for s in self.partitions.values())

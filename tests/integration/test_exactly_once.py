@@ -22,6 +22,7 @@ from collections import Counter
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from loadtests.pod_replacement import describe, replacement_run
 from streaming.dev.produce import ProduceResult, produce_events
 from streaming.kafka.settings import reader_settings
 from streaming.kafka.topics import create_topics
@@ -105,3 +106,27 @@ def test_kill_9_then_restart_each_event_committed_once(
             f"{aborted:,} of them in the killed worker's open (aborted) transaction; the "
             f"committed ones hold each of the {len(valid):,} valid events exactly once"
         )
+
+
+def test_a_replacement_under_the_same_id_unblocks_read_committed_readers(
+    broker, models_built, tmp_path, capsys
+):
+    """After kill -9, a replacement under the same worker id (a restarted container, a
+    StatefulSet's pod: the chart's default under exactly-once) fences the killed worker's open
+    transaction when it starts, so a read_committed reader has every event by id soon after the
+    replacement wrote it, well within transaction.timeout.ms. Under a new id (a Deployment's
+    rescheduled pod) the same run leaves the reader stuck behind the open transaction until
+    the broker's timeout, and on the embedded broker for good (it never expires transactions):
+    `loadtests.pod_replacement` measures both."""
+    # The bound: half the transaction timeout, so a pass cannot be the broker's timeout at work
+    # (Kafka's), and thirty commit intervals of room for a busy machine.
+    bound_s = 15.0
+    r = replacement_run(
+        broker.bootstrap, tmp_path, same_id=True, events=4_000, rate=2_000, max_wait_s=bound_s
+    )
+    assert r.transaction_timeout_ms / 1000 >= 2 * bound_s
+    assert r.fenced_s is not None, "the replacement never logged its transactions initialised"
+    assert r.visible == r.events, f"read_committed had {r.visible:,} of {r.events:,} events"
+    assert r.stall_s is not None and r.stall_s < bound_s
+    with capsys.disabled():
+        print(f"\n[pod replacement, same id] {describe(r)}")

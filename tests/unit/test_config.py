@@ -102,3 +102,46 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("kafka: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def _exactly_once(timeout: object = None, drain_s: float = 20.0):  # type: ignore[no-untyped-def]
+    def mutate(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["delivery"] = "exactly-once"
+        raw.setdefault("worker", {})["drain_timeout_s"] = drain_s
+        if timeout is not None:
+            raw["kafka"].setdefault("producer", {})["transaction.timeout.ms"] = timeout
+
+    return mutate
+
+
+def test_transaction_timeout_defaults_to_a_healthy_transaction_plus_10_s(tmp_path: Path) -> None:
+    """A transaction stays open a commit interval, then the drain before its commit: the
+    broker must not abort that, and should not wait much longer for a dead worker's."""
+    from streaming.kafka.settings import transaction_timeout_ms
+
+    cfg = load_config(write(tmp_path, _exactly_once(drain_s=12.5)))
+    assert cfg.worker.longest_transaction_ms == cfg.worker.commit_interval_ms + 12_500
+    assert transaction_timeout_ms(cfg) == cfg.worker.longest_transaction_ms + 10_000
+    explicit = load_config(write(tmp_path, _exactly_once(timeout=60_000)))
+    assert transaction_timeout_ms(explicit) == 60_000
+
+
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [
+        (10_000, r"transaction.timeout.ms \(10000\) is below 25500: .* raise it"),
+        ("soon", "transaction.timeout.ms must be milliseconds, got 'soon'"),
+    ],
+)
+def test_a_transaction_timeout_shorter_than_a_healthy_transaction_fails_at_start(
+    tmp_path: Path, timeout: object, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, _exactly_once(timeout=timeout)))
+
+    # At-least-once has no transactions: the same producer setting is left to librdkafka.
+    def at_least_once(raw: dict) -> None:  # type: ignore[type-arg]
+        _exactly_once(timeout=timeout)(raw)
+        raw["delivery"] = "at-least-once"
+
+    assert load_config(write(tmp_path, at_least_once)).delivery == "at-least-once"

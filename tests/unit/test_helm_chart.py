@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from streaming.commit.committer import Transactional
 from streaming.config import PipelineConfig, load_config
 from streaming.kafka.secrets import ENV_SECRETS_DIR, SECRET_KEYS
 
@@ -34,8 +35,14 @@ VALUES_FILES: dict[str, Path | dict[str, Any]] = {
     "gpu": CHART / "examples" / "values-gpu.yaml",
     "keda": CHART / "examples" / "values-keda.yaml",
     "hpa": {"autoscaling": {"hpa": {"enabled": True}}},
+    "exactly-once": {
+        "pipeline": {"delivery": "exactly-once"},
+        "worker": {"processes": 2},
+        "autoscaling": {"hpa": {"enabled": True, "maxReplicas": 6}},
+    },
 }
-"""The three examples, the defaults, and an HPA (no example file) so that it is validated too."""
+"""The three examples, the defaults, an HPA (no example file) so that it is validated too, and
+exactly-once (a StatefulSet under an HPA, a pool of two per pod)."""
 
 BASE_KINDS = ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
 EXPECTED_KINDS = {
@@ -44,6 +51,9 @@ EXPECTED_KINDS = {
     "gpu": BASE_KINDS,
     "keda": sorted([*BASE_KINDS, "ScaledObject", "ServiceMonitor"]),
     "hpa": sorted([*BASE_KINDS, "HorizontalPodAutoscaler"]),
+    "exactly-once": sorted(
+        [*(k for k in BASE_KINDS if k != "Deployment"), "HorizontalPodAutoscaler", "StatefulSet"]
+    ),
 }
 
 
@@ -93,9 +103,14 @@ def kind(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == name]
 
 
+def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The workers' Deployment or StatefulSet (exactly one of them)."""
+    (found,) = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    return found
+
+
 def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (deployment,) = kind(docs, "Deployment")
-    return deployment["spec"]["template"]["spec"]
+    return workload(docs)["spec"]["template"]["spec"]
 
 
 def worker(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -423,6 +438,7 @@ def test_hpa_scales_on_cpu_within_the_partitions() -> None:
         ({"pipeline": {"pipline": {}}}, "at '/pipeline': additional properties 'pipline'"),
         ({"pipeline": {"topics": {"partitions": 0}}}, "at '/pipeline/topics/partitions'"),
         ({"pipeline": {"delivery": "exactly_once"}}, "at '/pipeline/delivery'"),
+        ({"worker": {"kind": "statefulset"}}, "at '/worker/kind': value must be one of"),
         ({"pipeline": {"worker": {"drain_timeout_s": "20"}}}, "drain_timeout_s': got string"),
         ({"pipeline": {"worker": {"inference_timeout_s": 0}}}, "inference_timeout_s'"),
         (
@@ -555,3 +571,82 @@ def test_a_tracing_endpoint_turns_tracing_on_and_reaches_the_exporter(tmp_path: 
     path = tmp_path / "pipeline.yaml"
     path.write_text(pipeline_yaml(docs))
     assert load_config(path).tracing.enabled is True
+
+
+# ---------------------------------------------------------------- stable ids for exactly-once
+
+
+@pytest.mark.parametrize(
+    ("vals", "expected"),
+    [
+        ({}, "Deployment"),
+        ({"pipeline": {"delivery": "exactly-once"}}, "StatefulSet"),
+        ({"worker": {"kind": "StatefulSet"}}, "StatefulSet"),
+        (
+            {"worker": {"kind": "Deployment"}, "pipeline": {"delivery": "exactly-once"}},
+            "Deployment",
+        ),
+    ],
+)
+def test_exactly_once_runs_as_a_statefulset_unless_told(
+    vals: dict[str, Any], expected: str
+) -> None:
+    assert workload(render(vals))["kind"] == expected
+
+
+def test_a_replaced_pod_keeps_its_transactional_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A StatefulSet's pods are <name>-<ordinal>, and a pod's replacement has its name; the
+    worker id is the pod name (a pool's slots add -<n>), so the transactional ids of the
+    replacement are those of the pod it replaces, and its start fences their open
+    transactions. The timeout the rendered config gives outlasts a healthy transaction."""
+    docs = rendered("exactly-once")
+    sts = workload(docs)
+    assert sts["kind"] == "StatefulSet"
+    env = {e["name"]: e for e in worker(docs)["env"]}
+    assert env["STREAMING_WORKER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert worker(docs)["args"][-2:] == ["--processes", "2"]
+    (service,) = kind(docs, "Service")
+    assert sts["spec"]["serviceName"] == service["metadata"]["name"]
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"  # peers: scale all at once
+
+    monkeypatch.setenv("STREAMING_BOOTSTRAP", "kafka:9092")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(pipeline_yaml(docs))
+    cfg = load_config(path)
+    assert cfg.delivery == "exactly-once"
+    pod = f"{sts['metadata']['name']}-0"  # what metadata.name is for the first pod, every time
+    ids = {Transactional.producer_settings(cfg, f"{pod}-{n}")["transactional.id"] for n in (0, 1)}
+    assert ids == {f"{cfg.kafka.group}-{pod}-0", f"{cfg.kafka.group}-{pod}-1"}
+    timeout = Transactional.producer_settings(cfg, pod)["transaction.timeout.ms"]
+    w = merged("exactly-once")["pipeline"]["worker"]
+    assert timeout == w["commit_interval_ms"] + w["drain_timeout_s"] * 1000 + 10_000
+    assert timeout > cfg.worker.longest_transaction_ms
+
+
+@pytest.mark.parametrize("scaler", ["hpa", "keda"])
+def test_autoscalers_and_the_budget_act_on_the_statefulset(scaler: str) -> None:
+    docs = render(
+        {"pipeline": {"delivery": "exactly-once"}, "autoscaling": {scaler: {"enabled": True}}}
+    )
+    sts = workload(docs)
+    (target,) = kind(docs, "HorizontalPodAutoscaler") + kind(docs, "ScaledObject")
+    assert target["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": sts["metadata"]["name"],
+    }
+    assert "replicas" not in sts["spec"]  # the autoscaler owns it
+    (pdb,) = kind(docs, "PodDisruptionBudget")
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_a_statefulset_name_too_long_for_its_pods_fails_at_render() -> None:
+    vals = {"pipeline": {"delivery": "exactly-once"}}
+    fits = "streaming-workers-" + "f" * 34  # 52 characters, the chart's name in it: as is
+    chart().render(vals, name=fits, namespace="fraud", is_install=True)
+    with pytest.raises(helm.HelmRenderError, match="is 53 characters: at most 52"):
+        chart().render(vals, name=fits + "f", namespace="fraud", is_install=True)
+    chart().render({}, name=fits + "f", namespace="fraud", is_install=True)  # a Deployment: fine

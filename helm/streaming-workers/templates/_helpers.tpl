@@ -60,6 +60,21 @@ streaming/pipeline: {{ .Values.pipeline.name | quote }}
 {{- add (int (ceil $drain)) .Values.terminationGraceMarginSeconds -}}
 {{- end -}}
 
+{{/* Deployment or StatefulSet: worker.kind, or under auto a StatefulSet for exactly-once
+(stable pod names keep transactional ids across replaced pods) and a Deployment otherwise. */}}
+{{- define "sw.workloadKind" -}}
+{{- $kind := default "auto" (.Values.worker).kind -}}
+{{- if eq $kind "auto" -}}
+{{- if eq (toString (default "at-least-once" .Values.pipeline.delivery)) "exactly-once" -}}
+StatefulSet
+{{- else -}}
+Deployment
+{{- end -}}
+{{- else -}}
+{{- $kind -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Fail at install on combinations the schema cannot express. */}}
 {{- define "sw.checks" -}}
 {{- $partitions := int (default 4 .Values.pipeline.topics.partitions) -}}
@@ -95,6 +110,9 @@ streaming/pipeline: {{ .Values.pipeline.name | quote }}
 {{- if gt (mul $max $procs) $partitions -}}
 {{- fail (printf "%s (%d) x worker.processes (%d) = %d consumers is above pipeline.topics.partitions (%d): the extra processes would get no partitions; lower one of them or add partitions" $what $max $procs (mul $max $procs) $partitions) -}}
 {{- end -}}
+{{- end -}}
+{{- if and (eq (include "sw.workloadKind" .) "StatefulSet") (gt (len (include "sw.fullname" .)) 52) -}}
+{{- fail (printf "the StatefulSet name %s is %d characters: at most 52 (its pods carry a controller-revision-hash label of the name plus 11); use a shorter release name" (include "sw.fullname" .) (len (include "sw.fullname" .))) -}}
 {{- end -}}
 {{- if hasKey .Values.pipeline "models_dir" -}}
 {{- fail "pipeline.models_dir is set by the chart from models.source (image: models.imagePath; volume, objectStorage: /models): remove it" -}}

@@ -1,0 +1,114 @@
+"""Reason codes: attributions summed over the features of each code, the strongest first.
+
+Pure numpy over a whole batch: one (n, d) x (d, codes) product, one sort per batch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from streaming.config import ConfigError
+from streaming.config_sections import ReasonsConfig
+from streaming.explain.types import Reason
+
+WEIGHT_DECIMALS = 4
+"""Weights are logits; 1e-4 is far below what separates two reasons, and keeps records short."""
+
+
+class ReasonCodes:
+    """The pipeline's feature -> code mapping, checked against one model's features."""
+
+    def __init__(
+        self, codes: Sequence[tuple[str, str]], membership: np.ndarray, feature_names: Sequence[str]
+    ) -> None:
+        self.codes = tuple(code for code, _ in codes)
+        self.texts = tuple(text for _, text in codes)
+        self.feature_names = tuple(feature_names)
+        self.membership = np.asarray(membership, dtype=np.float64)
+        """(d, codes) 0/1: feature j belongs to code c."""
+        if self.membership.shape != (len(self.feature_names), len(self.codes)):
+            raise ValueError(
+                f"membership {self.membership.shape} for {len(self.feature_names)} features and "
+                f"{len(self.codes)} codes"
+            )
+
+    @classmethod
+    def from_config(cls, config: Any, feature_names: Sequence[str]) -> ReasonCodes:
+        """From a PipelineConfig (its ``reasons``) or a ReasonsConfig; a feature name that
+        matches none of the model's, or a feature claimed by two codes, fails (ConfigError)
+        with its path in the config."""
+        section = getattr(config, "reasons", config)
+        if not isinstance(section, ReasonsConfig):
+            raise ConfigError("reasons: the pipeline config has no reason codes section")
+        names = list(feature_names)
+        owner: dict[int, str] = {}
+        codes: list[tuple[str, str]] = []
+        columns: list[np.ndarray] = []
+        for code, spec in section.codes.items():
+            col = np.zeros(len(names))
+            for i, pattern in enumerate(spec.features):
+                hits = [j for j, name in enumerate(names) if fnmatch.fnmatchcase(name, pattern)]
+                if not hits:
+                    raise ConfigError(
+                        f"reasons.codes.{code}.features.{i}: {pattern!r} is not a feature of the "
+                        f"model (its features: {', '.join(names)}); fix the name, or rebuild the "
+                        "model if the feature is new (make models)"
+                    )
+                for j in hits:
+                    if owner.get(j, code) != code:
+                        raise ConfigError(
+                            f"reasons.codes.{code}.features.{i}: {names[j]!r} is already in "
+                            f"reasons.codes.{owner[j]}; a feature belongs to one code"
+                        )
+                    owner[j] = code
+                    col[j] = 1.0
+            codes.append((code, spec.text))
+            columns.append(col)
+        if section.unmapped is not None:
+            rest = np.array([0.0 if j in owner else 1.0 for j in range(len(names))])
+            if rest.any():
+                codes.append((section.unmapped.code, section.unmapped.text))
+                columns.append(rest)
+        return cls(codes, np.column_stack(columns), names)
+
+    @property
+    def unmapped_features(self) -> tuple[str, ...]:
+        """Features in no code: their attributions are in no reason."""
+        return tuple(
+            n for n, row in zip(self.feature_names, self.membership, strict=True) if not row.any()
+        )
+
+    def weights(self, attributions: np.ndarray) -> np.ndarray:
+        """(n, d) attributions -> (n, codes): each code's summed attribution."""
+        attr = np.asarray(attributions, dtype=np.float64)
+        if attr.ndim != 2 or attr.shape[1] != len(self.feature_names):
+            raise ValueError(
+                f"attributions of shape {attr.shape}; expected (n, {len(self.feature_names)})"
+            )
+        return attr @ self.membership
+
+    def top(self, attributions: np.ndarray, k: int = 4) -> list[list[Reason]]:
+        """Per row: at most ``k`` codes with a positive weight (towards a positive score),
+        largest first. A row with none gets an empty list."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        w = np.round(self.weights(attributions), WEIGHT_DECIMALS)
+        if not len(w):
+            return []
+        k = min(k, w.shape[1])
+        # stable sort on -w: ties keep the config's order, so equal weights list the same way
+        order = np.argsort(-w, axis=1, kind="stable")[:, :k]
+        picked = np.take_along_axis(w, order, axis=1)
+        codes, texts = self.codes, self.texts
+        return [
+            [
+                Reason(codes[c], texts[c], float(v))
+                for c, v in zip(row_order.tolist(), row_w.tolist(), strict=True)
+                if v > 0
+            ]
+            for row_order, row_w in zip(order, picked, strict=True)
+        ]
