@@ -66,8 +66,10 @@ def main() -> None:
                     x = pre.transform([record])
                 else:  # the pipeline's per-key features, event by event
                     msg = event.message
-                    state = stage.compute_one(msg.topic, msg.partition, msg.key, msg.offset, record)
-                    x = pre.transform([record], state)
+                    per_key = stage.compute_one(
+                        msg.topic, msg.partition, msg.key, msg.offset, record
+                    )
+                    x = pre.transform([record], per_key)
                 if not np.isfinite(x).all():
                     raise ValueError("non-finite feature")
                 score = float(runtime.predict(x)[0])
