@@ -140,7 +140,7 @@ def test_predictions_for_one_key_keep_input_order(broker, models_built, tmp_path
     few_cards = PipelineSpec(
         **{
             **{f: getattr(spec, f) for f in spec.__dataclass_fields__},
-            "make_generator": lambda seed: FraudGenerator(seed, n_cards=40),
+            "make_generator": lambda seed: FraudGenerator(seed, n_cards=40, live_cards=40),
         }
     )
     produced = produce_events(cfg, 8_000, seed=5, keep=True, pipeline=few_cards)
