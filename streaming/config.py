@@ -21,6 +21,7 @@ from streaming.config_sections import (
     Strict,
     TracingConfig,
 )
+from streaming.decision.config import DecisionConfig, decision_problem
 from streaming.engine.routing_rules import routing_problem
 from streaming.kafka.secrets import ENV_SECRETS_DIR, SECRET_KEYS, SecretsError, load_secrets
 
@@ -309,6 +310,8 @@ class PipelineConfig(_Strict):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     reasons: ReasonsConfig | None = None
     """Reason codes of explained predictions (feature -> code); None: no explanations."""
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    """Review and decline thresholds, and the optional decision graph (streaming.decision)."""
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     """``exactly-once``: outputs and input offsets are committed in one Kafka transaction, so
     readers with isolation.level=read_committed see each event's outputs once, even after a
@@ -346,6 +349,23 @@ class PipelineConfig(_Strict):
                 "so the broker would abort healthy transactions; raise it, lower "
                 "worker.drain_timeout_s, or remove it (the default is that sum + 10 s)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _decision_valid(self) -> PipelineConfig:
+        problem = decision_problem(
+            self.decision, [v.version for v in self.model.versions], self.model.threshold
+        )
+        if problem:
+            raise ValueError(problem)
+        if self.decision.graph is not None:
+            shadows = [v.version for v in self.model.versions if v.shadow_share > 0]
+            if shadows:
+                raise ValueError(
+                    f"model.versions: {', '.join(shadows)} has a shadow_share, but with "
+                    "decision.graph every row goes through the graph; score it as a "
+                    "challenger node instead"
+                )
         return self
 
     @model_validator(mode="after")
@@ -390,6 +410,10 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key; check its spelling against README.md, Pipeline config"
+        elif err["type"] == "value_error" and not err["loc"]:
+            # a check across sections says its own path (decision.graph.nodes.x.inputs[1])
+            lines.append(f"  {msg.removeprefix('Value error, ')}")
+            continue
         lines.append(f"  {path}: {msg}{shown}")
     return "\n".join(lines)
 

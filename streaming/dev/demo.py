@@ -227,6 +227,17 @@ def _run(cfg, opts: DemoOptions, out) -> int:  # type: ignore[no-untyped-def]
                 "(send more --live-events or lower --live-rate)",
                 file=out,
             )
+    decided = stats.decisions()
+    if sum(decided.values()):
+        total = sum(decided.values())
+        shares = ", ".join(f"{d} {n / total:.2%} ({n:,})" for d, n in decided.items())
+        print(f"decisions         {shares}", file=out)
+        top = stats.reasons().most_common(3)
+        print(
+            "top reasons       "
+            + (", ".join(f"{code} {n:,}" for code, n in top) or "none (no rule fired)"),
+            file=out,
+        )
     if stats.batches:
         print(
             f"batches           {stats.batches:,}, mean size {stats.batch_rows / stats.batches:.1f}"

@@ -7,7 +7,9 @@ in-memory messages through a sink that acknowledges at once. All three drive it 
 For each batch submitted (on the feeding thread): register every message in its partition's
 ledger, decode and validate, compute the pipeline's state features (streaming.state, if it
 declares a state stage), route each event to a version (sticky by key) and copy a share to
-shadows, preprocess per version, and queue the chunk on the version's lane. Each version's
+shadows, preprocess per version, copy the record fields a decision graph's rules read into
+columns, and queue the chunk on the version's lane (with a graph: all of it on the first
+version's, whose thread runs the graph). Each version's
 inference thread (streaming.engine.scoring) takes it from there; a watchdog thread
 (streaming.engine.watchdog) times out a model call that hangs.
 """
@@ -24,6 +26,9 @@ import numpy as np
 
 from streaming.commit.ledger import OffsetTracker, PartitionLedger
 from streaming.config import PipelineConfig
+from streaming.decision.columns import make_columns
+from streaming.decision.config import DECISIONS
+from streaming.decision.stage import DecideStage, build_decide_stage
 from streaming.engine.dead_letters import DeadLetters
 from streaming.engine.outcomes import Outcomes
 from streaming.engine.output_variants import PrimaryOutput, ShadowOutput
@@ -90,6 +95,8 @@ class Engine:
         self.dead_letters = DeadLetters(
             config, self.worker_id, sink, outcomes, limits, tracer=self.tracer
         )
+        self._decide: DecideStage | None = None
+        """Built at start (it checks the graph against the loaded models); read-only after."""
         self._scorer = Scorer(
             config,
             self.worker_id,
@@ -101,6 +108,9 @@ class Engine:
             self.faults,
             make_prediction_encoder(config),
             traced=self.tracer is not None,
+            decisions_counter=tuple(  # type: ignore[arg-type]
+                self.metrics.decisions.labels(config.name, config.model.name, d) for d in DECISIONS
+            ),
         )
         # json or a framed format, chosen once; a framed one checks its registry answers
         # (StartupError) and waits out an outage mid-stream unless ``should_stop`` says stop.
@@ -125,6 +135,8 @@ class Engine:
             load_version(cfg, v, self.pipeline, self.metrics) for v in cfg.model.versions
         ]
         self.stats.scoring = [v.totals for v in self.versions]
+        self._decide = build_decide_stage(cfg, self.versions, self.pipeline)
+        self._scorer.decide = self._decide
         self._init_metric_series()
         self.apply_routing(
             RoutingUpdate(
@@ -139,7 +151,8 @@ class Engine:
         # after loading and warm-up: what exists now lives as long as the process
         self._tuning.apply()
         self.sink.start()
-        for v in self.versions:
+        # with a graph, the first version's thread runs it all (streaming.decision.stage)
+        for v in self.versions[:1] if self._graph_on else self.versions:
             thread = threading.Thread(
                 target=self._scorer.run, args=(v,), name=f"infer-{v.name}", daemon=True
             )
@@ -147,6 +160,10 @@ class Engine:
             self._threads.append(thread)
         self._watchdog = Watchdog(self.versions, self.dead_letters, self.health, cfg.model.name)
         self._watchdog.start()
+
+    @property
+    def _graph_on(self) -> bool:
+        return self.config.decision.graph is not None
 
     def _init_metric_series(self) -> None:
         """Counters that only move on trouble exist at 0 from the start, so that rate() and
@@ -170,6 +187,12 @@ class Engine:
         for name in names:
             self.metrics.routing_weight.labels(cfg.name, cfg.model.name, name).set(
                 router.weights[name] / total
+            )
+        if self._graph_on and source != "config":
+            log.warning(
+                "routing from %s has no effect: with decision.graph every row goes through "
+                "the graph (its switch nodes choose the models)",
+                source,
             )
         log.info(
             "routing applied from %s: %s",
@@ -216,7 +239,7 @@ class Engine:
         assert self._router is not None, "the engine is not started"
         state = self.state.compute(msgs, records) if self.state is not None else None
         now = time.monotonic()
-        if len(self.versions) == 1:
+        if len(self.versions) == 1 or self._graph_on:
             self._queue(self.versions[0], msgs, records, led, now, times, state)
             if self._shadows:
                 self._queue_shadows(msgs, records, led, now, state)
@@ -361,6 +384,7 @@ class Engine:
     ) -> Chunk:
         spec = self.pipeline
         id_field, ts_field = spec.id_field, spec.ts_field
+        decide = self._decide
         return Chunk(
             features=features,
             event_ids=[getattr(r, id_field) for r in records],
@@ -371,6 +395,7 @@ class Engine:
             ledgers=ledgers,
             offsets=[m.offset() for m in msgs],
             enqueued=enqueued,
+            columns=make_columns(records, decide.fields) if decide and decide.fields else None,
         )
 
     def stop_scoring(self, timeout: float = 10.0) -> None:
@@ -381,7 +406,7 @@ class Engine:
             self._watchdog = None
         for v in self.versions:
             v.lane.close()
-        for v, thread in zip(self.versions, self._threads, strict=True):
+        for v, thread in zip(self.versions, self._threads, strict=False):
             if v.watch.hung is None:
                 thread.join(timeout=timeout)
         self.dead_letters.close()

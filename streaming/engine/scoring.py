@@ -1,7 +1,15 @@
 """The inference stage: a thread per model version takes the batches its lane forms, scores
-them, and hands the scores to the chunk's output variant (primary or shadow, see
-streaming.engine.output_variants): published, or refused with a reason (model error,
-non-finite score, open breaker, passed deadline). It also writes the version's telemetry.
+them and decides (streaming.decision: one model's thresholds, or the whole decision graph on
+the first version's thread), and hands the results to the chunk's output variant (primary or
+shadow, see streaming.engine.output_variants): published, or refused with a reason (model
+error, non-finite score, open breaker, passed deadline). It also writes the version's
+telemetry, and its decision and reason counts (``totals``).
+
+With an explainer, a batch is published in two steps: first every row that needs no
+explanation and is not behind an explained row of its key, then, once the explainer ran on
+the rows at or above review, those rows and the ones they held back, in input order
+(streaming.decision.reasons.held_rows). The next batch waits for both, so a key's predictions
+stay in input order.
 
 Each version's thread owns that version's interval counts, totals and breaker (but for the
 watchdog's one flag, ``hold_open``). Each model call is watched (streaming.engine.calls): its
@@ -14,11 +22,17 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from streaming.config import PipelineConfig
+from streaming.decision.columns import concat
+from streaming.decision.decide import Decided
+from streaming.decision.reasons import held_rows
+from streaming.decision.reasons import merge as merge_reasons
+from streaming.decision.stage import DecideStage
 from streaming.engine.output_variants import PrimaryOutput, ShadowOutput
 from streaming.engine.outputs import encode_json, encode_predictions
 from streaming.engine.types import STAGE_INFERENCE, STAGE_TIMEOUT, Chunk, Rejection, Sink
@@ -48,6 +62,7 @@ class Scorer:
         faults: Faults,
         encode: Callable[..., list[bytes]] = encode_predictions,
         traced: bool = False,
+        decisions_counter: tuple[Any, Any, Any] | None = None,
     ) -> None:
         self.config = config
         self._encode = encode
@@ -58,6 +73,12 @@ class Scorer:
         self._shadow = shadow
         self._faults = faults
         self._traced = traced
+        th = config.decision.thresholds(config.model.threshold)
+        self.decide = DecideStage(th)
+        """Replaced by the engine at start (the graph's needs the loaded models); read-only
+        after, so the inference threads share it."""
+        self._decisions = decisions_counter
+        """Per decision code: the counter series (streaming_decisions_total), or None."""
         self._batch_ids = itertools.count(1)
         """Numbers this engine's model calls for their batch spans (tracing only); shared by
         the inference threads: ``next`` on a count is one C call, so no two calls get one id."""
@@ -158,11 +179,13 @@ class Scorer:
             self._refuse_all(version, chunks, out, version.watch.hung)
             return
         stamp = self._stamp(name, n, chunks) if self._traced else None
+        columns = concat([c.columns for c in chunks])
+        decided: Decided | None
         try:
-            scores = version.runtime.predict(features)
+            decided = self.decide.score(version, features, columns)
             error = None
         except Exception as exc:  # noqa: BLE001 - a model error refuses its batch only
-            scores, error = None, exc
+            decided, error = None, exc
         if stamp is not None:
             stamp.end = time.time()
         took = time.monotonic() - started
@@ -195,10 +218,13 @@ class Scorer:
             )
             self._refuse_all(version, chunks, out, rejection)
             return
-        assert scores is not None
+        assert decided is not None
+        scores = decided.score
         finite = np.isfinite(scores)
         version.interval.add_scores(scores, cfg.model.threshold, finite)
         all_finite = bool(finite.all())
+        held = self._held(chunks, decided, finite) if out is self._primary else None
+        later: list[tuple[Chunk, int, list[int]]] = []
         start = 0
         scored_ms = int(time.time() * 1000)
         for c in chunks:
@@ -218,6 +244,11 @@ class Scorer:
                 rows = np.flatnonzero(part_finite).tolist()
                 if not rows:
                     continue
+            d = decided.part(start - len(c), start)
+            if held is not None and held[start - len(c) : start].any():
+                mine = held[start - len(c) : start]
+                later.append((c, start - len(c), [i for i in rows if mine[i]]))
+                rows = [i for i in rows if not mine[i]]
             payloads = self._encode(
                 c.event_ids,
                 c.ts_ms,
@@ -227,8 +258,102 @@ class Scorer:
                 threshold=cfg.model.threshold,
                 scored_ms=scored_ms,
                 worker=self.worker_id,
+                decisions=d.codes,
+                reasons=d.rule_reasons,
+                node_scores=d.node_scores,
             )
-            out.publish(version, c, rows, payloads)
+            if out is self._primary:
+                self._count(version, d.codes, rows, d.rule_reasons)
+            if rows:
+                out.publish(version, c, rows, payloads)
+        if later:
+            self._publish_explained(version, features, decided, later, scored_ms)
+
+    def _held(self, chunks: list[Chunk], decided: Decided, finite: np.ndarray) -> np.ndarray | None:
+        """Rows published after the explainer (streaming.decision.reasons.held_rows), or
+        None when no row of the batch is explained."""
+        if self.decide.explanations is None:
+            return None
+        explain = finite & (decided.score >= self.decide.review)
+        if not explain.any():
+            return None
+        keys = chunks[0].keys if len(chunks) == 1 else [k for c in chunks for k in c.keys]
+        return held_rows(keys, explain)
+
+    def _publish_explained(
+        self,
+        version: ModelVersion,
+        features: np.ndarray,
+        decided: Decided,
+        later: list[tuple[Chunk, int, list[int]]],
+        scored_ms: int,
+    ) -> None:
+        """The held rows, once the explainer has run on those at or above review (in input
+        order, after the rest of the batch went out). An explainer error costs the reasons
+        from attributions, never the predictions."""
+        cfg = self.config
+        explanations = self.decide.explanations
+        assert explanations is not None
+        at = [off + i for _, off, rows in later for i in rows]
+        explain = [j for j in at if decided.score[j] >= self.decide.review]
+        try:
+            found = explanations.reasons(features[explain])
+        except Exception:  # reasons are best effort; the decision stands
+            log.exception("%s: the explainer failed on a batch", version.name)
+            found = [[] for _ in explain]
+        by_row = dict(zip(explain, found, strict=True))
+        rules = decided.rule_reasons or {}
+        for c, off, rows in later:
+            merged = {
+                k: merge_reasons(rules.get(off + i, ()), by_row.get(off + i, ()))
+                for k, i in enumerate(rows)
+            }
+            sub = np.asarray([off + i for i in rows])
+            payloads = self._encode(
+                [c.event_ids[i] for i in rows],
+                [c.ts_ms[i] for i in rows],
+                decided.score[sub],
+                model=cfg.model.name,
+                version=version.name,
+                threshold=cfg.model.threshold,
+                scored_ms=scored_ms,
+                worker=self.worker_id,
+                decisions=decided.codes[sub],
+                reasons=merged,
+                node_scores=None
+                if decided.node_scores is None
+                else {k: v[sub] for k, v in decided.node_scores.items()},
+            )
+            full: list[bytes] = [b""] * len(c)
+            for k, i in enumerate(rows):
+                full[i] = payloads[k]
+            self._count(version, decided.codes[sub], range(len(rows)), merged)
+            self._primary.publish(version, c, rows, full)
+
+    def _count(
+        self,
+        version: ModelVersion,
+        codes: np.ndarray,
+        rows: range | list[int],
+        reasons: Mapping[int, Sequence[Any]] | None,
+    ) -> None:
+        """Decisions and reasons of published rows: streaming_decisions_total and the
+        version's totals (this thread's own), one bincount a chunk, not an inc a row."""
+        counts = np.bincount(codes if isinstance(rows, range) else codes[rows], minlength=3)
+        totals = version.totals.decisions
+        for i, k in enumerate(counts.tolist()):
+            if k:
+                totals[i] += k
+                if self._decisions is not None:
+                    self._decisions[i].inc(k)
+        if reasons:
+            published = set(rows) if not isinstance(rows, range) else None
+            version.totals.reasons.update(
+                r.code
+                for i, given in reasons.items()
+                if published is None or i in published
+                for r in given
+            )
 
     def _stamp(self, name: str, n: int, chunks: list[Chunk]) -> BatchStamp:
         """The model call's times, shared by its chunks (one object per batch, not per row)."""

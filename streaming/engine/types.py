@@ -109,6 +109,9 @@ class Chunk:
     to its outputs (tracing.enabled only)."""
     batch: BatchStamp | None = None
     """The model call that scored these rows (tracing.enabled only)."""
+    columns: dict[str, np.ndarray] | None = None
+    """Record fields the decision graph's rules read, one array each (streaming.decision):
+    made on the feeding thread so that the inference thread never reads a record."""
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -131,6 +134,8 @@ class Chunk:
                 self.times,
                 self.trace_flags[s] if self.trace_flags is not None else None,
                 self.new_traceparents[s] if self.new_traceparents is not None else None,
+                None,
+                None if self.columns is None else {k: v[s] for k, v in self.columns.items()},
             )
 
         return part(slice(0, n)), part(slice(n, None))

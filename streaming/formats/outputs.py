@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from streaming.config import PipelineConfig
+from streaming.decision.config import DECISIONS
+from streaming.decision.reasons import ReasonLike
 from streaming.engine.outputs import encode_predictions
 from streaming.errors import StartupError
 
@@ -79,6 +81,9 @@ class AvroPredictions:
         threshold: float,
         scored_ms: int,
         worker: str,
+        decisions: np.ndarray | None = None,
+        reasons: Mapping[int, Sequence[ReasonLike]] | None = None,
+        node_scores: Mapping[str, np.ndarray] | None = None,
     ) -> list[bytes]:
         """One framed Avro prediction per row (inference thread)."""
         write, schema, header = self._write, self._schema, self._header
@@ -89,11 +94,22 @@ class AvroPredictions:
             "worker": worker,
             "scored_ms": scored_ms,
         }
-        for event_id, ts, score in zip(event_ids, ts_ms, scores.tolist(), strict=True):
+        if decisions is None:
+            decisions = (scores >= threshold).astype(np.int8) * 2
+        cols = [(k, v.tolist()) for k, v in (node_scores or {}).items()]
+        for i, (event_id, ts, score, code) in enumerate(
+            zip(event_ids, ts_ms, scores.tolist(), decisions.tolist(), strict=True)
+        ):
             record["event_id"] = event_id
             record["ts_ms"] = ts
             record["score"] = score
             record["flagged"] = score >= threshold
+            record["decision"] = DECISIONS[code]
+            why = reasons.get(i, ()) if reasons else ()
+            record["reasons"] = [
+                {"code": r.code, "text": r.text, "weight": float(r.weight)} for r in why
+            ]
+            record["scores"] = {k: col[i] for k, col in cols if col[i] == col[i]}
             buf = io.BytesIO()
             buf.write(header)
             write(buf, schema, record)

@@ -74,6 +74,13 @@ class WorkerMetrics:
         self.predictions = Counter(
             "streaming_predictions_total", "Predictions acknowledged by the broker.", v, registry=r
         )
+        self.decisions = Counter(
+            "streaming_decisions_total",
+            "Predictions published by decision (approve, review, decline): counted when the "
+            "prediction is handed to the producer, before the broker acknowledges it.",
+            ("pipeline", "model", "decision"),
+            registry=r,
+        )
         self.dead_letters = Counter(
             "streaming_dead_letters_total",
             "Dead letters acknowledged by the broker.",

@@ -19,6 +19,10 @@ class ScoringTotals:
     batches: int = 0
     rows: int = 0
     inference_s: float = 0.0
+    decisions: list[int] = field(default_factory=lambda: [0, 0, 0])
+    """Published predictions by decision code (approve, review, decline)."""
+    reasons: Counter[str] = field(default_factory=Counter)
+    """Published predictions by reason code (each of a prediction's reasons counts once)."""
 
 
 @dataclass
@@ -57,6 +61,18 @@ class WorkerStats:
     def inference_s(self) -> float:
         """Model time summed over batches: rows / inference_s is the inference stage's rate."""
         return sum(s.inference_s for s in self.scoring)
+
+    def decisions(self) -> dict[str, int]:
+        """Published predictions by decision, over the versions."""
+        names = ("approve", "review", "decline")
+        return {n: sum(s.decisions[i] for s in self.scoring) for i, n in enumerate(names)}
+
+    def reasons(self) -> Counter[str]:
+        """Published predictions by reason code, over the versions."""
+        out: Counter[str] = Counter()
+        for s in self.scoring:
+            out.update(s.reasons)
+        return out
 
     @property
     def outputs(self) -> int:

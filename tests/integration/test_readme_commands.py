@@ -639,6 +639,13 @@ COMMANDS: dict[str, Check] = {
     ".venv/bin/python -m loadtests.drain_ratio": Check(
         "bounded: --events 1000 --pairs 1", check_pairs
     ),
+    ".venv/bin/python -m loadtests.decision_cost": Check(
+        "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/streaming run -c pipelines/fraud/pipeline-graph.yaml --metrics-port 9401": Check(
+        f"{FRESH}, a free metrics port instead of 9401: /readyz 200, SIGTERM, exit 0",
+        check_run,
+    ),
     ".venv/bin/python -m loadtests.pool_bench --events 100000 --processes 2 --pairs 3": Check(
         "bounded: --events 1000 --pairs 1 (two drains of 1,000 events: one process, a pool of 2)",
         check_pool_bench,

@@ -111,8 +111,11 @@ def test_predictions_are_valid_json_with_the_contract_fields() -> None:
         "model": "fraud",
         "version": "v2",
         "worker": "w",
+        "decision": "decline",
+        "reasons": [],
     }
     assert second["flagged"] is False
+    assert second["decision"] == "approve"
 
 
 def test_event_ids_are_quoted_as_the_json_encoder_does() -> None:

@@ -59,6 +59,7 @@ def version_stats(vw: VersionWindow, baseline: DriftBaseline | None) -> dict[str
     return {
         "events": vw.scored,
         "flagged_share": round(vw.flagged_share, 5),
+        "decision_shares": vw.decision_shares,
         "latency_p50_ms": round(vw.latency_ms.percentile(50), 2) if vw.scored else None,
         "latency_p99_ms": round(vw.latency_ms.percentile(99), 2) if vw.scored else None,
         "errors": vw.errors,

@@ -31,6 +31,15 @@ class VersionWindow:
     inference_dead_letters: int = 0
     batches: int = 0
     inference_ms_total: float = 0.0
+    decisions: Counter[str] = field(default_factory=Counter)
+    """Primary predictions by ``decision`` (approve, review, decline); predictions of a worker
+    older than decisions carry none and are not counted here."""
+
+    @property
+    def decision_shares(self) -> dict[str, float]:
+        """Each decision's share of the window's decided predictions (empty: none had one)."""
+        total = sum(self.decisions.values())
+        return {d: round(n / total, 5) for d, n in sorted(self.decisions.items())} if total else {}
 
     @property
     def errors(self) -> int:
@@ -116,6 +125,7 @@ class WindowStore:
                 vw.shadow_predictions += len(rows)
             else:
                 vw.predictions += len(rows)
+                vw.decisions.update(r["decision"] for r in rows if "decision" in r)
             vw.flagged += int(np.count_nonzero(scores >= self.threshold))
             latency = np.fromiter(
                 (int(r["scored_ms"]) - int(r["ts_ms"]) for r in rows), np.float64, len(rows)

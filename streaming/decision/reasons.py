@@ -1,0 +1,128 @@
+"""Reasons on a prediction: the rules that fired, and the model's attributions.
+
+At most ``MAX_REASONS`` per prediction, largest weight first. Attributions come from the
+explain package (streaming.explain) through one factory, :func:`make_explanations`, which
+returns None when the pipeline declares no reason codes; what is used of it:
+
+    explainer.attributions(features (n, d) float32) -> (n, d) logit-space attributions
+    reason_codes.top(attributions (n, d), k=4) -> list[list[Reason]]  (.code .text .weight)
+
+Only rows at or above the review threshold are explained. How explaining keeps both
+promises (see :func:`held_rows`): the rows of a batch that need no explanation are published
+first, before the explainer runs, so they never wait for it; a row that needs one holds back
+every later row of the same key in the batch with it, and those are published after it, in
+input order, so predictions for one key stay in input order. The next batch is scored on the
+same thread only after this one is published, so order holds across batches too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from streaming.errors import StartupError
+
+if TYPE_CHECKING:
+    from streaming.config import PipelineConfig
+    from streaming.engine.versions import ModelVersion
+
+MAX_REASONS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: str
+    text: str
+    weight: float
+
+
+class ReasonLike(Protocol):
+    code: str
+    text: str
+    weight: float
+
+
+class Explainer(Protocol):
+    def attributions(self, features: np.ndarray) -> np.ndarray: ...
+
+
+class ReasonCodes(Protocol):
+    def top(self, attributions: np.ndarray, k: int = MAX_REASONS) -> list[list[Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Explanations:
+    """A model's explainer and the pipeline's feature -> reason code mapping."""
+
+    explainer: Explainer
+    reason_codes: ReasonCodes
+
+    def reasons(self, features: np.ndarray) -> list[list[Any]]:
+        """Reasons for each row of ``features`` (the rows to explain only)."""
+        if features.shape[0] == 0:
+            return []
+        return self.reason_codes.top(self.explainer.attributions(features), MAX_REASONS)
+
+
+def make_explanations(cfg: PipelineConfig, version: ModelVersion) -> Explanations | None:
+    """The attributions of ``version``'s model and the pipeline's reason codes, or None when
+    the pipeline declares no ``reasons``. Built at start: a model without what explaining
+    needs, or a code naming no feature of it, fails here with the fix (exit 2)."""
+    if cfg.reasons is None:
+        return None
+    from streaming.config import ConfigError
+    from streaming.explain import ExplainError, ReasonCodes, explainer_for
+
+    where = f"reasons ({cfg.model.name}/{version.name})"
+    try:
+        explainer = explainer_for(
+            cfg.reasons, cfg.version_dir(version.config), version.runtime.metadata.raw
+        )
+        codes = ReasonCodes.from_config(cfg.reasons, version.preprocessor.feature_names)
+    except (ExplainError, ConfigError) as exc:
+        raise StartupError(f"{where}: {exc}") from None
+    return Explanations(explainer, codes)
+
+
+def merge(rules: Sequence[ReasonLike], explained: Sequence[ReasonLike]) -> list[ReasonLike]:
+    """Fired rules and attribution reasons, largest weight first, at most MAX_REASONS (a
+    code given by both keeps its larger weight once)."""
+    best: dict[str, ReasonLike] = {}
+    for r in (*rules, *explained):
+        kept = best.get(r.code)
+        if kept is None or r.weight > kept.weight:
+            best[r.code] = r
+    return sorted(best.values(), key=lambda r: -r.weight)[:MAX_REASONS]
+
+
+def held_rows(keys: Sequence[bytes | None], explain: np.ndarray) -> np.ndarray:
+    """Rows published after the explainer: those to explain, and every later row of the
+    same key (so a key's predictions stay in input order). The rest go out first."""
+    held = explain.copy()
+    if not held.any():
+        return held
+    waiting: set[bytes | None] = set()
+    for i, key in enumerate(keys):
+        if held[i]:
+            waiting.add(key)
+        elif key in waiting:
+            held[i] = True
+    return held
+
+
+_EMPTY = "[]"
+
+
+def reasons_json(reasons: Sequence[ReasonLike]) -> str:
+    """The ``reasons`` field's JSON (``[]`` when none)."""
+    if not reasons:
+        return _EMPTY
+    return json.dumps(
+        [{"code": r.code, "text": r.text, "weight": round(float(r.weight), 6)} for r in reasons],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
