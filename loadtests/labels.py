@@ -429,6 +429,7 @@ def canary_run(
         tmp,
         {
             "model.threshold": threshold,
+            "decision.review_threshold": threshold,  # no review band: flagged is decline
             "model.versions": [
                 {"version": "v2b", "weight": 40, "path": str(paths["v2b"])},
                 {"version": "v2", "weight": 30},

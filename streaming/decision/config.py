@@ -224,7 +224,9 @@ def decision_problem(
     if review > decline:
         return (
             f"decision.review_threshold ({review:g}) is above the decline threshold "
-            f"({decline:g}); review must be at or below decline"
+            f"({decline:g}{'' if decision.decline_threshold is not None else ', model.threshold'}"
+            "); review must be at or below decline: lower decision.review_threshold or raise "
+            "the decline threshold"
         )
     if decision.graph is None:
         return None

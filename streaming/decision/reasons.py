@@ -18,6 +18,7 @@ same thread only after this one is published, so order holds across batches too.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +30,8 @@ from streaming.errors import StartupError
 if TYPE_CHECKING:
     from streaming.config import PipelineConfig
     from streaming.engine.versions import ModelVersion
+
+log = logging.getLogger("streaming.worker")
 
 MAX_REASONS = 4
 
@@ -73,6 +76,16 @@ def make_explanations(cfg: PipelineConfig, version: ModelVersion) -> Explanation
     the pipeline declares no ``reasons``. Built at start: a model without what explaining
     needs, or a code naming no feature of it, fails here with the fix (exit 2)."""
     if cfg.reasons is None:
+        return None
+    if "explain" not in version.runtime.metadata.raw:
+        # exported without explanation support (e.g. by models.fraud.faulty): served with
+        # rule reasons only, said once at start, rather than refused
+        log.warning(
+            "reasons: %s/%s has no explain entry in its metadata, so its predictions carry "
+            "rule reasons only; rebuild it (make models) to explain it",
+            cfg.model.name,
+            version.name,
+        )
         return None
     from streaming.config import ConfigError
     from streaming.explain import ExplainError, ReasonCodes, explainer_for

@@ -8,7 +8,7 @@ needs all of a row's scores at once, so a lane and a thread per node would only 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,14 +34,19 @@ class DecideStage:
         self,
         thresholds: tuple[float, float],
         graph: DecisionGraph | None = None,
-        explanations: Explanations | None = None,
+        explanations: Mapping[str, Explanations] | None = None,
         fields: Sequence[str] = (),
     ) -> None:
         self.graph = graph
         self.review, self.decline = (graph.review, graph.decline) if graph else thresholds
-        self.explanations = explanations
+        self.explanations: Mapping[str, Explanations] = dict(explanations or {})
+        """Per version name: each version is explained with its own model's attributions
+        (with a graph, the carrier only: it scores every row)."""
         self.fields = tuple(fields)
         """Record fields the feeding thread puts in each chunk's columns (none: no columns)."""
+
+    def explanations_for(self, version: str) -> Explanations | None:
+        return self.explanations.get(version)
 
     def score(
         self, version: ModelVersion, features: np.ndarray, columns: Columns | None
@@ -61,7 +66,10 @@ def build_decide_stage(
     thresholds = cfg.decision.thresholds(cfg.model.threshold)
     graph_cfg = cfg.decision.graph
     if graph_cfg is None:
-        return DecideStage(thresholds, explanations=make_explanations(cfg, versions[0]))
+        explained = {v.name: make_explanations(cfg, v) for v in versions}
+        return DecideStage(
+            thresholds, explanations={k: e for k, e in explained.items() if e is not None}
+        )
     carrier = versions[0]
     by_name = {v.name: v for v in versions}
     feature_names = tuple(carrier.preprocessor.feature_names)
@@ -109,11 +117,15 @@ def build_decide_stage(
     stage = DecideStage(
         thresholds,
         graph,
-        make_explanations(cfg, carrier),
+        _explained(carrier.name, make_explanations(cfg, carrier)),
         sorted(fields),
     )
     _trial_run(stage, carrier, pipeline)
     return stage
+
+
+def _explained(name: str, found: Explanations | None) -> dict[str, Explanations]:
+    return {} if found is None else {name: found}
 
 
 def _trial_run(stage: DecideStage, carrier: ModelVersion, pipeline: PipelineSpec) -> None:

@@ -223,7 +223,7 @@ class Scorer:
         finite = np.isfinite(scores)
         version.interval.add_scores(scores, cfg.model.threshold, finite)
         all_finite = bool(finite.all())
-        held = self._held(chunks, decided, finite) if out is self._primary else None
+        held = self._held(version, chunks, decided, finite) if out is self._primary else None
         later: list[tuple[Chunk, int, list[int]]] = []
         start = 0
         scored_ms = int(time.time() * 1000)
@@ -269,10 +269,12 @@ class Scorer:
         if later:
             self._publish_explained(version, features, decided, later, scored_ms)
 
-    def _held(self, chunks: list[Chunk], decided: Decided, finite: np.ndarray) -> np.ndarray | None:
+    def _held(
+        self, version: ModelVersion, chunks: list[Chunk], decided: Decided, finite: np.ndarray
+    ) -> np.ndarray | None:
         """Rows published after the explainer (streaming.decision.reasons.held_rows), or
         None when no row of the batch is explained."""
-        if self.decide.explanations is None:
+        if self.decide.explanations_for(version.name) is None:
             return None
         explain = finite & (decided.score >= self.decide.review)
         if not explain.any():
@@ -292,7 +294,7 @@ class Scorer:
         order, after the rest of the batch went out). An explainer error costs the reasons
         from attributions, never the predictions."""
         cfg = self.config
-        explanations = self.decide.explanations
+        explanations = self.decide.explanations_for(version.name)
         assert explanations is not None
         at = [off + i for _, off, rows in later for i in rows]
         explain = [j for j in at if decided.score[j] >= self.decide.review]

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from streaming.config import load_config
 from streaming.dev.broker import free_port
 from tests.kafka_helpers import ROOT, read_topic, write_config, write_raw_config
 
@@ -101,6 +102,19 @@ def test_demo_runs_bounded_and_summarises(tmp_path) -> None:
     assert "accounted for     6,000 of 6,000 events" in out
     assert "dead letters" in out and "decode" in out and "validate" in out
     assert "drain throughput" in out and "live latency      p50" in out
+    # decisions: every prediction has one; reasons: the shipped codes of pipeline.yaml
+    predictions = int(re.search(r"^predictions\s+([\d,]+)", out, re.M)[1].replace(",", ""))
+    shares = re.search(r"^decisions\s+(.*)$", out, re.M)[1]
+    counts = {
+        d: int(n.replace(",", ""))
+        for d, n in re.findall(r"(approve|review|decline) \S+ \(([\d,]+)\)", shares)
+    }
+    assert sum(counts.values()) == predictions, (counts, predictions)
+    if counts.get("review", 0) + counts.get("decline", 0):
+        codes = load_config(ROOT / "pipelines" / "fraud" / "pipeline.yaml").reasons.codes
+        top = re.search(r"^top reasons\s+(.*)$", out, re.M)[1]
+        assert re.findall(r"([A-Z_]+) \d+", top), top
+        assert set(re.findall(r"([A-Z_]+) \d+", top)) <= set(codes), top
     assert time.monotonic() - started < 240
     # The summary is the last word: no Kafka client outlives the broker to log its disconnect
     # (librdkafka's own lines start with %LEVEL|, e.g. "%6|...|FAIL|...: Disconnected").

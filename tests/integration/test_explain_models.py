@@ -221,3 +221,38 @@ def test_a_smooth_network_is_explained_on_a_refined_grid_to_the_tolerance(tmp_pa
     gap = np.abs(result.attributions.sum(axis=1) - (logit - base_logit[0]))
     assert gap.max() <= 1e-3
     assert result.steps.max() <= explainer.max_steps
+
+
+def test_each_version_is_explained_by_its_own_model_and_an_unexplainable_one_by_rules_only(
+    models_built: Path, tmp_path: Path
+) -> None:
+    """A canary pipeline (v1 logistic, v2 MLP) explains each version's rows with that
+    version's attributions; a version exported without explanation support (a faulty test
+    model) is served with rule reasons only instead of stopping the worker."""
+    from models.fraud.faulty import build_faulty
+    from streaming.decision.stage import build_decide_stage
+    from streaming.engine.versions import load_version
+    from streaming.observability.metrics import WorkerMetrics
+    from streaming.pipeline import load_pipeline
+
+    base = load_config(ROOT / "pipelines" / "fraud" / "pipeline.yaml")
+    constant = build_faulty("constant", models_built / "v2", tmp_path / "v9", "v9")
+    cfg = base.with_overrides(
+        models_dir=str(ROOT / "models"),
+        **{
+            "model.versions": [
+                {"version": "v1", "weight": 50},
+                {"version": "v2", "weight": 50},
+                {"version": "v9", "weight": 0, "path": str(constant)},
+            ]
+        },
+    )
+    pipeline = load_pipeline(cfg.pipeline.module)
+    metrics = WorkerMetrics(f"explain-{tmp_path.name}")
+    versions = [load_version(cfg, vc, pipeline, metrics) for vc in cfg.model.versions]
+    stage = build_decide_stage(cfg, versions, pipeline)
+    assert stage.explanations_for("v9") is None
+    v1, v2 = stage.explanations_for("v1"), stage.explanations_for("v2")
+    assert v1 is not None and v2 is not None
+    assert v1.explainer.method == "exact-linear"
+    assert v2.explainer.method == "integrated-gradients"
