@@ -32,7 +32,7 @@ system-deps:  ## Debian tools the tests use: kcat (outside client), prometheus +
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(MODELS) &: $(STAMP) models/fraud/train.py models/export.py pipelines/fraud/generator.py pipelines/fraud/preprocessing.py pipelines/fraud/schema.py
+$(MODELS) &: $(STAMP) models/fraud/train.py models/export.py pipelines/fraud/generator.py pipelines/fraud/preprocessing.py pipelines/fraud/schema.py pipelines/fraud/state.py $(wildcard streaming/state/*.py)
 	$(BIN)/python -m models.fraud.train --out models/fraud
 
 models: $(MODELS)  ## train and export the fraud models (v1 logistic, v2 MLP) to models/fraud/

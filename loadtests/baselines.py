@@ -33,6 +33,7 @@ from streaming.kafka.sink import produce_when_room
 from streaming.observability.latency import LatencyRecorder
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
+from streaming.state import StateStage
 
 
 @dataclass
@@ -160,6 +161,7 @@ def naive_per_event(
     )
     runtime.load()
     pre = spec.make_preprocessor(runtime.metadata.preprocessing)
+    stage = StateStage(spec.state) if spec.state is not None else None
     consumer, producer = _clients(cfg, "naive")
     tally = _Tally()
     deadline = time.monotonic() + timeout_s
@@ -176,7 +178,12 @@ def naive_per_event(
                 record = spec.schema.model_validate_json(m.value() or b"")
             except ValueError:
                 continue
-            score = float(runtime.predict(pre.transform([record]))[0])
+            if stage is None:
+                x = pre.transform([record])
+            else:  # the pipeline's per-key features, event by event like the rest
+                state = stage.compute_one(m.topic(), m.partition(), m.key(), m.offset(), record)
+                x = pre.transform([record], state)
+            score = float(runtime.predict(x)[0])
             ts = getattr(record, spec.ts_field)
             body = json.dumps(
                 {

@@ -31,6 +31,7 @@ from streaming.config import load_config
 from streaming.explain import ReasonCodes, make_explainer
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
+from streaming.state import history_features
 
 HELD_OUT_SEED = 2026
 
@@ -64,9 +65,13 @@ def main() -> None:
     pre = spec.make_preprocessor(runtime.metadata.preprocessing)
     events = spec.make_generator(HELD_OUT_SEED).batch(args.events, now_ms=1_760_000_000_000)
     records = [spec.schema.model_validate_json(e.value) for e in events]
+    # the per-card features the worker's state stage computes (one partition, in order)
+    state = history_features(spec.state, [e.key for e in events], records) if spec.state else None
     started = time.perf_counter()
     batches = [
         pre.transform(records[i : i + args.batch_size])
+        if state is None
+        else pre.transform(records[i : i + args.batch_size], state[i : i + args.batch_size])
         for i in range(0, len(records), args.batch_size)
     ]
     preprocess_us = (time.perf_counter() - started) / len(batches) * 1e6

@@ -22,6 +22,7 @@ import numpy as np
 from streaming.config import load_config
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
+from streaming.state import StateStage
 
 
 def main() -> None:
@@ -35,6 +36,7 @@ def main() -> None:
     runtime = create_runtime(vc.runtime, cfg.version_dir(vc), vc.device, vc.threads)
     runtime.load()
     pre = spec.make_preprocessor(runtime.metadata.preprocessing)
+    stage = StateStage(spec.state) if spec.state is not None else None
     app = faust.App(
         f"naive-faust-{uuid.uuid4().hex[:6]}",
         broker=";".join(f"kafka://{h}" for h in cfg.kafka.bootstrap.split(",")),
@@ -60,7 +62,14 @@ def main() -> None:
             state["n"] += 1
             try:
                 record = spec.schema.model_validate_json(event.value)
-                x = pre.transform([record])
+                if stage is None:
+                    x = pre.transform([record])
+                else:  # the pipeline's per-key features, event by event
+                    msg = event.message
+                    per_key = stage.compute_one(
+                        msg.topic, msg.partition, msg.key, msg.offset, record
+                    )
+                    x = pre.transform([record], per_key)
                 if not np.isfinite(x).all():
                     raise ValueError("non-finite feature")
                 score = float(runtime.predict(x)[0])

@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from streaming.state.spec import StateSpec
 
 
 class Preprocessor(Protocol):
@@ -20,8 +23,13 @@ class Preprocessor(Protocol):
 
     feature_names: tuple[str, ...]
 
-    def transform(self, records: Sequence[BaseModel]) -> np.ndarray:
-        """Return a C-contiguous float32 array of shape (len(records), len(feature_names))."""
+    def transform(
+        self, records: Sequence[BaseModel], state: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Return a C-contiguous float32 array of shape (len(records), len(feature_names)).
+
+        ``state``: the state stage's float64 columns for these records (one per aggregate of
+        ``PipelineSpec.state``, in order), or None for a pipeline without a state stage."""
         ...
 
 
@@ -79,6 +87,9 @@ class PipelineSpec:
     of ``pipeline.format: protobuf``; streaming.formats.proto_descriptor)."""
     proto_message: str | None = None
     """Full name of the reader message in ``proto_descriptor`` (e.g. ``fraud.Transaction``)."""
+    state: StateSpec | None = None
+    """The per-key windowed features the worker computes before preprocessing
+    (streaming.state); None: no state stage, the preprocessor gets ``state=None``."""
 
 
 def load_pipeline(module: str) -> PipelineSpec:

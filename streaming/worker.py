@@ -177,6 +177,7 @@ class Worker:
             health=self.health,
             should_stop=self._waiting_should_stop,
         )
+        source.on_revoked.append(engine.revoked)
         self._committer = kind(
             cfg, source.consumer, self._sink, engine.offsets, self.metrics, self.faults, self.stats
         )

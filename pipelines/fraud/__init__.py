@@ -5,6 +5,7 @@ from pathlib import Path
 from pipelines.fraud.generator import make_generator
 from pipelines.fraud.preprocessing import make_preprocessor
 from pipelines.fraud.schema import Transaction
+from pipelines.fraud.state import STATE
 from streaming.pipeline import PipelineSpec
 
 PIPELINE = PipelineSpec(
@@ -17,4 +18,5 @@ PIPELINE = PipelineSpec(
     avro_schema=str(Path(__file__).with_name("transaction.avsc")),
     proto_descriptor=str(Path(__file__).with_name("transaction.desc")),
     proto_message="fraud.Transaction",
+    state=STATE,
 )

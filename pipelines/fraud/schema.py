@@ -1,4 +1,4 @@
-"""A card transaction as the upstream feature service sends it."""
+"""A raw card transaction, as the card network sends it (no precomputed features)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 
 
 class Transaction(BaseModel):
-    """One card transaction with the behavioural features the feature store attaches."""
+    """One card transaction; the per-card velocity features come from the state stage."""
 
     # cache_strings="keys": the field names repeat in every event, the values (ids) rarely do;
     # caching only the keys decodes ~13% faster than pydantic's default of caching all.
@@ -42,15 +42,14 @@ class Transaction(BaseModel):
     card_id: str = Field(min_length=1, max_length=64)
     ts_ms: StrictInt = Field(gt=1_000_000_000_000, lt=100_000_000_000_000)
     """Event time, epoch milliseconds."""
-    amount: FiniteFloat = Field(gt=0, le=1_000_000)
+    amount: FiniteFloat = Field(ge=0.01, le=1_000_000)
+    """At least one cent: the features divide amounts by the card's average amount (a
+    subnormal one, 2e-313, overflowed to inf)."""
     currency: Currency
     merchant_category: Category
+    merchant_id: str = Field(min_length=1, max_length=64)
     country: Country
     channel: Channel
     card_present: StrictBool
     home_country: Country
     distance_from_home_km: FiniteFloat = Field(ge=0, le=20_040)
-    seconds_since_last_txn: FiniteFloat = Field(ge=0)
-    txn_count_1h: StrictInt = Field(ge=0, le=10_000)
-    amount_avg_30d: FiniteFloat = Field(ge=0.01, le=1_000_000)
-    """At least one cent: the features divide the amount by it (2e-313 overflowed to inf)."""

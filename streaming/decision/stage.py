@@ -142,7 +142,15 @@ def _trial_run(stage: DecideStage, carrier: ModelVersion, pipeline: PipelineSpec
             continue
     if not records:
         return
-    features = carrier.preprocessor.transform(records)
+    if pipeline.state is None:
+        features = carrier.preprocessor.transform(records)
+    else:  # the pipeline's per-key features, as the state stage computes them
+        from streaming.state import history_features
+
+        keys = [e.key for e in events[: len(records)]]
+        features = carrier.preprocessor.transform(
+            records, history_features(pipeline.state, keys, records)
+        )
     try:
         stage.score(carrier, features, make_columns(records, stage.fields))
     except NodeError as exc:

@@ -5,7 +5,8 @@ in-memory messages through a sink that acknowledges at once. All three drive it 
 ``start()``, ``submit()`` from one feeding thread, ``offsets.wait_drained()``, ``close()``.
 
 For each batch submitted (on the feeding thread): register every message in its partition's
-ledger, decode and validate, route each event to a version (sticky by key) and copy a share to
+ledger, decode and validate, compute the pipeline's state features (streaming.state, if it
+declares a state stage), route each event to a version (sticky by key) and copy a share to
 shadows, preprocess per version, copy the record fields a decision graph's rules read into
 columns, and queue the chunk on the version's lane (with a graph: all of it on the first
 version's, whose thread runs the graph). Each version's
@@ -48,6 +49,7 @@ from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
 from streaming.pipeline import PipelineSpec, load_pipeline
 from streaming.rollout.control import RoutingUpdate, describe
+from streaming.state import StateStage
 from streaming.tracing.stamps import ChunkTimes, TraceRow, has_traceparent, stamp_traceparents
 
 log = logging.getLogger("streaming.worker")
@@ -122,6 +124,9 @@ class Engine:
         self._router: Router | None = None
         self._shadows: list[tuple[ModelVersion, float]] = []
         self._consumed = self.metrics.events_consumed.labels(config.name, config.topics.input)
+        self.state = StateStage(self.pipeline.state) if self.pipeline.state is not None else None
+        """Per-key features per partition (feeding thread only: submit and the rebalance
+        callbacks, which librdkafka runs inside the feeding thread's poll)."""
 
     def start(self) -> None:
         """Load and warm the models, then start the sink and the inference threads."""
@@ -232,11 +237,12 @@ class Engine:
         msgs = [messages[i] for i in idx]
         led = [ledgers[i] for i in idx]
         assert self._router is not None, "the engine is not started"
+        state = self.state.compute(msgs, records) if self.state is not None else None
         now = time.monotonic()
         if len(self.versions) == 1 or self._graph_on:
-            self._queue(self.versions[0], msgs, records, led, now, times)
+            self._queue(self.versions[0], msgs, records, led, now, times, state)
             if self._shadows:
-                self._queue_shadows(msgs, records, led, now)
+                self._queue_shadows(msgs, records, led, now, state)
             return
         routes = self._router.route([m.key() for m in msgs])
         for vi, version in enumerate(self.versions):
@@ -249,9 +255,10 @@ class Engine:
                     [led[r] for r in rows],
                     now,
                     times,
+                    None if state is None else state[rows],
                 )
         if self._shadows:
-            self._queue_shadows(msgs, records, led, now)
+            self._queue_shadows(msgs, records, led, now, state)
 
     def _register(self, messages: Sequence[SourceMessage]) -> list[PartitionLedger]:
         """Enter every message in its partition's ledger before any output can be acked."""
@@ -277,9 +284,10 @@ class Engine:
         ledgers: list[PartitionLedger],
         enqueued: float,
         times: ChunkTimes | None = None,
+        state: np.ndarray | None = None,
     ) -> None:
         """Primary rows: preprocess, dead-letter what it refuses, queue the rest (blocking)."""
-        feats = preprocess(version.preprocessor, records)
+        feats = preprocess(version.preprocessor, records, state)
         for i, rejection in feats.rejected:
             trace = None if times is None else self._trace_row(msgs[i], records[i], times)
             self.dead_letters.message(msgs[i], ledgers[i], rejection, trace)
@@ -290,8 +298,9 @@ class Engine:
             msgs = [msgs[i] for i in rows]
             records = [records[i] for i in rows]
             ledgers = [ledgers[i] for i in rows]
+            state = None if state is None else state[rows]
         if version.sketch is not None:
-            version.sketch.add(records)
+            version.sketch.add(records, self._state_columns(state))
         chunk = self._chunk(feats.matrix, msgs, records, ledgers, enqueued)
         if times is not None:
             chunk.times = ChunkTimes(times.polled, times.decoded, time.time())
@@ -301,6 +310,18 @@ class Engine:
         if not version.lane.put(chunk):  # the version hung: its lane takes nothing more
             assert version.watch.hung is not None
             self.dead_letters.rows(chunk, range(len(chunk)), version.watch.hung)
+
+    def _state_columns(self, state: np.ndarray | None) -> dict[str, np.ndarray] | None:
+        """The state features by name, for the drift sketch (it bins them like fields)."""
+        if state is None or self.pipeline.state is None:
+            return None
+        return {name: state[:, i] for i, name in enumerate(self.pipeline.state.names)}
+
+    def revoked(self, partitions: set[tuple[str, int]]) -> None:
+        """Partitions revoked or lost: their state goes (the next owner rebuilds it)."""
+        if self.state is not None:
+            for topic, partition in partitions:
+                self.state.drop(topic, partition)
 
     def _trace_row(self, msg: SourceMessage, record: Any, times: ChunkTimes) -> TraceRow:
         """A row refused before it was in a chunk (tracing on; dead letters only: rare)."""
@@ -314,7 +335,12 @@ class Engine:
         )
 
     def _queue_shadows(
-        self, msgs: list[Any], records: list[Any], ledgers: list[PartitionLedger], now: float
+        self,
+        msgs: list[Any],
+        records: list[Any],
+        ledgers: list[PartitionLedger],
+        now: float,
+        state: np.ndarray | None = None,
     ) -> None:
         """Copy a share of the events (sticky by key) to each shadow version, if it keeps up.
 
@@ -327,7 +353,11 @@ class Engine:
             picked = np.flatnonzero(buckets < share * BUCKETS)
             if picked.size == 0:
                 continue
-            feats = preprocess(version.preprocessor, [records[r] for r in picked])
+            feats = preprocess(
+                version.preprocessor,
+                [records[r] for r in picked],
+                None if state is None else state[picked],
+            )
             keep = [int(picked[i]) for i in feats.rows]
             if not keep:
                 continue

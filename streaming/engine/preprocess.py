@@ -30,12 +30,15 @@ class Features:
         return not self.rejected
 
 
-def preprocess(pre: Preprocessor, records: Sequence[Any]) -> Features:
-    """Vectorised over the batch; a failing batch is retried row by row to find the culprit."""
+def preprocess(
+    pre: Preprocessor, records: Sequence[Any], state: np.ndarray | None = None
+) -> Features:
+    """Vectorised over the batch; a failing batch is retried row by row to find the culprit.
+    ``state``: the state stage's columns for these records (None without a state stage)."""
     try:
-        matrix = pre.transform(records)
+        matrix = pre.transform(records) if state is None else pre.transform(records, state)
     except Exception:  # noqa: BLE001 - isolate the rows that break the pipeline's code
-        return _row_by_row(pre, records)
+        return _row_by_row(pre, records, state)
     is_finite = np.isfinite(matrix)
     if is_finite.all():  # the common case in one reduction, not a row mask first
         return Features(list(range(len(records))), matrix, [])
@@ -45,13 +48,14 @@ def preprocess(pre: Preprocessor, records: Sequence[Any]) -> Features:
     return Features(ok.tolist(), np.ascontiguousarray(matrix[ok]), bad)
 
 
-def _row_by_row(pre: Preprocessor, records: Sequence[Any]) -> Features:
+def _row_by_row(pre: Preprocessor, records: Sequence[Any], state: np.ndarray | None) -> Features:
     rows: list[np.ndarray] = []
     keep: list[int] = []
     rejected: list[tuple[int, Rejection]] = []
     for i, rec in enumerate(records):
         try:
-            rows.append(pre.transform([rec])[0])
+            one = pre.transform([rec]) if state is None else pre.transform([rec], state[i : i + 1])
+            rows.append(one[0])
             keep.append(i)
         except Exception as exc:  # noqa: BLE001
             reason = f"{type(exc).__name__}: {exc}"[:_MAX_REASON]

@@ -52,6 +52,9 @@ class Source:
         self.polled_at = time.monotonic()
         self.on_assigned: list[Any] = []
         """Called with no arguments after each assignment (benchmarks wait for it)."""
+        self.on_revoked: list[Any] = []
+        """Called with the partitions revoked or lost, after the listener (the state stage
+        forgets them)."""
 
     def subscribe(self, listener: RebalanceListener) -> None:
         self._listener = listener
@@ -147,7 +150,10 @@ class Source:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._listener is not None
-        self._listener.revoked({(tp.topic, tp.partition) for tp in partitions})
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._listener.revoked(gone)
+        for hook in self.on_revoked:
+            hook(gone)
         # No idle exit in the middle of a rebalance: leaving then stalls the other members'
         # join until the coordinator gives up on this one.
         self.active_at = None
@@ -155,7 +161,10 @@ class Source:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._listener is not None
-        self._listener.lost({(tp.topic, tp.partition) for tp in partitions})
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._listener.lost(gone)
+        for hook in self.on_revoked:
+            hook(gone)
         self.active_at = None
         log.warning("lost %s", _names(partitions))
 

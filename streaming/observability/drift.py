@@ -100,11 +100,21 @@ class FeatureSketch:
     def _zero(self) -> dict[str, np.ndarray]:
         return {name: np.zeros(h.counts.size, np.int64) for name, h in self._hists.items()}
 
-    def add(self, records: Sequence[Any]) -> None:
+    def add(self, records: Sequence[Any], columns: Mapping[str, np.ndarray] | None = None) -> None:
+        """Count the chunk's first rows; ``columns``: features that are not fields of the
+        records (the state stage's), by name, one value per record."""
         rows = records[: self._sample]
         if not rows or not self._hists:
             return
-        values = {name: [_number(getattr(r, name, None)) for r in rows] for name in self._hists}
+        n = len(rows)
+        values = {
+            name: (
+                columns[name][:n].tolist()
+                if columns is not None and name in columns
+                else [_number(getattr(r, name, None)) for r in rows]
+            )
+            for name in self._hists
+        }
         with self._lock:
             pending = self._pending
             for name, vals in values.items():

@@ -19,11 +19,18 @@ with atheris.instrument_imports():
 
     from pipelines.fraud import PIPELINE
     from pipelines.fraud.preprocessing import fit_params
+    from pipelines.fraud.state import STATE
     from streaming.engine.decode import Decoder
     from streaming.engine.types import STAGES
+    from streaming.state import PartitionState, history_features
 
 DECODER = Decoder(PIPELINE.schema, max_event_bytes=65_536)
-PRE = PIPELINE.make_preprocessor(fit_params(PIPELINE.make_generator(1).training_data(2000)[0]))  # type: ignore[attr-defined]
+_TRAIN = PIPELINE.make_generator(1).training_data(2000)[0]  # type: ignore[attr-defined]
+PRE = PIPELINE.make_preprocessor(
+    fit_params(_TRAIN, history_features(STATE, [r.card_id for r in _TRAIN], _TRAIN))
+)
+STATE_OF_ALL = PartitionState(STATE)
+"""One state over every input, so that validated events build card histories too."""
 RUNS = {"n": 0, "records": 0, "rejected": 0}
 
 
@@ -47,7 +54,11 @@ def one_input(data: bytes) -> None:
         assert re.fullmatch(r"[A-Za-z_]+", r.reason_class), r.reason_class
     if records:
         RUNS["records"] += 1
-        features = PRE.transform(records)
+        rec = records[0]
+        state = STATE_OF_ALL.apply(
+            rec.card_id, RUNS["n"], rec.ts_ms, [getattr(rec, f) for f in STATE.fields]
+        )
+        features = PRE.transform(records, np.array([state]))
         assert np.isfinite(features).all(), "a validated event made a non-finite feature"
 
 

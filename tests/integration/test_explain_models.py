@@ -24,9 +24,11 @@ import pytest
 from pipelines.fraud.generator import make_generator
 from pipelines.fraud.preprocessing import make_preprocessor
 from pipelines.fraud.schema import Transaction
+from pipelines.fraud.state import STATE
 from streaming.config import load_config
 from streaming.explain import ExplainError, ReasonCodes, explainer_for, make_explainer
 from streaming.explain.gradients import IntegratedGradients
+from streaming.state import history_features
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +68,9 @@ def explained(models_built: Path, version: str, records: list[Transaction]):  # 
     """Metadata, features, ONNX model, and the rows at or above the review threshold."""
     directory = models_built / version
     meta = json.loads((directory / "metadata.json").read_text())
-    x = make_preprocessor(meta["preprocessing"]).transform(records)
+    # the per-card features as the worker's state stage computes them (one partition, in order)
+    state = history_features(STATE, [r.card_id for r in records], records)
+    x = make_preprocessor(meta["preprocessing"]).transform(records, state)
     model = OnnxLogit(directory / "model.onnx")
     score, logit = model(x)
     rows = np.flatnonzero(score >= REVIEW_THRESHOLD)

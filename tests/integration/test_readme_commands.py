@@ -390,6 +390,11 @@ def check_pairs(ctx: Ctx) -> None:
     assert "over 1 pairs" in done.stdout, done.stdout
 
 
+def check_state_check(ctx: Ctx) -> None:
+    done = run(ctx, swap(ctx.argv, "--events", "20000"), timeout=120)
+    assert "OK: 120,000/120,000 features equal" in done.stdout, done.stdout
+
+
 def check_explain_cost(ctx: Ctx) -> None:
     argv = [*ctx.argv, "--events", "2560", "--rounds", "1", "--methods", "auto,grad-x-input"]
     done = run(ctx, argv, timeout=120)
@@ -647,6 +652,13 @@ COMMANDS: dict[str, Check] = {
         "--help only: traced runs are tests/integration/test_tracing.py's, the pairing "
         "drain_ratio's bounded run",
         help_lists("--events", "--pairs"),
+    ),
+    ".venv/bin/python -m loadtests.state_cost": Check(
+        "bounded: --events 1000 --pairs 1", check_pairs
+    ),
+    ".venv/bin/python -m loadtests.state_check --events 1000000": Check(
+        "bounded: --events 20000 (the full run takes ~2 min): every feature equal",
+        check_state_check,
     ),
     ".venv/bin/python -m loadtests.explain_drain": Check(
         "--help only: explained runs are the demo's (tests/integration/test_cli.py), "

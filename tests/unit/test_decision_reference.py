@@ -17,6 +17,7 @@ from streaming.decision.stage import build_decide_stage
 from streaming.engine.versions import load_version
 from streaming.observability.metrics import WorkerMetrics
 from streaming.pipeline import load_pipeline
+from streaming.state import history_features
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 100_000
@@ -92,10 +93,11 @@ def test_the_graph_matches_the_numpy_reference_on_100k_events() -> None:
 
     events = spec.make_generator(20).batch(EVENTS, 1_760_000_000_000)
     records = [spec.schema.model_validate_json(e.value) for e in events]
+    state = history_features(spec.state, [r.card_id for r in records], records)
     seen = {"decision": np.zeros(3, int), "v2": 0, "v3": 0, "overridden": 0}
     for i in range(0, EVENTS, BATCH):
         part = records[i : i + BATCH]
-        x = carrier.preprocessor.transform(part)
+        x = carrier.preprocessor.transform(part, state[i : i + BATCH])
         got = stage.score(carrier, x, make_columns(part, stage.fields))
         want = reference(part, x, names, sessions)
         assert np.array_equal(got.score, want["score"]), i
@@ -137,7 +139,9 @@ def test_the_challenger_never_changes_a_decision() -> None:
         spec.schema.model_validate_json(e.value)
         for e in spec.make_generator(21).batch(5_000, 1_760_000_000_000)
     ]
-    x = versions[0].preprocessor.transform(records)
+    x = versions[0].preprocessor.transform(
+        records, history_features(spec.state, [r.card_id for r in records], records)
+    )
     cols = make_columns(records, with_c.fields)
     a = with_c.score(versions[0], x, cols)
     b = without_c.score(versions[0], x, make_columns(records, without_c.fields))

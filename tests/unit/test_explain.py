@@ -137,12 +137,12 @@ def test_bad_reasons_sections_fail(section: dict, message: str) -> None:
 def test_the_fraud_pipeline_maps_every_feature_of_its_model_to_one_code() -> None:
     """The shipped mapping loads against the fraud features (no model file needed: the
     preprocessor names them)."""
-    from pipelines.fraud.preprocessing import NUMERIC, make_preprocessor
+    from pipelines.fraud.preprocessing import NUMERIC, PARAMS_VERSION, make_preprocessor
     from pipelines.fraud.schema import CATEGORIES, CHANNELS
 
     cfg = load_config("pipelines/fraud/pipeline.yaml")
     params = {
-        "version": 1,
+        "version": PARAMS_VERSION,
         "numeric": list(NUMERIC),
         "mean": [0.0] * len(NUMERIC),
         "std": [1.0] * len(NUMERIC),

@@ -12,6 +12,8 @@ from pipelines.fraud import PIPELINE
 from pipelines.fraud.generator import EXPECTED_STAGE, INVALID_KINDS, FraudGenerator
 from pipelines.fraud.preprocessing import fit_params, make_preprocessor
 from pipelines.fraud.schema import Transaction
+from pipelines.fraud.state import STATE
+from streaming.state import history_features
 
 NOW = 1_795_000_000_000
 
@@ -22,8 +24,10 @@ def events() -> list:  # type: ignore[type-arg]
 
 
 @pytest.fixture(scope="module")
-def training() -> tuple[list[Transaction], np.ndarray]:
-    return FraudGenerator(5).training_data(20_000)
+def training() -> tuple[list[Transaction], np.ndarray, np.ndarray]:
+    """A history, its labels and its state columns (the stage over it in order)."""
+    records, labels = FraudGenerator(5, n_cards=2_000).training_data(20_000)  # cards with a past
+    return records, labels, history_features(STATE, [r.card_id for r in records], records)
 
 
 def test_valid_events_round_trip(events) -> None:  # type: ignore[no-untyped-def]
@@ -43,7 +47,8 @@ def test_valid_events_round_trip(events) -> None:  # type: ignore[no-untyped-def
         {"amount": 0},
         {"currency": "XXX"},
         {"extra_field": 1},
-        {"txn_count_1h": -1},
+        {"amount": 0.001},
+        {"merchant_id": ""},
         {"country": "de"},
     ],
 )
@@ -84,45 +89,56 @@ def test_fraud_rate_and_invalid_ratio_are_realistic() -> None:
 
 
 def test_features_shape_dtype_and_standardisation(training) -> None:  # type: ignore[no-untyped-def]
-    records, _ = training
-    pre = make_preprocessor(fit_params(records))
-    x = pre.transform(records)
+    records, _, state = training
+    pre = make_preprocessor(fit_params(records, state))
+    x = pre.transform(records, state)
     assert x.shape == (len(records), len(pre.feature_names)) and x.dtype == np.float32
     assert x.flags.c_contiguous and np.isfinite(x).all()
-    assert np.allclose(x[:, :5].mean(axis=0), 0, atol=1e-3)
-    assert np.allclose(x[:, :5].std(axis=0), 1, atol=1e-3)
-    sin, cos = x[:, 5], x[:, 6]
+    assert np.allclose(x[:, :8].mean(axis=0), 0, atol=1e-3)
+    assert np.allclose(x[:, :8].std(axis=0), 1, atol=1e-3)
+    sin, cos = x[:, 8], x[:, 9]
     assert np.allclose(sin**2 + cos**2, 1, atol=1e-5)
-    one_hot_cat = x[:, 9:19]
+    one_hot_cat = x[:, 12:22]
     assert (one_hot_cat.sum(axis=1) == 1).all()
-    assert pre.transform([]).shape == (0, len(pre.feature_names))
-    assert np.array_equal(pre.transform(records[:7]), x[:7])  # batch-independent
+    assert pre.transform([], state[:0]).shape == (0, len(pre.feature_names))
+    assert np.array_equal(pre.transform(records[:7], state[:7]), x[:7])  # batch-independent
+    with pytest.raises(ValueError, match="state stage"):
+        pre.transform(records[:7])
 
 
 def test_unknown_category_gets_zeros_not_an_error(training) -> None:  # type: ignore[no-untyped-def]
-    records, _ = training
-    params = fit_params(records)
+    records, _, state = training
+    params = fit_params(records, state)
     params["merchant_category"] = [c for c in params["merchant_category"] if c != "grocery"]
     pre = make_preprocessor(params)
-    grocery = next(r for r in records if r.merchant_category == "grocery")
-    row = pre.transform([grocery])[0]
+    i = next(i for i, r in enumerate(records) if r.merchant_category == "grocery")
+    row = pre.transform([records[i]], state[i : i + 1])[0]
     names = pre.feature_names
     cats = [i for i, n in enumerate(names) if n.startswith("category=")]
     assert row[cats].sum() == 0
 
 
 def test_params_from_another_feature_version_are_refused(training) -> None:  # type: ignore[no-untyped-def]
-    params = fit_params(training[0])
+    params = fit_params(training[0], training[2])
     with pytest.raises(ValueError, match="make models"):
         make_preprocessor({**params, "version": 99})
 
 
 def test_the_signal_is_learnable(training) -> None:  # type: ignore[no-untyped-def]
-    # Fraud differs from legitimate traffic on the features the model sees.
-    records, labels = training
-    x = make_preprocessor(fit_params(records)).transform(records)
+    # Fraud differs from legitimate traffic on the features the model sees, the velocity
+    # features the state stage computes included.
+    records, labels, state = training
+    pre = make_preprocessor(fit_params(records, state))
+    x = pre.transform(records, state)
     fraud, legit = x[labels == 1], x[labels == 0]
-    assert fraud[:, 1].mean() > legit[:, 1].mean() + 0.5  # amount far above the card's usual
+    col = {n: i for i, n in enumerate(pre.feature_names)}
+    assert fraud[:, col["log_amount_ratio"]].mean() > legit[:, col["log_amount_ratio"]].mean() + 0.5
+    for name in ("log_txn_count_1h", "log_merchants_24h", "log_countries_24h"):
+        assert fraud[:, col[name]].mean() > legit[:, col[name]].mean() + 0.5, name
+    assert (
+        fraud[:, col["log_seconds_since_last"]].mean()
+        < legit[:, col["log_seconds_since_last"]].mean() - 0.5
+    )
 
 
 def test_the_pipeline_spec_names_real_fields() -> None:
@@ -136,11 +152,11 @@ def test_features_are_what_training_computed_row_for_row(training) -> None:  # t
     # code's _numeric and the one-hot definition say, for any batch size and vocabulary
     from pipelines.fraud.preprocessing import NUMERIC, _numeric
 
-    records = training[0][:3000]
-    params = fit_params(records)
+    records, state = training[0][:3000], training[2][:3000]
+    params = fit_params(records, state)
     params["channel"] = [c for c in params["channel"] if c != "pos"]  # an unknown value too
     pre = make_preprocessor(params)
-    cols, angle = _numeric(records)
+    cols, angle = _numeric(records, state)
     k = len(NUMERIC)
     expected = np.zeros((len(records), len(pre.feature_names)), np.float32)
     expected[:, :k] = (cols - np.asarray(params["mean"])) / np.asarray(params["std"])
@@ -156,6 +172,9 @@ def test_features_are_what_training_computed_row_for_row(training) -> None:  # t
     assert any(r.channel == "pos" for r in records)
     for size in (1, 3, 12, 3000):
         got = np.concatenate(
-            [pre.transform(records[i : i + size]) for i in range(0, len(records), size)]
+            [
+                pre.transform(records[i : i + size], state[i : i + size])
+                for i in range(0, len(records), size)
+            ]
         )
         assert np.array_equal(got, expected), size

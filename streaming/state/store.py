@@ -1,0 +1,246 @@
+"""The state of one input partition: per Kafka key, the key's recent events, and the
+aggregates an event reads from them.
+
+Semantics (the brute-force check in loadtests/state_check.py computes exactly this):
+
+- ``wm`` is the partition's latest event time among the events applied so far.
+- An event at offset ``o`` with event time ``ts`` is *late* when ``ts < wm - grace``: it is
+  scored as if it happened at ``wm`` ("as of now") and is not added to the state. Other events,
+  in order or out of order within the grace period, are added at their place in event time.
+- Its features aggregate the key's events (late ones excluded) with an offset *smaller than*
+  ``o`` and an event time in ``(t - window, t]``, ``t`` being ``ts`` (or ``wm`` if late).
+- Each kept event carries its input offset: that is what the state keeps per key of where
+  each change came from. An event whose offset is not above the partition's last applied
+  offset is a replay (at-least-once reads it again after a crash or a rebalance): it changes
+  nothing, and its features are computed from the events with a smaller offset only, so
+  they equal the first run's, never counting the event twice.
+- Events older than ``wm - horizon`` (the longest window + grace + replay margin) are pruned
+  and a key whose newest event is that old is dropped: no window of a current event can
+  reach them, so pruning changes no feature. A replay is exact while the partition's event
+  time has moved on by less than the replay margin since the first run (seconds, in practice).
+
+Sums are ``math.fsum`` (exactly rounded): the result does not depend on the order events
+were inserted in, so a replay and a recomputation agree to the last bit.
+
+Layout: per key one flat ``array('d')`` of rows ``(ts, offset, field...)`` sorted by (event
+time, offset). Arrays are not tracked by the garbage collector: with a Python object and a list
+per column for each key, the collector's passes over the state of 50,000 cards were 70% of the
+stage's cost. Fields only counted distinct are stored as codes of the partition's vocabulary.
+
+Threads: a PartitionState is owned by the feeding thread (the engine's submit); the
+changelog writer reads serialized copies only.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from bisect import bisect_right
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from streaming.state.spec import StateSpec
+
+_NO_TIME = -(2**62)
+"""The partition's event time before its first event (no event is late then)."""
+_EXPIRE_EVERY = 1024
+"""Fewest applied events between two expiry passes."""
+
+
+class Vocabulary(dict[Any, int]):
+    """Value -> code, the next code for a value not seen yet."""
+
+    def __missing__(self, value: Any) -> int:
+        code = self[value] = len(self)
+        return code
+
+
+class _Plan:
+    """The aggregates compiled once: grouped by window as (window, [(slot, kind, col, cap)])
+    with ``col`` the field's place in a row, and the row of values every aggregate takes
+    when its window is empty."""
+
+    def __init__(self, spec: StateSpec) -> None:
+        col_of = {f: 2 + i for i, f in enumerate(spec.fields)}
+        windows: dict[int, list[tuple[int, str, int, int]]] = {}
+        empty = []
+        for slot, a in enumerate(spec.aggregates):
+            col = col_of[a.field] if a.field is not None else -1
+            windows.setdefault(a.window_ms, []).append((slot, a.kind, col, a.cap))
+            if a.kind in ("count", "sum", "distinct"):
+                empty.append(0.0)
+            elif a.kind == "since_last" and a.default == 0.0:
+                empty.append(a.window_ms / 1000.0)
+            else:
+                empty.append(a.default)
+        self.windows = sorted(windows.items())
+        self.empty = empty
+        numeric = {a.field for a in spec.aggregates if a.kind != "distinct"}
+        self.coded = [f not in numeric for f in spec.fields]
+        self.stride = 2 + len(spec.fields)
+
+
+class PartitionState:
+    """Per key state of one partition; ``apply`` returns an event's features and adds it."""
+
+    def __init__(self, spec: StateSpec, codes: Vocabulary | None = None) -> None:
+        self.spec = spec
+        self._grace = spec.grace_ms
+        self._horizon = spec.horizon_ms  # bound once: properties cost on the hot path
+        plan = _Plan(spec)
+        self._windows = plan.windows
+        self._empty = plan.empty
+        self._coded = plan.coded
+        self._stride = plan.stride
+        self.codes = Vocabulary() if codes is None else codes
+        """Vocabulary of the fields only counted distinct (a stage's partitions share one);
+        grows with the distinct values seen."""
+        self.keys: dict[Hashable, array] = {}
+        """Key -> its rows (ts, offset, fields...), flat."""
+        self.wm: int | None = None
+        """The latest event time applied (None before the first event)."""
+        self.applied = -1
+        """The highest offset applied; an offset not above it is a replay."""
+        self.late: dict[int, int] = {}
+        """Offset -> the time a late event was scored at, so that its replay is scored alike."""
+        self._since_expiry = 0
+        self._expire_every = _EXPIRE_EVERY
+
+    # ---------------------------------------------------------------- the hot path
+
+    def apply(self, key: Hashable, offset: int, ts: int, values: Sequence[Any]) -> list[float]:
+        """The features of the event at ``offset``, then the event added (unless it is late or
+        a replay). ``values`` are the event's fields, in ``spec.fields`` order."""
+        out: list[float] = []
+        self.apply_many([key], self.rows([ts], [offset], [[v] for v in values]), out)
+        return out
+
+    def rows(
+        self, ts: Sequence[int], offsets: Sequence[int], columns: Sequence[Sequence[Any]]
+    ) -> list[tuple[Any, ...]]:
+        """Input rows for ``apply_many`` from columns: (ts, offset, field...) per event, the
+        fields only counted distinct as vocabulary codes. Column-wise, so that the per-event
+        work is a few C calls."""
+        code = self.codes.__getitem__  # C speed; a new value is coded by __missing__
+        cols = [
+            list(map(code, col)) if coded else col
+            for coded, col in zip(self._coded, columns, strict=True)
+        ]
+        return list(zip(ts, offsets, *cols))  # noqa: B905 - one length
+
+    def apply_many(
+        self, keys: Sequence[Hashable], rows_in: Sequence[tuple[Any, ...]], out: list[float]
+    ) -> None:
+        """``apply`` for a run of events of this partition in offset order (``rows_in`` from
+        ``rows``); each event's features are appended to the flat ``out``. One loop with the
+        hot names bound to locals: the stage's cost is per event, and attribute lookups and a
+        list per event were a good share of it."""
+        extend = out.extend
+        state = self.keys
+        get = state.get
+        empty = self._empty
+        stride = self._stride
+        grace = self._grace
+        horizon = self._horizon
+        features = self._features
+        wm = _NO_TIME if self.wm is None else self.wm
+        applied = self.applied
+        replays = 0
+        for key, row in zip(keys, rows_in):  # noqa: B905 - same lengths
+            ts, offset = row[0], row[1]
+            if offset <= applied:
+                self.wm = None if wm == _NO_TIME else wm
+                extend(self._replay(key, offset, ts))
+                replays += 1
+                continue
+            applied = offset
+            rows = get(key)
+            if ts < wm - grace:  # late: as of wm, not kept
+                self.late[offset] = wm
+                extend(features(rows, wm, len(rows) // stride) if rows else empty)
+                continue
+            if ts > wm:
+                wm = ts
+            if rows is None:  # a key's first event: nothing to aggregate
+                extend(empty)
+                state[key] = array("d", row)
+                continue
+            if ts >= rows[-stride]:  # in order: the common case, appended
+                extend(features(rows, ts, len(rows) // stride))
+                rows.extend(row)
+            else:
+                at = bisect_right(rows[0::stride], ts)
+                extend(features(rows, ts, at))
+                rows[at * stride : at * stride] = array("d", row)
+            limit = wm - horizon
+            if rows[0] <= limit:
+                del rows[: bisect_right(rows[0::stride], limit) * stride]
+        self.wm = None if wm == _NO_TIME else wm
+        self.applied = applied
+        self._since_expiry += len(keys) - replays
+        if self._since_expiry >= self._expire_every:
+            self.expire()
+
+    def _features(self, rows: array, t: int, hi: int) -> list[float]:
+        """Aggregates over the first ``hi`` rows with event time in (t - window, t]."""
+        out = self._empty[:]
+        if not hi:
+            return out
+        stride = self._stride
+        ts = rows[0 : hi * stride : stride]
+        end = hi * stride
+        for window, aggs in self._windows:
+            lo = bisect_right(ts, t - window)
+            if lo == hi:
+                continue  # an empty window: the defaults stand
+            for slot, kind, col, cap in aggs:
+                if kind == "count":
+                    out[slot] = float(hi - lo)
+                elif kind == "since_last":
+                    out[slot] = (t - ts[hi - 1]) / 1000.0
+                elif kind == "sum":
+                    out[slot] = math.fsum(rows[lo * stride + col : end : stride])
+                elif kind == "mean":
+                    out[slot] = math.fsum(rows[lo * stride + col : end : stride]) / (hi - lo)
+                elif kind == "distinct":
+                    out[slot] = float(min(len(set(rows[lo * stride + col : end : stride])), cap))
+                elif kind == "max":
+                    out[slot] = max(rows[lo * stride + col : end : stride])
+                else:  # last
+                    out[slot] = rows[end - stride + col]
+        return out
+
+    # ---------------------------------------------------------------- replays and expiry
+
+    def _replay(self, key: Hashable, offset: int, ts: int) -> list[float]:
+        """An event read again: features from the key's events with a smaller offset only."""
+        t = self.late.get(offset, ts)
+        rows = self.keys.get(key)
+        if rows is None:
+            return self._empty[:]
+        stride = self._stride
+        earlier = array("d")
+        for i in range(0, len(rows), stride):
+            if rows[i + 1] < offset:
+                earlier.extend(rows[i : i + stride])
+        return self._features(earlier, t, bisect_right(earlier[0::stride], t))
+
+    def expire(self) -> int:
+        """Drop the keys whose newest event is past the horizon, and late-event marks as old;
+        returns how many keys went. A pass looks at every key, so passes are spaced by at
+        least as many events as there are keys: about one key looked at per event."""
+        self._since_expiry = 0
+        if self.wm is None:
+            return 0
+        limit = self.wm - self._horizon
+        stride = self._stride
+        gone = [key for key, rows in self.keys.items() if not rows or rows[-stride] <= limit]
+        for key in gone:
+            del self.keys[key]
+        if self.late:
+            self.late = {o: t for o, t in self.late.items() if t > limit}
+        self._expire_every = max(_EXPIRE_EVERY, len(self.keys))
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self.keys)

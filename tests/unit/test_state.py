@@ -1,0 +1,155 @@
+"""The state stage: features equal a brute-force recomputation, replays change nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from loadtests.state_check import brute_force, mismatches, stream
+from streaming.state import Aggregate, PartitionState, StateSpec, StateStage, history_features
+
+H = 3_600_000
+SPEC = StateSpec(
+    ts_field="ts",
+    grace_ms=120_000,
+    replay_margin_ms=600_000,
+    aggregates=(
+        Aggregate("n_1h", "count", H),
+        Aggregate("sum_24h", "sum", 24 * H, "amount"),
+        Aggregate("mean_30d", "mean", 30 * 24 * H, "amount", default=-1.0),
+        Aggregate("max_1h", "max", H, "amount", default=-2.0),
+        Aggregate("shops_24h", "distinct", 24 * H, "shop", cap=3),
+        Aggregate("last_amount", "last", 24 * H, "amount", default=-3.0),
+        Aggregate("since_last", "since_last", 30 * 24 * H),
+    ),
+)
+
+
+def _events(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """A random stream: skewed keys, time ticks with ties, out-of-order events within the
+    grace period, late ones past it, and gaps longer than the longest window (expiry)."""
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 4_000, size=n)
+    hot = rng.random(n) < 0.1
+    keys[hot] = rng.integers(0, 10, size=int(hot.sum()))  # ten busy keys, ~1,000 events each
+    step = rng.choice([0, 1_000, 60_000, 600_000], size=n, p=[0.2, 0.4, 0.3, 0.1])
+    step[rng.random(n) < 0.0005] = 40 * 24 * H  # the whole partition jumps past the horizon
+    ts = 1_700_000_000_000 + np.cumsum(step)
+    shift = rng.random(n)
+    ts = ts - np.where(shift < 0.05, rng.integers(0, 120_000, size=n), 0)  # within grace
+    ts = ts - np.where(shift > 0.995, rng.integers(200_000, 30 * H, size=n), 0)  # late
+    fields = {
+        "amount": np.round(rng.lognormal(3, 1, size=n), 2),
+        "shop": rng.integers(0, 8, size=n).astype(str).astype(object),
+    }
+    return keys, ts, fields
+
+
+def test_features_equal_a_brute_force_recomputation_for_every_event() -> None:
+    keys, ts, fields = _events(100_000, seed=11)
+    prev = np.maximum.accumulate(ts)[:-1]
+    assert (ts[1:] < prev - SPEC.grace_ms).sum() > 300  # late events are in the test
+    assert ((ts[1:] < prev) & (ts[1:] >= prev - SPEC.grace_ms)).sum() > 3_000  # out of order
+    got = stream(SPEC, keys, ts, fields)
+    want = brute_force(SPEC, keys, ts, fields)
+    assert mismatches(SPEC, got, want) == dict.fromkeys(SPEC.names, 0)
+    # the defaults, caps and expiry were exercised, not only the easy middle
+    assert (got[:, 3] == -2.0).any() and (got[:, 4] == 3.0).any()
+    assert (got[:, 6] == 30 * 24 * 3600.0).sum() > 5_000
+
+
+def test_a_replay_is_scored_as_the_first_run_and_counted_once() -> None:
+    keys, ts, fields = _events(20_000, seed=5)
+    # exact while the partition's event time moved on by less than the replay margin since
+    # the replayed offset: here it moved by what the stream's 3,000 events span
+    moved = int(ts[:15_000].max() - ts[:12_000].max())
+    spec = dataclasses.replace(SPEC, replay_margin_ms=moved + 1)
+    cols = [fields[f].tolist() for f in spec.fields]
+    first = stream(spec, keys, ts, fields)
+    state = PartitionState(spec)
+    for o in range(15_000):
+        state.apply(int(keys[o]), o, int(ts[o]), [c[o] for c in cols])
+    held = sum(len(rows) for rows in state.keys.values())
+    # a crash: offsets from 12,000 are read again (and the ones after, for the first time)
+    again = [
+        state.apply(int(keys[o]), o, int(ts[o]), [c[o] for c in cols])
+        for o in range(12_000, 15_000)
+    ]
+    assert sum(len(rows) for rows in state.keys.values()) == held  # nothing counted twice
+    again += [
+        state.apply(int(keys[o]), o, int(ts[o]), [c[o] for c in cols])
+        for o in range(15_000, 20_000)
+    ]
+    assert np.array_equal(np.array(again), first[12_000:])
+
+
+def test_expired_keys_leave_memory() -> None:
+    state = PartitionState(SPEC)
+    for k in range(3_000):
+        state.apply(k, k, 1_700_000_000_000 + k, [1.0, "a"])
+    assert len(state) == 3_000
+    state.apply("late-comer", 3_000, 1_700_000_000_000 + 32 * 24 * H, [1.0, "a"])
+    assert state.expire() == 3_000
+    assert list(state.keys) == ["late-comer"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "x", "kind": "median", "window_ms": 1}, "kind 'median' is not one of"),
+        ({"name": "x", "kind": "sum", "window_ms": 1}, "kind sum needs a field"),
+        ({"name": "x", "kind": "count", "window_ms": 0}, "window_ms must be > 0"),
+    ],
+)
+def test_a_wrong_aggregate_fails_with_its_name(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=f"state aggregate 'x': {message}"):
+        Aggregate(**kwargs)
+
+
+class _Msg:
+    def __init__(self, partition: int, offset: int, key: bytes) -> None:
+        self._p, self._o, self._k = partition, offset, key
+
+    def topic(self) -> str:
+        return "in"
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return self._k
+
+
+class _Rec:
+    def __init__(self, ts: int, amount: float, shop: str) -> None:
+        self.ts, self.amount, self.shop = ts, amount, shop
+
+
+def test_the_stage_keeps_one_state_per_partition_and_forgets_a_revoked_one() -> None:
+    keys, ts, fields = _events(6_000, seed=9)
+    part = keys % 3  # a key always lands in one partition, as with Kafka
+    recs = [
+        _Rec(int(t), a, s) for t, a, s in zip(ts, fields["amount"], fields["shop"], strict=True)
+    ]
+    msgs, offset = [], [0, 0, 0]
+    for k, p in zip(keys.tolist(), part.tolist(), strict=True):
+        msgs.append(_Msg(p, offset[p], b"%d" % k))
+        offset[p] += 1
+    stage = StateStage(SPEC)
+    # polls of runs of one partition and of mixed ones
+    got = np.concatenate(
+        [stage.compute(msgs[i : i + 700], recs[i : i + 700]) for i in range(0, 6_000, 700)]
+    )
+    for p in range(3):
+        rows = np.flatnonzero(part == p)
+        want = history_features(SPEC, [msgs[i].key() for i in rows], [recs[i] for i in rows])
+        assert np.array_equal(got[rows], want)
+    before, in_1 = stage.keys(), len(stage.partitions[("in", 1)])
+    assert in_1 > 500
+    stage.drop("in", 1)
+    assert ("in", 1) not in stage.partitions and stage.keys() == before - in_1
