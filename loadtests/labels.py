@@ -384,6 +384,22 @@ class CanaryResult:
     seconds_to_rollback: float | None
     """From the first event produced to the rollback alert."""
     reasons: list[str]
+    predictions: dict[str, int]
+    """Per version, in the judged window: what ``flagged_share`` is a share of."""
+
+    def flag_shares_alike(self, sigmas: float = 4.0) -> bool:
+        """Every two versions flag the same share up to sampling: within ``sigmas`` standard
+        errors of a two-proportion difference (the canaries flag alike by construction, and
+        a fixed bound would fail by chance once the flag rate is a few per cent)."""
+        shares = list(self.flagged_share.items())
+        for i, (a, pa) in enumerate(shares):
+            for b, pb in shares[i + 1 :]:
+                na, nb = self.predictions[a], self.predictions[b]
+                pooled = (pa * na + pb * nb) / (na + nb)
+                se = (pooled * (1 - pooled) * (1 / na + 1 / nb)) ** 0.5
+                if abs(pa - pb) > sigmas * se + 1e-12:
+                    return False
+        return True
 
 
 def _with_fraud_rate(rate: float | None) -> PipelineSpec | None:
@@ -510,6 +526,7 @@ def canary_run(
         {v: q["tp"] + q["fn"] for v, q in quality.items()},
         rollback_s,
         [r for v in last.values() for r in v["reasons"]],
+        {v: q["predictions"] for v, q in quality.items()},
     )
 
 
@@ -570,7 +587,9 @@ def main() -> None:
             run_dir.mkdir(exist_ok=args.keep is not None)
             c = canary_run(broker.bootstrap, run_dir, events=args.events, rate=None, seed=20 + i)
             kept = c.last_verdicts.get("v2") == "ok"
-            ok = c.rolled_back == ["v8"] and not c.other_rollbacks and kept
+            ok = (
+                c.rolled_back == ["v8"] and not c.other_rollbacks and kept and c.flag_shares_alike()
+            )
             failures += not ok
             print(
                 f"canary run {i + 1}: rolled back on labels {c.rolled_back} "

@@ -228,6 +228,7 @@ def _failing_model(models_built: Path, out: Path) -> Path:
     out.mkdir(parents=True)
     torch.jit.save(torch.jit.script(_FailsOnRealData(meta["input_dim"])), str(out / "model.pt"))
     meta.update(version="broken", files={"model.pt": sha256_file(out / "model.pt")})
+    meta.pop("explain", None)  # no explanation artifacts: served with rule reasons only
     (out / "metadata.json").write_text(json.dumps(meta))
     return out
 
