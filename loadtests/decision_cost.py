@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--pairs", type=int, default=5)
     args = parser.parse_args(argv)
-    single, graph = load_config(args.single), load_config(args.graph)
+    # explanations off in both: what they cost is loadtests.explain_drain's measure, and the
+    # shipped single-model pipeline explains while the graph's does not
+    single, graph = (load_config(p).with_overrides(reasons=None) for p in (args.single, args.graph))
     if graph.decision.graph is None:
         raise SystemExit(f"decision_cost: error: {args.graph} has no decision.graph")
     print(
