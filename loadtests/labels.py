@@ -413,9 +413,10 @@ def _with_fraud_rate(rate: float | None) -> PipelineSpec | None:
     )
 
 
-def build_canaries(tmp: Path, models: Path, bad_share: float = 0.37) -> dict[str, Path]:
+def build_canaries(tmp: Path, models: Path, bad_share: float = 0.43) -> dict[str, Path]:
     """The baseline blind on 10% of events, the unbroken model (better), and a canary blind on
-    ``bad_share`` (about 30% less fraud caught than the baseline with the default)."""
+    ``bad_share`` (about 30% less fraud caught than the baseline with the default, measured
+    25-31% on the state features; 37% gave 16-24%)."""
     from models.fraud.faulty import build_faulty
 
     return {
