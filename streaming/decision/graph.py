@@ -25,7 +25,8 @@ from streaming.decision.config import (
     SwitchNode,
 )
 from streaming.decision.decide import Decided, apply_overrides, threshold_codes
-from streaming.decision.reasons import MAX_REASONS, Reason
+from streaming.decision.reasons import MAX_REASONS
+from streaming.explain.types import Reason
 
 Predict = Callable[[np.ndarray], np.ndarray]
 _EPS = 1e-7

@@ -26,35 +26,22 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from streaming.errors import StartupError
+from streaming.explain.types import Explainer
 
 if TYPE_CHECKING:
     from streaming.config import PipelineConfig
     from streaming.engine.versions import ModelVersion
+    from streaming.explain.reasons import ReasonCodes
 
 log = logging.getLogger("streaming.worker")
 
 MAX_REASONS = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Reason:
-    code: str
-    text: str
-    weight: float
-
-
 class ReasonLike(Protocol):
     code: str
     text: str
     weight: float
-
-
-class Explainer(Protocol):
-    def attributions(self, features: np.ndarray) -> np.ndarray: ...
-
-
-class ReasonCodes(Protocol):
-    def top(self, attributions: np.ndarray, k: int = MAX_REASONS) -> list[list[Any]]: ...
 
 
 @dataclass(frozen=True, slots=True)

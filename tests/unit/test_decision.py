@@ -18,11 +18,12 @@ import yaml
 from streaming.config import ConfigError, PipelineConfig, load_config
 from streaming.decision import stage as stage_module
 from streaming.decision.decide import apply_overrides, threshold_codes
-from streaming.decision.reasons import Explanations, Reason, held_rows, merge
+from streaming.decision.reasons import Explanations, held_rows, merge
 from streaming.dev.inprocess import InMemoryMessage, InstantSink
 from streaming.engine.engine import Engine
 from streaming.engine.outputs import encode_predictions
 from streaming.errors import StartupError
+from streaming.explain.types import Reason
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAPH = ROOT / "pipelines" / "fraud" / "pipeline-graph.yaml"
