@@ -17,7 +17,7 @@ import time
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from loadtests.baselines import passthrough
-from streaming.config import load_config
+from streaming.config import PipelineConfig, load_config
 from streaming.dev.broker import EmbeddedBroker
 from streaming.dev.produce import produce_events
 from streaming.kafka.topics import create_topics
@@ -30,6 +30,24 @@ def process_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def fill_backlog(cfg: PipelineConfig, events: int, *also: PipelineConfig) -> None:
+    """Create the pipeline's topics (and those of ``also``), then write ``events`` generated
+    events (seed 1): the one backlog that every drain of a paired benchmark reads."""
+    for c in (cfg, *also):
+        create_topics(c)
+    time.sleep(1)  # let the new topics' metadata settle before the producer asks for it
+    produce_events(cfg, events, seed=1)
+
+
+def timed_drain(cfg: PipelineConfig, group: str, **overrides: object) -> tuple[float, float]:
+    """One worker drains the backlog in a fresh group ``group``, with dotted-key
+    ``overrides``: (events/s, this process's CPU us per event consumed)."""
+    worker = Worker(cfg.with_overrides(**{"kafka.group": group, **overrides}), idle_exit_s=1.0)
+    c0 = process_cpu_s()
+    stats = worker.run()
+    return stats.rate(), (process_cpu_s() - c0) / max(stats.consumed, 1) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", default="pipelines/fraud/pipeline.yaml")
@@ -39,12 +57,10 @@ def main() -> None:
     ratios = []
     with EmbeddedBroker() as broker:
         cfg = load_config(args.config, bootstrap=broker.bootstrap)
-        create_topics(cfg)
         AdminClient({"bootstrap.servers": broker.bootstrap}).create_topics(
             [NewTopic("drain-ratio.passthrough", cfg.topics.partitions, 1)]
         )
-        time.sleep(1)
-        produce_events(cfg, args.events, seed=1)
+        fill_backlog(cfg, args.events)
         print(
             f"backlog of {args.events:,} events; model {cfg.model.name}/"
             f"{cfg.model.versions[0].version} ({cfg.model.versions[0].runtime})"

@@ -22,16 +22,9 @@ import uuid
 
 from confluent_kafka import Consumer
 
+from loadtests.drain_ratio import fill_backlog, timed_drain
 from streaming.config import PipelineConfig, load_config
 from streaming.dev.broker import EmbeddedBroker
-from streaming.dev.produce import produce_events
-from streaming.kafka.topics import create_topics
-from streaming.worker import Worker
-
-
-def _drain(cfg: PipelineConfig, group: str, overrides: dict[str, object]) -> float:
-    worker = Worker(cfg.with_overrides(**{"kafka.group": group, **overrides}), idle_exit_s=1.0)
-    return worker.run().rate()
 
 
 def _explained_share(cfg: PipelineConfig, topic: str, events: int) -> tuple[int, int]:
@@ -75,10 +68,9 @@ def main() -> None:
         if cfg.reasons is None:
             parser.error(f"{args.config} has no reasons section: nothing to compare")
         explained_topic = f"{cfg.topics.predictions}.explained"
-        create_topics(cfg)
-        create_topics(cfg.with_overrides(**{"topics.predictions": explained_topic}))
-        time.sleep(1)
-        produce_events(cfg, args.events, seed=1)
+        fill_backlog(
+            cfg, args.events, cfg.with_overrides(**{"topics.predictions": explained_topic})
+        )
         print(f"backlog of {args.events:,} events", flush=True)
         on = {"topics.predictions": explained_topic}
         off = {"reasons": None}
@@ -88,7 +80,7 @@ def main() -> None:
                 order.reverse()
             rates = {}
             for name, overrides in order:
-                rates[name] = _drain(cfg, f"explain-drain-{i}-{name}", overrides)
+                rates[name], _ = timed_drain(cfg, f"explain-drain-{i}-{name}", **overrides)
                 print(f"pair {i + 1} explanations {name:3}: {rates[name]:>9,.0f} ev/s", flush=True)
             ratios.append(rates["on"] / rates["off"])
             print(f"pair {i + 1}: on/off {ratios[-1]:.3f}", flush=True)

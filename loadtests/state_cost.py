@@ -14,24 +14,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
-from loadtests.drain_ratio import process_cpu_s
+from loadtests.drain_ratio import fill_backlog, timed_drain
 from streaming.config import load_config
 from streaming.dev.broker import EmbeddedBroker
-from streaming.dev.produce import produce_events
-from streaming.kafka.topics import create_topics
-from streaming.worker import Worker
-
-
-def _drain(cfg, group: str, module: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """(events/s, CPU us per event) of one worker draining the backlog."""
-    worker = Worker(
-        cfg.with_overrides(**{"kafka.group": group, "pipeline.module": module}), idle_exit_s=1.0
-    )
-    c0 = process_cpu_s()
-    stats = worker.run()
-    return stats.rate(), (process_cpu_s() - c0) / max(stats.consumed, 1) * 1e6
 
 
 def main() -> None:
@@ -43,15 +29,13 @@ def main() -> None:
     ratios = []
     with EmbeddedBroker() as broker:
         cfg = load_config(args.config, bootstrap=broker.bootstrap)
-        create_topics(cfg)
-        time.sleep(1)
-        produce_events(cfg, args.events, seed=1)
+        fill_backlog(cfg, args.events)
         print(f"backlog of {args.events:,} events", flush=True)
         for i in range(args.pairs):
             # the order flips each pair, so that neither side always drains first
             runs = [("off", "loadtests.stateless_fraud"), ("on", cfg.pipeline.module)]
             got = {
-                side: _drain(cfg, f"state-cost-{side}-{i}", module)
+                side: timed_drain(cfg, f"state-cost-{side}-{i}", **{"pipeline.module": module})
                 for side, module in (runs if i % 2 == 0 else runs[::-1])
             }
             (base, base_us), (with_state, state_us) = got["off"], got["on"]

@@ -18,13 +18,10 @@ import statistics
 import subprocess
 import sys
 import threading
-import time
 
-from loadtests.drain_ratio import process_cpu_s
+from loadtests.drain_ratio import fill_backlog, process_cpu_s
 from streaming.config import PipelineConfig, load_config
 from streaming.dev.broker import EmbeddedBroker
-from streaming.dev.produce import produce_events
-from streaming.kafka.topics import create_topics
 from streaming.worker import Worker
 
 
@@ -91,9 +88,7 @@ def _measure(args: argparse.Namespace, endpoint: str) -> None:
     ratios = []
     with EmbeddedBroker() as broker:
         cfg = load_config(args.config, bootstrap=broker.bootstrap)
-        create_topics(cfg)
-        time.sleep(1)
-        produce_events(cfg, args.events, seed=1)
+        fill_backlog(cfg, args.events)
         on: dict[str, object] = {"tracing.enabled": True, "tracing.endpoint": endpoint}
         if args.no_new_trace_header:
             on["tracing.new_trace_header"] = False
