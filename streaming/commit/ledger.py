@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 
 class PartitionLedger:
@@ -182,6 +183,23 @@ class OffsetTracker:
             with self._lock:
                 ledger = self._ledgers.setdefault(key, PartitionLedger(topic, partition, self))
         return ledger
+
+    def register(self, messages: Sequence[Any]) -> list[PartitionLedger]:
+        """Enter every message (a confluent_kafka.Message or alike) in its partition's ledger
+        before any output can be acked; return each message's ledger, in order. One
+        register_many per partition of the poll batch, not one call per message."""
+        out: list[PartitionLedger] = []
+        groups: dict[tuple[str, int], tuple[PartitionLedger, list[int]]] = {}
+        for msg in messages:
+            key = (msg.topic(), msg.partition())
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = (self.ledger(*key), [])
+            group[1].append(msg.offset())
+            out.append(group[0])
+        for ledger, offs in groups.values():
+            ledger.register_many(offs)
+        return out
 
     def detach(self, partitions: Iterable[tuple[str, int]]) -> list[PartitionLedger]:
         """Forget revoked partitions; late acks go to the detached ledgers and change nothing."""

@@ -213,7 +213,7 @@ class Engine:
         stats.consumed += len(messages)
         self._consumed.inc(len(messages))
 
-        ledgers = self._register(messages)
+        ledgers = self.offsets.register(messages)
         try:
             idx, records, rejected = self._decoder.decode(messages)
         except DecodeDeferred as exc:  # stopping in a registry outage: left uncommitted
@@ -259,22 +259,6 @@ class Engine:
                 )
         if self._shadows:
             self._queue_shadows(msgs, records, led, now, state)
-
-    def _register(self, messages: Sequence[SourceMessage]) -> list[PartitionLedger]:
-        """Enter every message in its partition's ledger before any output can be acked."""
-        offsets = self.offsets
-        out: list[PartitionLedger] = []
-        groups: dict[tuple[str, int], tuple[PartitionLedger, list[int]]] = {}
-        for msg in messages:
-            key = (msg.topic(), msg.partition())
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = (offsets.ledger(*key), [])  # type: ignore[arg-type]
-            group[1].append(msg.offset())  # type: ignore[arg-type]
-            out.append(group[0])
-        for ledger, offs in groups.values():
-            ledger.register_many(offs)
-        return out
 
     def _queue(
         self,
