@@ -231,12 +231,16 @@ class Worker:
         return messages
 
     def _idle(self, now: float) -> bool:
-        active_at = self._source.active_at if self._source else None
+        """Nothing arrived for ``idle_exit_s`` and nothing is in flight. Paused partitions
+        are not idle: nothing can arrive while the worker holds them back."""
+        source = self._source
+        if self.idle_exit_s is None or source is None or self.engine is None:
+            return False
+        active_at = source.active_at
         return (
-            self.idle_exit_s is not None
-            and active_at is not None
+            active_at is not None
+            and not source.paused
             and now - active_at >= self.idle_exit_s
-            and self.engine is not None
             and self.engine.offsets.in_flight == 0
         )
 

@@ -107,8 +107,14 @@ class Source:
             assigned = consumer.assignment()
             consumer.resume(assigned)
             self._paused = False
+            self.active_at = time.monotonic()  # the idle clock starts again from here
             self._metrics.paused_partitions.labels(self._pipeline).set(0)
             log.info("resumed %d partitions: %d events in flight", len(assigned), in_flight)
+
+    @property
+    def paused(self) -> bool:
+        """Partitions paused for backpressure: no message can arrive, so the idle clock stops."""
+        return self._paused
 
     def update_lag(self) -> None:
         """Consumer lag per assigned partition from librdkafka's cached high watermarks (no

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 import yaml
 
+from models.fraud.faulty import build_faulty
 from streaming.dev.produce import produce_events
 from streaming.kafka.topics import create_topics
 from tests.kafka_helpers import BASE_CONFIG, read_topic, start_worker, write_config
@@ -27,12 +28,20 @@ def rss_mb(pid: int) -> float:
 
 
 def test_overload_pauses_partitions_with_bounded_memory(broker, models_built, tmp_path, capsys):
-    # A backlog far larger than the in-flight limit: the source must pause, not buffer.
+    # A backlog far larger than the in-flight limit, and a model whose first real batch takes
+    # 3 s (a slow model, whatever the machine's speed): the source must pause, not buffer. The
+    # lane's own bound is lifted so that only the in-flight limit holds the source back.
+    slow = build_faulty("hanging", models_built / "v2", tmp_path / "v8", "v8", hang_s=3.0)
     base = yaml.safe_load(BASE_CONFIG.read_text())["kafka"]["consumer"]
     path, cfg = write_config(
         tmp_path,
         broker.bootstrap,
         **{
+            "model.versions": [
+                {"version": "v8", "weight": 100, "runtime": "torch", "path": str(slow)}
+            ],
+            "batching.max_queued_events": 100_000,
+            "worker.inference_timeout_s": 60.0,
             "worker.max_in_flight": 3000,
             # librdkafka's own prefetch is bounded too (its default is 64 MB)
             "kafka.consumer": {**base, "queued.max.messages.kbytes": 4096},
