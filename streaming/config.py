@@ -104,6 +104,9 @@ class TopicsConfig(_Strict):
     """Ground truth (chargebacks, analyst verdicts): key = entity id, value JSON {event_id,
     label 0/1, label_ts_ms, source}; default ``<input>.labels``. Partition it like the
     predictions (same key, same partition count) so the monitor's join stays co-partitioned."""
+    state: str | None = None
+    """The state stage's compacted changelog (pipelines that declare one); default
+    ``<input>.state``, with the input's partition count."""
     partitions: int = Field(default=4, ge=1, le=10_000)
     """Partitions for ``streaming topics create``; the upper bound on useful worker replicas."""
     replication_factor: int = Field(default=1, ge=1)
@@ -119,6 +122,10 @@ class TopicsConfig(_Strict):
     @property
     def alerts_topic(self) -> str:
         return self.alerts or f"{self.telemetry}.alerts"
+
+    @property
+    def state_topic(self) -> str:
+        return self.state or f"{self.input}.state"
 
     @property
     def labels_topic(self) -> str:

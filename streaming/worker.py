@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 from confluent_kafka import Message
 
@@ -47,6 +48,8 @@ from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
 from streaming.pipeline import PipelineSpec, load_pipeline
 from streaming.rollout.control import ControlFollower, ControlReader
+from streaming.state.changelog import StateChangelog
+from streaming.state.restore import restore
 
 __all__ = ["FatalWorkerError", "StartupError", "Worker", "WorkerStats", "default_worker_id"]
 
@@ -178,8 +181,16 @@ class Worker:
             should_stop=self._waiting_should_stop,
         )
         source.on_revoked.append(engine.revoked)
+        changelog = self._state_changelog(source)
         self._committer = kind(
-            cfg, source.consumer, self._sink, engine.offsets, self.metrics, self.faults, self.stats
+            cfg,
+            source.consumer,
+            self._sink,
+            engine.offsets,
+            self.metrics,
+            self.faults,
+            self.stats,
+            changelog,
         )
         engine.start()
         source.subscribe(self._committer)
@@ -191,6 +202,47 @@ class Worker:
         self._control.catch_up()
         self._ready.set()
         log.info("worker started", extra={"topic": t.input})
+
+    def _state_changelog(self, source: Source) -> StateChangelog | None:
+        """With a state stage: its changelog writer, and its restore on each assignment."""
+        assert self.engine is not None and self._sink is not None
+        stage = self.engine.state
+        if stage is None:
+            return None
+        cfg = self.config
+        topic = cfg.topics.state_topic
+        require_topics(cfg, (topic,), StartupError)
+        sink = self._sink
+        restore_seconds = self.metrics.state_restore.labels(cfg.name)
+        written = self.metrics.state_changelog_records.labels(cfg.name)
+        extra = {"isolation.level": "read_committed"} if cfg.delivery == "exactly-once" else {}
+        settings = kafka.reader_settings(
+            cfg.kafka, f"{cfg.kafka.group}.state-restore", **{"fetch.wait.max.ms": 100, **extra}
+        )
+        # An open transaction of a predecessor that died is waited for until the broker
+        # aborts it (transaction.timeout.ms), and then some.
+        timeout_s = 60.0 + kafka.transaction_timeout_ms(cfg) / 1000.0
+
+        def produce(topic: str, value: bytes | None, key: bytes, part: int, done: Any) -> None:
+            sink.produce(topic, value, key, None, done, part)
+            written.inc()
+
+        def restore_assigned(partitions: set[tuple[str, int]]) -> None:
+            for r in restore(stage, settings, topic, partitions, timeout_s):
+                restore_seconds.observe(r.seconds)
+                log.info(
+                    "state of %s[%d] restored from %s: %d keys from %d records in %.3f s",
+                    cfg.topics.input,
+                    r.partition,
+                    topic,
+                    r.keys,
+                    r.records,
+                    r.seconds,
+                    extra={"restore_s": round(r.seconds, 3), "keys": r.keys},
+                )
+
+        source.on_assigning.append(restore_assigned)
+        return StateChangelog(stage, topic, produce)
 
     # ------------------------------------------------------------------ main loop
 

@@ -8,6 +8,10 @@
   fences a member that lost its partitions). To commit, the feeding stops until everything in
   flight is in the transaction; that pause is exactly-once's cost.
 
+With a state stage, its changelog (streaming.state.changelog) is written at each commit: into
+the transaction (exactly-once), or acked before the offsets it covers are committed
+(at-least-once), so that a restored state is never behind the committed offsets.
+
 Everything here runs on the main thread (the loop, the rebalance callbacks, the close).
 """
 
@@ -27,6 +31,7 @@ from streaming.kafka import settings as kafka
 from streaming.kafka.sink import KafkaSink
 from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
+from streaming.state.changelog import Snapshot, StateChangelog
 
 log = logging.getLogger("streaming.worker")
 
@@ -45,8 +50,10 @@ class Committer(ABC):
         metrics: WorkerMetrics,
         faults: Faults,
         stats: WorkerStats,
+        changelog: StateChangelog | None = None,
     ) -> None:
         self._cfg = cfg
+        self._changelog = changelog
         self._consumer = consumer
         self._sink = sink
         self._offsets = offsets
@@ -95,15 +102,88 @@ class Committer(ABC):
             )
         self.commit(asynchronous=False, only=partitions)
         self._offsets.detach(partitions)
+        if self._changelog is not None:
+            self._changelog.forget(partitions)
 
     def lost(self, partitions: Partitions) -> None:
         """Lost partitions are someone else's already: commit nothing, forget them."""
         self._offsets.detach(partitions)
+        if self._changelog is not None:
+            self._changelog.forget(partitions)
 
 
 class AtLeastOnce(Committer):
+    _pending: tuple[list[tuple[str, int, int]], Snapshot] | None = None
+    """Commit points waiting for the changelog records written with them to be acked."""
+
     def commit(self, asynchronous: bool = False, only: Partitions | None = None) -> None:
+        if self._changelog is None:
+            points = self._offsets.commit_points()
+            self._commit_points([p for p in points if only is None or p[:2] in only], asynchronous)
+        elif asynchronous and only is None:
+            self._commit_after_changelog()
+        else:
+            self._commit_with_changelog_now(only)
+
+    def _commit_after_changelog(self) -> None:
+        """The loop's commit: the points of the last commit whose changelog records are all
+        acked go to the coordinator; this commit's changes are written and its points wait."""
+        assert self._changelog is not None
+        if self._pending is not None:
+            points, snapshot = self._pending
+            if not snapshot.done:
+                return  # not acked yet: try again at the next interval
+            self._pending = None
+            if not self._changelog_ok(snapshot):
+                return
+            self._commit_points(self._owned(points), asynchronous=True)
+        points = self._offsets.commit_points()
+        snapshot = self._changelog.write()
+        if snapshot.done:  # nothing changed: nothing to wait for
+            self._commit_points(points, asynchronous=True)
+        else:
+            self._pending = (points, snapshot)
+
+    def _commit_with_changelog_now(self, only: Partitions | None) -> None:
+        """A revoke or the close: the changes written and acked, then the offsets committed."""
+        assert self._changelog is not None
+        if self._finished:
+            # The drain's commit has run and the producer is closing: nothing more will be
+            # acked, so nothing is committed that a changelog record would have to cover.
+            return
+        wait = self._cfg.worker.drain_timeout_s
+        if self._pending is not None:
+            points, snapshot = self._pending
+            self._pending = None
+            if snapshot.wait(wait) and self._changelog_ok(snapshot):
+                self._commit_points(self._owned(points), asynchronous=False)
         points = [p for p in self._offsets.commit_points() if only is None or p[:2] in only]
+        snapshot = self._changelog.write(only)
+        if not snapshot.wait(wait):
+            log.warning(
+                "state changelog: %d records not acked within worker.drain_timeout_s; the "
+                "offsets they cover are left for the next owner to read again",
+                snapshot.records,
+            )
+            return
+        if self._changelog_ok(snapshot):
+            self._commit_points(points, asynchronous=False)
+
+    def _changelog_ok(self, snapshot: Snapshot) -> bool:
+        """A changelog record the broker refused: the state it carried would be lost on a
+        restore, so the worker stops (a restart restores and reads again from the offsets
+        committed before, which those records did not cover)."""
+        if snapshot.error is None:
+            return True
+        self._faults.report(f"state changelog write failed: {snapshot.error}")
+        return False
+
+    def _owned(self, points: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+        """Points of partitions still assigned (a lost one is another member's now)."""
+        owned = {(ledger.topic, ledger.partition) for ledger in self._offsets.ledgers()}
+        return [p for p in points if p[:2] in owned]
+
+    def _commit_points(self, points: list[tuple[str, int, int]], asynchronous: bool) -> None:
         if not points:
             return
         offsets = [TopicPartition(t, p, o) for t, p, o in points]
@@ -171,6 +251,8 @@ class Transactional(Committer):
         points = self._offsets.commit_points()
         offsets = [TopicPartition(t, p, o) for t, p, o in points]
         started = time.monotonic()
+        if self._changelog is not None:  # the state's changes go into this transaction
+            self._changelog.write()
         try:
             self._sink.commit_transaction(
                 offsets, self._consumer.consumer_group_metadata(), 30.0, begin_next=begin_next

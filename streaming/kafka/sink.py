@@ -26,6 +26,7 @@ def produce_when_room(
     headers: Headers | None,
     on_delivery: DeliveryCallback | None,
     wait: Callable[[], object],
+    partition: int | None = None,
 ) -> None:
     """Queue one record; while librdkafka's queue is full, ``wait`` (for deliveries to free
     it) and retry, so a full queue never drops a record. A single-threaded producer passes
@@ -33,7 +34,9 @@ def produce_when_room(
     produce = producer.produce
     while True:
         try:
-            if headers:
+            if partition is not None:  # the state changelog: the input's partition
+                produce(topic, value, key, partition, on_delivery=on_delivery)
+            elif headers:
                 produce(topic, value, key, headers=headers, on_delivery=on_delivery)
             else:
                 produce(topic, value, key, on_delivery=on_delivery)
@@ -64,10 +67,13 @@ class KafkaSink:
         key: bytes | None,
         headers: Headers | None,
         on_delivery: DeliveryCallback | None,
+        partition: int | None = None,
     ) -> None:
         # The delivery thread frees the queue; polling here too would run callbacks on two
         # threads at once.
-        produce_when_room(self._producer, topic, value, key, headers, on_delivery, _pause)
+        produce_when_room(
+            self._producer, topic, value, key, headers, on_delivery, _pause, partition
+        )
 
     def _poll_loop(self) -> None:
         poll = self._producer.poll

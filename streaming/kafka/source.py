@@ -52,6 +52,9 @@ class Source:
         self.polled_at = time.monotonic()
         self.on_assigned: list[Any] = []
         """Called with no arguments after each assignment (benchmarks wait for it)."""
+        self.on_assigning: list[Any] = []
+        """Called with the assigned (topic, partition) set before any of their events is
+        returned (the state stage restores them); an exception stops the worker."""
         self.on_revoked: list[Any] = []
         """Called with the partitions revoked or lost, after the listener (the state stage
         forgets them)."""
@@ -151,6 +154,9 @@ class Source:
         self.active_at = time.monotonic()
         self._metrics.paused_partitions.labels(self._pipeline).set(0)
         log.info("assigned %s", _names(partitions))
+        got = {(tp.topic, tp.partition) for tp in partitions}
+        for hook in self.on_assigning:
+            hook(got)
         for hook in self.on_assigned:
             hook()
 

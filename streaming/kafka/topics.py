@@ -31,6 +31,11 @@ def create_topics(
         # co-partitioned, so its changelog-backed tables restore per partition.
         t.labels_topic: NewTopic(t.labels_topic, n, t.replication_factor),
         t.quality_topic: NewTopic(t.quality_topic, 1, t.replication_factor),
+        # The state stage's changelog (streaming.state.changelog): one partition per input
+        # partition, compacted to each key's latest rows. Cheap when a pipeline has no state.
+        t.state_topic: NewTopic(
+            t.state_topic, n, t.replication_factor, config={"cleanup.policy": "compact"}
+        ),
         t.control: NewTopic(
             t.control, 1, t.replication_factor, config={"cleanup.policy": "compact"}
         ),

@@ -162,6 +162,20 @@ class WorkerMetrics:
             ("pipeline", "topic"),
             registry=r,
         )
+        self.state_restore = Histogram(
+            "streaming_state_restore_seconds",
+            "Time to restore one assigned partition's state stage from its changelog.",
+            ("pipeline",),
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.state_changelog_records = Counter(
+            "streaming_state_changelog_records_total",
+            "Records written to the state changelog (changed keys, tombstones, partition "
+            "records), at each commit.",
+            ("pipeline",),
+            registry=r,
+        )
         self.commits = Counter(
             "streaming_offset_commits_total", "Offset commits sent.", ("pipeline",), registry=r
         )

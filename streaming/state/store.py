@@ -48,10 +48,15 @@ _EXPIRE_EVERY = 1024
 
 
 class Vocabulary(dict[Any, int]):
-    """Value -> code, the next code for a value not seen yet."""
+    """Value -> code, the next code for a value not seen yet; ``values`` maps back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[Any] = []
 
     def __missing__(self, value: Any) -> int:
         code = self[value] = len(self)
+        self.values.append(value)
         return code
 
 
@@ -78,6 +83,8 @@ class _Plan:
         numeric = {a.field for a in spec.aggregates if a.kind != "distinct"}
         self.coded = [f not in numeric for f in spec.fields]
         self.stride = 2 + len(spec.fields)
+        self.coded_columns = [2 + i for i, c in enumerate(self.coded) if c]
+        """Row positions of the distinct-only columns (vocabulary codes)."""
 
 
 class PartitionState:
@@ -92,6 +99,7 @@ class PartitionState:
         self._empty = plan.empty
         self._coded = plan.coded
         self._stride = plan.stride
+        self.coded_columns = plan.coded_columns
         self.codes = Vocabulary() if codes is None else codes
         """Vocabulary of the fields only counted distinct (a stage's partitions share one);
         grows with the distinct values seen."""
@@ -105,6 +113,10 @@ class PartitionState:
         """Offset -> the time a late event was scored at, so that its replay is scored alike."""
         self._since_expiry = 0
         self._expire_every = _EXPIRE_EVERY
+        self.dirty: set[Hashable] = set()
+        """Keys whose rows changed since the changelog last took them."""
+        self.gone: set[Hashable] = set()
+        """Keys expired since the changelog last took them (tombstones)."""
 
     # ---------------------------------------------------------------- the hot path
 
@@ -143,6 +155,7 @@ class PartitionState:
         grace = self._grace
         horizon = self._horizon
         features = self._features
+        mark = self.dirty.add
         wm = _NO_TIME if self.wm is None else self.wm
         applied = self.applied
         replays = 0
@@ -161,6 +174,7 @@ class PartitionState:
                 continue
             if ts > wm:
                 wm = ts
+            mark(key)
             if rows is None:  # a key's first event: nothing to aggregate
                 extend(empty)
                 state[key] = array("d", row)
@@ -237,6 +251,8 @@ class PartitionState:
         gone = [key for key, rows in self.keys.items() if not rows or rows[-stride] <= limit]
         for key in gone:
             del self.keys[key]
+        self.dirty.difference_update(gone)
+        self.gone.update(gone)
         if self.late:
             self.late = {o: t for o, t in self.late.items() if t > limit}
         self._expire_every = max(_EXPIRE_EVERY, len(self.keys))

@@ -1,0 +1,108 @@
+"""Rebuilds assigned partitions' state from the changelog, before their first event is scored.
+
+Called on the main thread from the assignment callback, so the consumer returns no event of
+those partitions until their state is back. Each changelog partition is read from its start
+until the reader's position has passed the high watermark and a read finds nothing more
+queued: a fetch brings whole record batches, so the records of the last batch are read even
+where the broker's watermark falls short of the end (the embedded broker's is the last batch's
+base offset + 1). The last record of a key wins and a tombstone removes it, which is what
+compaction keeps too. In exactly-once mode the reader is ``read_committed``: an aborted
+transaction's changes (a crash before its commit) are skipped with its outputs and offsets,
+and an open one (a predecessor that died under another transactional id) is waited for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from streaming.state.codec import META_KEY, decode_meta, decode_rows
+from streaming.state.stage import StateStage
+from streaming.state.store import PartitionState
+
+log = logging.getLogger("streaming.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """One partition's restore, for the log and the metric."""
+
+    partition: int
+    keys: int
+    records: int
+    seconds: float
+
+
+def restore(
+    stage: StateStage,
+    settings: dict[str, Any],
+    changelog: str,
+    partitions: Iterable[tuple[str, int]],
+    timeout_s: float = 60.0,
+) -> list[Restored]:
+    """Replace the stage's state of ``partitions`` (input topic, partition) with the
+    changelog's; raises RuntimeError when the changelog cannot be read to its end in time
+    (scoring on a partial state would give wrong features)."""
+    wanted = sorted(partitions)
+    if not wanted:
+        return []
+    started = time.monotonic()
+    consumer = Consumer({**settings, "enable.partition.eof": False, "enable.auto.commit": False})
+    states = {p: PartitionState(stage.spec, stage.codes) for _, p in wanted}
+    counts = {p: 0 for _, p in wanted}
+    try:
+        ends = {}
+        for _, p in wanted:
+            _low, ends[p] = consumer.get_watermark_offsets(
+                TopicPartition(changelog, p), timeout=10.0
+            )
+        todo = {p for p, end in ends.items() if end > 0}  # 0: nothing written yet
+        done_at = {p: time.monotonic() for p in ends if p not in todo}
+        if todo:
+            consumer.assign([TopicPartition(changelog, p, OFFSET_BEGINNING) for p in todo])
+        deadline = started + timeout_s
+        while todo:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"state restore: {changelog} partitions {sorted(todo)} not read to their "
+                    f"end within {timeout_s:.0f} s"
+                )
+            messages = consumer.consume(10_000, 0.1)
+            for msg in messages:
+                if msg.error() is None:
+                    load_record(states[msg.partition()], msg.key(), msg.value(), stage)
+                    counts[msg.partition()] += 1
+            if messages:
+                continue
+            for tp in consumer.position([TopicPartition(changelog, p) for p in todo]):
+                if tp.offset >= ends[tp.partition]:
+                    todo.discard(tp.partition)
+                    done_at[tp.partition] = time.monotonic()
+    except KafkaException as exc:
+        raise RuntimeError(f"state restore from {changelog}: {exc}") from None
+    finally:
+        consumer.close()
+    done = []
+    for topic, part in wanted:
+        stage.partitions[(topic, part)] = states[part]
+        done.append(Restored(part, len(states[part]), counts[part], done_at[part] - started))
+    return done
+
+
+def load_record(
+    state: PartitionState, key: bytes | None, value: bytes | None, stage: StateStage
+) -> None:
+    """One changelog record into ``state``, as compaction would keep it: the last wins."""
+    if key == META_KEY:
+        if value is not None:
+            decode_meta(value, state)
+        return
+    if value is None:
+        state.keys.pop(key, None)
+        return
+    state.keys[key] = decode_rows(value, state.coded_columns, state._stride, stage.codes)
