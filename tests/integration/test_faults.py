@@ -23,6 +23,7 @@ from streaming.kafka.topics import create_topics
 from tests.integration.test_http import get as http_get
 from tests.integration.test_http import metric
 from tests.kafka_helpers import (
+    log_records,
     produce_in_background,
     read_topic,
     start_worker,
@@ -30,6 +31,7 @@ from tests.kafka_helpers import (
     wait_for_split,
     write_config,
 )
+from tests.state_scores import assert_scores_equal, offline_scores
 
 pytestmark = pytest.mark.integration
 
@@ -121,10 +123,21 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(
     events = result[0].events
     dup_preds, dup_dead = _accounted(cfg, events)
     revokes = sum(w.log().count('"revoked') for w in (first, second, third))
+    # Each moved partition brought its per-card state (restored from the changelog by its
+    # new owner): every prediction equals an uninterrupted run's score.
+    restores = [r for w in (first, second, third) for r in log_records(w) if "restored" in r["msg"]]
+    assert sum(r["keys"] for r in restores) > 0
+    preds = read_topic(cfg, cfg.topics.predictions, len(events))
+    want, _ = offline_scores(cfg, models_built, len(events))
+    assert_scores_equal(preds, want)
     with capsys.disabled():
         print(
             f"\n[rebalance] {len(events):,} events, 1 -> 2 -> 3 -> 2 workers ({revokes} "
-            f"revokes): lost 0, duplicates {dup_preds} predictions, {dup_dead} dead letters"
+            f"revokes, {len(restores)} partition state restores of "
+            f"{sum(r['keys'] for r in restores):,} keys, the longest "
+            f"{max(r['restore_s'] for r in restores):.3f} s): lost 0, duplicates "
+            f"{dup_preds} predictions, {dup_dead} dead letters; every score equal to an "
+            "uninterrupted run's"
         )
     # Revoked partitions are committed up to what was delivered: duplicates only from
     # events in flight at a revoke, never a whole backlog.

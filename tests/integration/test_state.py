@@ -8,17 +8,13 @@ import json
 import signal
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
-import numpy as np
 import pytest
 from confluent_kafka import Producer
 
-from pipelines.fraud import PIPELINE
 from pipelines.fraud.generator import FraudGenerator
 from streaming.kafka.topics import create_topics
-from streaming.runtimes.registry import create_runtime
-from streaming.state import history_features
 from tests.kafka_helpers import (
     log_records,
     read_topic,
@@ -26,6 +22,7 @@ from tests.kafka_helpers import (
     wait_for_records,
     write_config,
 )
+from tests.state_scores import assert_scores_equal, offline_scores
 
 pytestmark = pytest.mark.integration
 
@@ -40,37 +37,6 @@ def produce_history(cfg, records, rate: float | None = None) -> None:  # type: i
             producer.poll(0)
             time.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
     assert producer.flush(30) == 0
-
-
-def offline_scores(cfg, models_built, n: int) -> tuple[dict[str, float], int]:  # type: ignore[no-untyped-def]
-    """event id -> the score of an uninterrupted run: the stage over each partition of the
-    input in offset order, the model's preprocessing, the model; and how many events had a
-    history in the last hour (so that a test knows the state mattered)."""
-    inputs = read_topic(cfg, cfg.topics.input, n)
-    runtime = create_runtime("onnx", models_built / "v2")
-    runtime.load()
-    pre = PIPELINE.make_preprocessor(runtime.metadata.preprocessing)
-    by_partition = defaultdict(list)
-    for rec in inputs:
-        by_partition[rec.partition].append(rec)
-    want: dict[str, float] = {}
-    busy = 0
-    for part in by_partition.values():
-        part.sort(key=lambda r: r.offset)
-        recs = [PIPELINE.schema.model_validate_json(r.value) for r in part]
-        state = history_features(PIPELINE.state, [r.key for r in part], recs)  # type: ignore[arg-type]
-        busy += int((state[:, PIPELINE.state.names.index("txn_count_1h")] > 0).sum())  # type: ignore[union-attr]
-        scores = runtime.predict(pre.transform(recs, state))
-        want.update(zip([r.event_id for r in recs], scores.tolist(), strict=True))
-    return want, busy
-
-
-def assert_scores_equal(preds, want: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
-    """Every prediction (each copy, duplicates included) has the uninterrupted run's score."""
-    got = [(json.loads(p.value)["event_id"], json.loads(p.value)["score"]) for p in preds]
-    assert {e for e, _ in got} == set(want), "events missing or unknown"
-    diff = np.array([abs(score - want[e]) for e, score in got])
-    assert diff.max() <= 1e-6, f"{(diff > 1e-6).sum()} scores differ, by up to {diff.max()}"
 
 
 def test_scores_equal_the_stage_recomputed_offline(broker, models_built, tmp_path) -> None:
