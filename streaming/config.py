@@ -106,7 +106,9 @@ class TopicsConfig(_Strict):
     predictions (same key, same partition count) so the monitor's join stays co-partitioned."""
     state: str | None = None
     """The state stage's compacted changelog (pipelines that declare one); default
-    ``<input>.state``, with the input's partition count."""
+    ``<input>.state.<kafka.group>``: one per consumer group, as Kafka Streams names its
+    changelogs after the application, since two groups reading the same input keep two states
+    (streaming.kafka.topics.state_topic)."""
     partitions: int = Field(default=4, ge=1, le=10_000)
     """Partitions for ``streaming topics create``; the upper bound on useful worker replicas."""
     replication_factor: int = Field(default=1, ge=1)
@@ -122,10 +124,6 @@ class TopicsConfig(_Strict):
     @property
     def alerts_topic(self) -> str:
         return self.alerts or f"{self.telemetry}.alerts"
-
-    @property
-    def state_topic(self) -> str:
-        return self.state or f"{self.input}.state"
 
     @property
     def labels_topic(self) -> str:

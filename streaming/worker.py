@@ -43,7 +43,7 @@ from streaming.kafka import settings as kafka
 from streaming.kafka.limits import read_limits
 from streaming.kafka.sink import KafkaSink
 from streaming.kafka.source import Source
-from streaming.kafka.topics import require_topics
+from streaming.kafka.topics import ensure_state_topic, require_topics
 from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
 from streaming.pipeline import PipelineSpec, load_pipeline
@@ -210,8 +210,7 @@ class Worker:
         if stage is None:
             return None
         cfg = self.config
-        topic = cfg.topics.state_topic
-        require_topics(cfg, (topic,), StartupError)
+        topic = ensure_state_topic(cfg, StartupError)
         sink = self._sink
         restore_seconds = self.metrics.state_restore.labels(cfg.name)
         written = self.metrics.state_changelog_records.labels(cfg.name)

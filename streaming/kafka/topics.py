@@ -31,11 +31,8 @@ def create_topics(
         # co-partitioned, so its changelog-backed tables restore per partition.
         t.labels_topic: NewTopic(t.labels_topic, n, t.replication_factor),
         t.quality_topic: NewTopic(t.quality_topic, 1, t.replication_factor),
-        # The state stage's changelog (streaming.state.changelog): one partition per input
-        # partition, compacted to each key's latest rows. Cheap when a pipeline has no state.
-        t.state_topic: NewTopic(
-            t.state_topic, n, t.replication_factor, config={"cleanup.policy": "compact"}
-        ),
+        # The state stage's changelog (streaming.state.changelog). Cheap without a state stage.
+        state_topic(cfg): state_topic_spec(cfg, n),
         t.control: NewTopic(
             t.control, 1, t.replication_factor, config={"cleanup.policy": "compact"}
         ),
@@ -69,6 +66,48 @@ def create_topics(
                 else:
                     raise RuntimeError(f"creating topic {name}: {exc}") from None
     return result
+
+
+def state_topic(cfg: PipelineConfig) -> str:
+    """The state stage's changelog: ``topics.state``, by default one per consumer group (two
+    groups reading one input keep two states; sharing a changelog would mix them)."""
+    return cfg.topics.state or f"{cfg.topics.input}.state.{cfg.kafka.group}"
+
+
+def state_topic_spec(cfg: PipelineConfig, partitions: int) -> NewTopic:
+    """One changelog partition per input partition, compacted to each key's latest rows."""
+    name = state_topic(cfg)
+    return NewTopic(
+        name, partitions, cfg.topics.replication_factor, config={"cleanup.policy": "compact"}
+    )
+
+
+def ensure_state_topic(cfg: PipelineConfig, error: type[Exception]) -> str:
+    """Create the changelog if it is missing (a new consumer group gets its own, as Kafka
+    Streams creates its internal topics), with the input's partition count; ``error`` with
+    the fix when that is refused."""
+    name = state_topic(cfg)
+    meta = kafka.cluster_metadata(cfg.kafka, error)
+    if name in meta.topics and meta.topics[name].error is None:
+        return name
+    source = meta.topics.get(cfg.topics.input)
+    if source is None or source.error is not None:
+        raise error(
+            f"topic {cfg.topics.input} missing on {cfg.kafka.bootstrap}; create the topics "
+            "with: streaming topics create -c CONFIG"
+        )
+    admin = AdminClient(kafka.admin_settings(cfg.kafka))
+    future = admin.create_topics([state_topic_spec(cfg, len(source.partitions))])[name]
+    try:
+        future.result(15.0)
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise error(
+                f"cannot create the state changelog {name} ({exc}); create it (compacted, "
+                f"{len(source.partitions)} partitions like {cfg.topics.input}) or set "
+                "topics.state to one that exists"
+            ) from None
+    return name
 
 
 def require_topics(cfg: PipelineConfig, names: Sequence[str], error: type[Exception]) -> None:

@@ -1,11 +1,11 @@
 """The state changelog's record format: one record per key (its rows) and one per partition
 (where the state stands), so that a compacted topic keeps exactly the latest of each.
 
-A key's record: ``key`` = the input record's key, value = a 4-byte length, a JSON list of the
-distinct-only values the rows refer to, then the rows as little-endian float64 ``(ts, offset,
-field...)``, the distinct-only columns as indexes into that list. The vocabulary codes of a
-process are its own (they depend on arrival order), so values travel, never codes. A key that
-expired is a tombstone (value None).
+A key's record: ``key`` = the input record's key, value = a 4-byte length, the (code, value)
+pairs of the distinct-only values the rows use (strings as text, anything else as JSON), then
+the rows as little-endian float64 ``(ts, offset, field...)``. The vocabulary codes of a
+process are its own (they depend on arrival order), so each record carries its codes' values
+and a restore recodes them in its own vocabulary. A key that expired is a tombstone (None).
 
 A partition's record: key = :data:`META_KEY`, value = JSON ``{"applied", "wm", "late"}``: the
 highest input offset applied, the partition's event time and the late events' scoring times,
@@ -28,44 +28,60 @@ whose keys might is told at start, see streaming.state.changelog)."""
 
 _LEN = struct.Struct("<I")
 _SWAP = sys.byteorder != "little"
+_US, _RS = "\x1f", "\x1e"
 
 
 def encode_rows(rows: array, coded: list[int], stride: int, values: list[Any]) -> bytes:
     """A key's rows as bytes; ``coded`` are the row positions of distinct-only columns and
-    ``values`` the vocabulary's code -> value list."""
-    out = array("d", rows)
-    table: list[Any] = []
-    index: dict[int, int] = {}
+    ``values`` the vocabulary's code -> value list. The rows go as they are, with the values
+    of the codes they use: the remapping is the restore's (rare) work, not each commit's."""
+    used: set[float] = set()
     for col in coded:
-        for i in range(col, len(out), stride):
-            code = int(out[i])
-            local = index.get(code)
-            if local is None:
-                local = index[code] = len(table)
-                table.append(values[code])
-            out[i] = local
-    if _SWAP:
-        out.byteswap()
-    head = json.dumps(table, separators=(",", ":")).encode()
-    return _LEN.pack(len(head)) + head + out.tobytes()
+        used.update(rows[col::stride])
+    head = _pack_table([(int(c), values[int(c)]) for c in used])
+    data = rows.tobytes() if not _SWAP else _swapped(rows)
+    return _LEN.pack(len(head)) + head + data
 
 
 def decode_rows(data: bytes, coded: list[int], stride: int, codes: Vocabulary) -> array:
     """The rows of ``encode_rows``, the distinct-only values coded in this process's
     vocabulary."""
     (size,) = _LEN.unpack_from(data)
-    table = json.loads(data[_LEN.size : _LEN.size + size])
+    table = {
+        code: codes[value] for code, value in _unpack_table(data[_LEN.size : _LEN.size + size])
+    }
     rows = array("d")
     rows.frombytes(data[_LEN.size + size :])
     if _SWAP:
         rows.byteswap()
     if len(rows) % stride:
         raise ValueError(f"a state record of {len(rows)} values is not rows of {stride}")
-    local = [codes[v] for v in table]
     for col in coded:
-        for i in range(col, len(rows), stride):
-            rows[i] = local[int(rows[i])]
+        rows[col::stride] = array("d", [table[int(c)] for c in rows[col::stride]])
     return rows
+
+
+def _swapped(rows: array) -> bytes:
+    out = array("d", rows)
+    out.byteswap()
+    return out.tobytes()
+
+
+def _pack_table(pairs: list[tuple[int, Any]]) -> bytes:
+    """(code, value) pairs: for string values (ids: the common case) ``code US value`` joined
+    by RS; anything else as JSON."""
+    if all(type(v) is str and _US not in v and _RS not in v for _, v in pairs):
+        return b"S" + _RS.join(f"{c}{_US}{v}" for c, v in pairs).encode()
+    return b"J" + json.dumps(pairs, separators=(",", ":")).encode()
+
+
+def _unpack_table(head: bytes) -> list[tuple[int, Any]]:
+    if head[:1] == b"J":
+        return [(int(c), v) for c, v in json.loads(head[1:])]
+    text = head[1:].decode()
+    if not text:
+        return []
+    return [(int(c), v) for c, v in (item.split(_US, 1) for item in text.split(_RS))]
 
 
 def encode_meta(state: PartitionState) -> bytes:
