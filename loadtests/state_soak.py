@@ -66,11 +66,7 @@ def main() -> None:
     card, ts, amount, country, merchant = stream(
         args.cards, args.days, args.events_per_card, args.merchants, args.seed
     )
-    keys = [f"card-{c:07d}".encode() for c in card.tolist()]
-    countries = [f"C{c:02d}" for c in country.tolist()]
-    merchants = [f"m-{m:06d}" for m in merchant.tolist()]
-    amounts, times = amount.tolist(), ts.tolist()
-    n = len(times)
+    n = len(ts)
     print(
         f"{n:,} events of {args.cards:,} cards over {args.days} days of event time "
         f"(generated in {time.perf_counter() - t0:.1f} s); horizon "
@@ -90,18 +86,24 @@ def main() -> None:
     peak = base
     chunk = 20_000
     started = time.perf_counter()
-    fields = {"amount": amounts, "country": countries, "merchant_id": merchants}
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
-        cols = [fields[f][lo:hi] for f in STATE.fields]
+        # the chunk as the worker's poll batch would give it: built here, dropped after
+        keys = [f"card-{c:07d}".encode() for c in card[lo:hi].tolist()]
+        fields = {
+            "amount": amount[lo:hi].tolist(),
+            "country": [f"C{c:02d}" for c in country[lo:hi].tolist()],
+            "merchant_id": [f"m-{m:06d}" for m in merchant[lo:hi].tolist()],
+        }
+        cols = [fields[f] for f in STATE.fields]
         out: list[float] = []
-        state.apply_many(keys[lo:hi], state.rows(times[lo:hi], range(lo, hi), cols), out)
+        state.apply_many(keys, state.rows(ts[lo:hi].tolist(), range(lo, hi), cols), out)
         changelog.write()
         if hi // args.every != lo // args.every or hi == n:
             seen = len(np.unique(card[:hi])) if hi < n else args.cards
             rss = rss_mb()
             peak = max(peak, rss)
-            day = (times[hi - 1] - times[0]) / _DAY
+            day = (int(ts[hi - 1]) - int(ts[0])) / _DAY
             print(f"{hi:>10,} {day:>9.1f} {seen:>10,} {len(state):>10,} {rss:>7.0f}")
     took = time.perf_counter() - started
     print(

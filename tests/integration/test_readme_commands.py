@@ -395,6 +395,11 @@ def check_state_check(ctx: Ctx) -> None:
     assert "OK: 120,000/120,000 features equal" in done.stdout, done.stdout
 
 
+def check_state_soak(ctx: Ctx) -> None:
+    done = run(ctx, [*ctx.argv, "--cards", "5000", "--every", "5000"], timeout=120)
+    assert "of 5,000 cards; vocabulary" in done.stdout, done.stdout
+
+
 def check_explain_cost(ctx: Ctx) -> None:
     argv = [*ctx.argv, "--events", "2560", "--rounds", "1", "--methods", "auto,grad-x-input"]
     done = run(ctx, argv, timeout=120)
@@ -659,6 +664,10 @@ COMMANDS: dict[str, Check] = {
     ".venv/bin/python -m loadtests.state_check --events 1000000": Check(
         "bounded: --events 20000 (the full run takes ~2 min): every feature equal",
         check_state_check,
+    ),
+    ".venv/bin/python -m loadtests.state_soak": Check(
+        "bounded: --cards 5000 (the full million takes ~1.5 min): the summary line",
+        check_state_soak,
     ),
     ".venv/bin/python -m loadtests.explain_drain": Check(
         "--help only: explained runs are the demo's (tests/integration/test_cli.py), "
