@@ -224,7 +224,6 @@ class Worker:
 
         def produce(topic: str, value: bytes | None, key: bytes, part: int, done: Any) -> None:
             sink.produce(topic, value, key, None, done, part)
-            written.inc()
 
         def restore_assigned(partitions: set[tuple[str, int]]) -> None:
             for r in restore(stage, settings, topic, partitions, timeout_s):
@@ -241,7 +240,7 @@ class Worker:
                 )
 
         source.on_assigning.append(restore_assigned)
-        return StateChangelog(stage, topic, produce)
+        return StateChangelog(stage, topic, produce, written.inc)
 
     # ------------------------------------------------------------------ main loop
 

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from streaming.state.codec import META_KEY, encode_meta, encode_rows
+from streaming.state.codec import META_KEY, Labels, encode_meta, encode_rows
 from streaming.state.stage import StateStage
 
 Produce = Callable[[str, bytes | None, bytes, int, Callable[[Any, Any], None]], None]
@@ -74,10 +74,19 @@ class Snapshot:
 class StateChangelog:
     """The stage's changes since the last call, as records on ``topic``."""
 
-    def __init__(self, stage: StateStage, topic: str, produce: Produce) -> None:
+    def __init__(
+        self,
+        stage: StateStage,
+        topic: str,
+        produce: Produce,
+        written: Callable[[int], object] | None = None,
+    ) -> None:
         self._stage = stage
+        self._count = written
+        """Told how many records each write sent (the metric: one call, not one a record)."""
         self.topic = topic
         self._produce = produce
+        self._labels = Labels(stage.codes.values)
         self._written: dict[tuple[str, int], int] = {}
         """Partition -> the applied offset its last partition record carried."""
         self.records = 0
@@ -88,38 +97,43 @@ class StateChangelog:
         snapshot = Snapshot()
         stage = self._stage
         keys = stage.partitions.keys() if only is None else only
+        topic, produce, done = self.topic, self._produce, snapshot.on_delivery
+        labels = self._labels
+        sent = 0
         for tp in list(keys):
             state = stage.partitions.get(tp)
             if state is None:
                 continue
             part = tp[1]
-            values = stage.codes.values
             coded, stride = state.coded_columns, state._stride
             held = state.keys
             for key in state.gone:  # a key that expired and came back since is written below
                 if key is not None and key not in held:
-                    self._send(None, key, part, snapshot)
+                    produce(topic, None, _key_bytes(key), part, done)
+                    sent += 1
             for key in state.dirty:
                 rows = held.get(key)
                 if rows is None or key is None:  # expired since, or no key to compact by
                     continue
-                self._send(encode_rows(rows, coded, stride, values), key, part, snapshot)
+                value = encode_rows(rows, coded, stride, labels)
+                produce(topic, value, key if type(key) is bytes else _key_bytes(key), part, done)
+                sent += 1
             state.dirty.clear()
             state.gone.clear()
             if self._written.get(tp) != state.applied:
-                self._send(encode_meta(state), META_KEY, part, snapshot)
+                produce(topic, encode_meta(state), META_KEY, part, done)
+                sent += 1
                 self._written[tp] = state.applied
+        snapshot.records = sent
+        self.records += sent
+        if self._count is not None and sent:
+            self._count(sent)
         return snapshot.seal()
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Revoked partitions: their next owner writes their records."""
         for tp in partitions:
             self._written.pop(tp, None)
-
-    def _send(self, value: bytes | None, key: Any, partition: int, snapshot: Snapshot) -> None:
-        snapshot.records += 1
-        self.records += 1
-        self._produce(self.topic, value, _key_bytes(key), partition, snapshot.on_delivery)
 
 
 def _key_bytes(key: Any) -> bytes:

@@ -29,16 +29,42 @@ whose keys might is told at start, see streaming.state.changelog)."""
 _LEN = struct.Struct("<I")
 _SWAP = sys.byteorder != "little"
 _US, _RS = "\x1f", "\x1e"
+_RS_B = _RS.encode()
 
 
-def encode_rows(rows: array, coded: list[int], stride: int, values: list[Any]) -> bytes:
-    """A key's rows as bytes; ``coded`` are the row positions of distinct-only columns and
-    ``values`` the vocabulary's code -> value list. The rows go as they are, with the values
-    of the codes they use: the remapping is the restore's (rare) work, not each commit's."""
+class Labels(dict[float, bytes]):
+    """Code (as a row holds it) -> its ``code US value`` entry, made once per code from the
+    vocabulary: a commit then joins cached bytes instead of formatting every value again."""
+
+    def __init__(self, values: list[Any]) -> None:
+        super().__init__()
+        self._values = values
+
+    def __missing__(self, code: float) -> bytes:
+        value = self._values[int(code)]
+        if type(value) is not str or _US in value or _RS in value:
+            raise _NotText
+        entry = self[code] = f"{int(code)}{_US}{value}".encode()
+        return entry
+
+
+class _NotText(Exception):
+    """A value that is not plain text: the record's table goes as JSON."""
+
+
+def encode_rows(rows: array, coded: list[int], stride: int, labels: Labels) -> bytes:
+    """A key's rows as bytes; ``coded`` are the row positions of distinct-only columns. The
+    rows go as they are, with the values of the codes they use: the remapping is the
+    restore's (rare) work, not each commit's."""
     used: set[float] = set()
     for col in coded:
         used.update(rows[col::stride])
-    head = _pack_table([(int(c), values[int(c)]) for c in used])
+    try:
+        head = b"S" + _RS_B.join(map(labels.__getitem__, used))
+    except _NotText:
+        values = labels._values
+        pairs = [(int(c), values[int(c)]) for c in used]
+        head = b"J" + json.dumps(pairs, separators=(",", ":")).encode()
     data = rows.tobytes() if not _SWAP else _swapped(rows)
     return _LEN.pack(len(head)) + head + data
 
@@ -65,14 +91,6 @@ def _swapped(rows: array) -> bytes:
     out = array("d", rows)
     out.byteswap()
     return out.tobytes()
-
-
-def _pack_table(pairs: list[tuple[int, Any]]) -> bytes:
-    """(code, value) pairs: for string values (ids: the common case) ``code US value`` joined
-    by RS; anything else as JSON."""
-    if all(type(v) is str and _US not in v and _RS not in v for _, v in pairs):
-        return b"S" + _RS.join(f"{c}{_US}{v}" for c, v in pairs).encode()
-    return b"J" + json.dumps(pairs, separators=(",", ":")).encode()
 
 
 def _unpack_table(head: bytes) -> list[tuple[int, Any]]:
