@@ -170,11 +170,21 @@ def test_repeated_kill_9_under_load_loses_nothing(broker, models_built, tmp_path
     assert last.wait(180) == 0, last.log()
     events = result[0].events
     dup_preds, dup_dead = _accounted(cfg, events)
+    # Each replacement restored the per-card state from the changelog before scoring: every
+    # prediction, the duplicates of the events read again included, has the score of an
+    # uninterrupted run (one that began with empty state would score without the histories).
+    restores = [r for r in log_records(last) if "restored" in r["msg"]]
+    assert sum(r["keys"] for r in restores) > 0
+    want, _ = offline_scores(cfg, models_built, len(events))
+    assert_scores_equal(read_topic(cfg, cfg.topics.predictions, len(events)), want)
     with capsys.disabled():
         print(
             f"\n[kill -9 x{kills}] {len(events):,} events: lost 0, duplicates {dup_preds} "
             f"predictions, {dup_dead} dead letters; kill to replacement assigned: "
-            f"{', '.join(f'{r:.1f}' for r in recoveries)} s (incl. process start and model load)"
+            f"{', '.join(f'{r:.1f}' for r in recoveries)} s (incl. process start, model load "
+            f"and the state restore: {sum(r['keys'] for r in restores):,} keys, the longest "
+            f"partition {max(r['restore_s'] for r in restores):.3f} s); every score equal to "
+            "an uninterrupted run's"
         )
     assert dup_preds + dup_dead <= kills * cfg.worker.max_in_flight
 
