@@ -31,7 +31,6 @@ import os
 import socket
 import threading
 import time
-from typing import Any
 
 from confluent_kafka import Message
 
@@ -43,13 +42,12 @@ from streaming.kafka import settings as kafka
 from streaming.kafka.limits import read_limits
 from streaming.kafka.sink import KafkaSink
 from streaming.kafka.source import Source
-from streaming.kafka.topics import ensure_state_topic, require_topics
+from streaming.kafka.topics import require_topics
 from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
 from streaming.pipeline import PipelineSpec, load_pipeline
 from streaming.rollout.control import ControlFollower, ControlReader
-from streaming.state.changelog import StateChangelog
-from streaming.state.restore import restore
+from streaming.state.wiring import attach_state
 
 __all__ = ["FatalWorkerError", "StartupError", "Worker", "WorkerStats", "default_worker_id"]
 
@@ -181,7 +179,11 @@ class Worker:
             should_stop=self._waiting_should_stop,
         )
         source.on_revoked.append(engine.revoked)
-        changelog = self._state_changelog(source)
+        changelog = (
+            None
+            if engine.state is None
+            else attach_state(cfg, engine.state, self._sink, source, self.metrics)
+        )
         self._committer = kind(
             cfg,
             source.consumer,
@@ -202,45 +204,6 @@ class Worker:
         self._control.catch_up()
         self._ready.set()
         log.info("worker started", extra={"topic": t.input})
-
-    def _state_changelog(self, source: Source) -> StateChangelog | None:
-        """With a state stage: its changelog writer, and its restore on each assignment."""
-        assert self.engine is not None and self._sink is not None
-        stage = self.engine.state
-        if stage is None:
-            return None
-        cfg = self.config
-        topic = ensure_state_topic(cfg, StartupError)
-        sink = self._sink
-        restore_seconds = self.metrics.state_restore.labels(cfg.name)
-        written = self.metrics.state_changelog_records.labels(cfg.name)
-        extra = {"isolation.level": "read_committed"} if cfg.delivery == "exactly-once" else {}
-        settings = kafka.reader_settings(
-            cfg.kafka, f"{cfg.kafka.group}.state-restore", **{"fetch.wait.max.ms": 100, **extra}
-        )
-        # An open transaction of a predecessor that died is waited for until the broker
-        # aborts it (transaction.timeout.ms), and then some.
-        timeout_s = 60.0 + kafka.transaction_timeout_ms(cfg) / 1000.0
-
-        def produce(topic: str, value: bytes | None, key: bytes, part: int, done: Any) -> None:
-            sink.produce(topic, value, key, None, done, part)
-
-        def restore_assigned(partitions: set[tuple[str, int]]) -> None:
-            for r in restore(stage, settings, topic, partitions, timeout_s):
-                restore_seconds.observe(r.seconds)
-                log.info(
-                    "state of %s[%d] restored from %s: %d keys from %d records in %.3f s",
-                    cfg.topics.input,
-                    r.partition,
-                    topic,
-                    r.keys,
-                    r.records,
-                    r.seconds,
-                    extra={"restore_s": round(r.seconds, 3), "keys": r.keys},
-                )
-
-        source.on_assigning.append(restore_assigned)
-        return StateChangelog(stage, topic, produce, written.inc)
 
     # ------------------------------------------------------------------ main loop
 

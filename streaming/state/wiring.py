@@ -1,0 +1,65 @@
+"""The state stage's changelog and restore, attached to a worker's sink and source.
+
+A worker whose pipeline declares a state stage writes the stage's changes through its own
+producer (so that, exactly-once, they are in its transactions) and restores each assigned
+partition before the consumer returns its first event (README, "Where the state lives").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streaming.config import PipelineConfig
+from streaming.errors import StartupError
+from streaming.kafka import settings as kafka
+from streaming.kafka.sink import KafkaSink
+from streaming.kafka.source import Source
+from streaming.kafka.topics import ensure_state_topic
+from streaming.observability.metrics import WorkerMetrics
+from streaming.state.changelog import StateChangelog
+from streaming.state.restore import restore
+from streaming.state.stage import StateStage
+
+log = logging.getLogger("streaming.worker")
+
+
+def attach_state(
+    cfg: PipelineConfig,
+    stage: StateStage,
+    sink: KafkaSink,
+    source: Source,
+    metrics: WorkerMetrics,
+) -> StateChangelog:
+    """Create the changelog topic if missing, register the restore on assignment, and
+    return the writer the committer calls at each commit."""
+    topic = ensure_state_topic(cfg, StartupError)
+    restore_seconds = metrics.state_restore.labels(cfg.name)
+    written = metrics.state_changelog_records.labels(cfg.name)
+    extra = {"isolation.level": "read_committed"} if cfg.delivery == "exactly-once" else {}
+    settings = kafka.reader_settings(
+        cfg.kafka, f"{cfg.kafka.group}.state-restore", **{"fetch.wait.max.ms": 100, **extra}
+    )
+    # An open transaction of a predecessor that died is waited for until the broker aborts
+    # it (transaction.timeout.ms), and then some.
+    timeout_s = 60.0 + kafka.transaction_timeout_ms(cfg) / 1000.0
+
+    def produce(topic: str, value: bytes | None, key: bytes, part: int, done: Any) -> None:
+        sink.produce(topic, value, key, None, done, part)
+
+    def restore_assigned(partitions: set[tuple[str, int]]) -> None:
+        for r in restore(stage, settings, topic, partitions, timeout_s):
+            restore_seconds.observe(r.seconds)
+            log.info(
+                "state of %s[%d] restored from %s: %d keys from %d records in %.3f s",
+                cfg.topics.input,
+                r.partition,
+                topic,
+                r.keys,
+                r.records,
+                r.seconds,
+                extra={"restore_s": round(r.seconds, 3), "keys": r.keys},
+            )
+
+    source.on_assigning.append(restore_assigned)
+    return StateChangelog(stage, topic, produce, written.inc)
