@@ -3,6 +3,7 @@ client starts."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaException
@@ -10,6 +11,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streaming.config import PipelineConfig
 from streaming.kafka import settings as kafka
+
+log = logging.getLogger("streaming.worker")
 
 
 def create_topics(
@@ -88,14 +91,21 @@ def ensure_state_topic(cfg: PipelineConfig, error: type[Exception]) -> str:
     the fix when that is refused."""
     name = state_topic(cfg)
     meta = kafka.cluster_metadata(cfg.kafka, error)
-    if name in meta.topics and meta.topics[name].error is None:
-        return name
     source = meta.topics.get(cfg.topics.input)
     if source is None or source.error is not None:
         raise error(
             f"topic {cfg.topics.input} missing on {cfg.kafka.bootstrap}; create the topics "
             "with: streaming topics create -c CONFIG"
         )
+    found = meta.topics.get(name)
+    if found is not None and found.error is None:
+        if len(found.partitions) < len(source.partitions):
+            raise error(
+                f"the state changelog {name} has {len(found.partitions)} partitions and "
+                f"{cfg.topics.input} {len(source.partitions)}: it needs one per input "
+                "partition; add partitions to it, or set topics.state to a new topic"
+            )
+        return name
     admin = AdminClient(kafka.admin_settings(cfg.kafka))
     future = admin.create_topics([state_topic_spec(cfg, len(source.partitions))])[name]
     try:
@@ -107,6 +117,13 @@ def ensure_state_topic(cfg: PipelineConfig, error: type[Exception]) -> str:
                 f"{len(source.partitions)} partitions like {cfg.topics.input}) or set "
                 "topics.state to one that exists"
             ) from None
+        return name
+    log.info(
+        "created the state changelog %s (compacted, %d partitions like %s)",
+        name,
+        len(source.partitions),
+        cfg.topics.input,
+    )
     return name
 
 

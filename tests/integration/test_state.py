@@ -41,12 +41,17 @@ def produce_history(cfg, records, rate: float | None = None) -> None:  # type: i
 
 def test_scores_equal_the_stage_recomputed_offline(broker, models_built, tmp_path) -> None:
     path, cfg = write_config(tmp_path, broker.bootstrap)
-    create_topics(cfg)
+    # the topics of another consumer group: this group's state changelog is missing, and the
+    # worker creates it (one per group, README "Where the state lives")
+    create_topics(cfg.with_overrides(**{"kafka.group": "another-group"}))
     # 300 cards over 3 days: histories, bursts, events out of order and late ones
     records, _ = FraudGenerator(21, n_cards=300).training_data(4_000, days=3)
     produce_history(cfg, records)
     worker = start_worker(path, tmp_path, "--idle-exit", "3")
     assert worker.wait(120) == 0, worker.log()
+    assert f"created the state changelog {cfg.topics.input}.state.{cfg.kafka.group}" in (
+        worker.log()
+    )
 
     preds = read_topic(cfg, cfg.topics.predictions, len(records))
     assert len(preds) == len({json.loads(p.value)["event_id"] for p in preds}) == len(records)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import confluent_kafka
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streaming.dev.produce import ProduceResult, produce_events
 from streaming.kafka.topics import create_topics
@@ -269,6 +270,15 @@ def test_start_up_fails_clearly_without_topics_broker_or_models(broker, models_b
     no_models = start_worker(path, tmp_path)
     assert no_models.wait(60) == 2
     assert "make models" in no_models.log()
+
+    # a state changelog made by hand with too few partitions: one is needed per input partition
+    path, cfg = write_config(tmp_path, broker.bootstrap, **{"topics.state": "narrow.state"})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("narrow.state", 1, 1)])["narrow.state"].result(15)
+    create_topics(cfg)
+    narrow = start_worker(path, tmp_path)
+    assert narrow.wait(60) == 2
+    assert "narrow.state has 1 partitions" in narrow.log() and "one per input" in narrow.log()
 
 
 def test_a_model_that_does_not_fit_the_preprocessing_stops_the_start(
