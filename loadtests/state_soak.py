@@ -98,7 +98,7 @@ def main() -> None:
         cols = [fields[f] for f in STATE.fields]
         out: list[float] = []
         state.apply_many(keys, state.rows(ts[lo:hi].tolist(), range(lo, hi), cols), out)
-        changelog.write()
+        changelog.begin().advance()
         if hi // args.every != lo // args.every or hi == n:
             seen = len(np.unique(card[:hi])) if hi < n else args.cards
             rss = rss_mb()

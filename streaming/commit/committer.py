@@ -31,7 +31,7 @@ from streaming.kafka import settings as kafka
 from streaming.kafka.sink import KafkaSink
 from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
-from streaming.state.changelog import Snapshot, StateChangelog
+from streaming.state.changelog import ChangelogCommit, StateChangelog
 
 log = logging.getLogger("streaming.worker")
 
@@ -113,8 +113,13 @@ class Committer(ABC):
 
 
 class AtLeastOnce(Committer):
-    _pending: tuple[list[tuple[str, int, int]], Snapshot] | None = None
+    _pending: tuple[list[tuple[str, int, int]], ChangelogCommit] | None = None
     """Commit points waiting for the changelog records written with them to be acked."""
+
+    def maybe_commit(self, now: float) -> bool:
+        if self._pending is not None:
+            self._pending[1].advance()  # the partition records go once the keys are acked
+        return super().maybe_commit(now)
 
     def commit(self, asynchronous: bool = False, only: Partitions | None = None) -> None:
         if self._changelog is None:
@@ -130,19 +135,20 @@ class AtLeastOnce(Committer):
         acked go to the coordinator; this commit's changes are written and its points wait."""
         assert self._changelog is not None
         if self._pending is not None:
-            points, snapshot = self._pending
-            if not snapshot.done:
+            points, pending = self._pending
+            if not pending.advance():
+                if pending.error is not None:
+                    self._pending = None
+                    self._changelog_failed(pending.error)
                 return  # not acked yet: try again at the next interval
             self._pending = None
-            if not self._changelog_ok(snapshot):
-                return
             self._commit_points(self._owned(points), asynchronous=True)
         points = self._offsets.commit_points()
-        snapshot = self._changelog.write()
-        if snapshot.done:  # nothing changed: nothing to wait for
+        changes = self._changelog.begin()
+        if changes.advance():  # nothing changed: nothing to wait for
             self._commit_points(points, asynchronous=True)
         else:
-            self._pending = (points, snapshot)
+            self._pending = (points, changes)
 
     def _commit_with_changelog_now(self, only: Partitions | None) -> None:
         """A revoke or the close: the changes written and acked, then the offsets committed."""
@@ -153,30 +159,30 @@ class AtLeastOnce(Committer):
             return
         wait = self._cfg.worker.drain_timeout_s
         if self._pending is not None:
-            points, snapshot = self._pending
+            points, pending = self._pending
             self._pending = None
-            if snapshot.wait(wait) and self._changelog_ok(snapshot):
+            if pending.wait(wait):
                 self._commit_points(self._owned(points), asynchronous=False)
+            elif pending.error is not None:
+                self._changelog_failed(pending.error)
+                return
         points = [p for p in self._offsets.commit_points() if only is None or p[:2] in only]
-        snapshot = self._changelog.write(only)
-        if not snapshot.wait(wait):
-            log.warning(
-                "state changelog: %d records not acked within worker.drain_timeout_s; the "
-                "offsets they cover are left for the next owner to read again",
-                snapshot.records,
-            )
-            return
-        if self._changelog_ok(snapshot):
+        changes = self._changelog.begin(only)
+        if changes.wait(wait):
             self._commit_points(points, asynchronous=False)
+        elif changes.error is not None:
+            self._changelog_failed(changes.error)
+        else:
+            log.warning(
+                "state changelog: records not acked within worker.drain_timeout_s; the "
+                "offsets they cover are left for the next owner to read again"
+            )
 
-    def _changelog_ok(self, snapshot: Snapshot) -> bool:
+    def _changelog_failed(self, error: str) -> None:
         """A changelog record the broker refused: the state it carried would be lost on a
         restore, so the worker stops (a restart restores and reads again from the offsets
         committed before, which those records did not cover)."""
-        if snapshot.error is None:
-            return True
-        self._faults.report(f"state changelog write failed: {snapshot.error}")
-        return False
+        self._faults.report(f"state changelog write failed: {error}")
 
     def _owned(self, points: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
         """Points of partitions still assigned (a lost one is another member's now)."""
@@ -252,7 +258,14 @@ class Transactional(Committer):
         offsets = [TopicPartition(t, p, o) for t, p, o in points]
         started = time.monotonic()
         if self._changelog is not None:  # the state's changes go into this transaction
-            self._changelog.write()
+            changes = self._changelog.begin()
+            if not changes.wait(self._cfg.worker.drain_timeout_s):
+                self._abort(
+                    "exactly-once: the state changelog records were not acked "
+                    f"({changes.error or 'within worker.drain_timeout_s'}); the open "
+                    "transaction is aborted"
+                )
+                return
         try:
             self._sink.commit_transaction(
                 offsets, self._consumer.consumer_group_metadata(), 30.0, begin_next=begin_next

@@ -11,9 +11,12 @@ lives"):
 - exactly-once: the changes are produced into the open transaction, after the feeding stopped
   and before it commits with the input offsets: state, outputs and offsets commit together.
 - at-least-once: the input offsets of a commit are committed only once the changelog records
-  written at that commit are acked (:class:`Snapshot`). The state restored after a crash is then
-  never behind the committed offsets; it may be ahead (events applied whose offsets were not
-  committed yet), and those events, read again, are replays the stage recognises by offset.
+  written at that commit are acked (:class:`ChangelogCommit`). The state restored after a
+  crash is then never behind the committed offsets; it may be ahead (events applied whose
+  offsets were not committed yet), and those events, read again, are replays the stage
+  recognises by offset.
+- both: a commit's key records go before its partition records, which a restore needs to see
+  before it takes the key records (:class:`StateChangelog`).
 
 Runs on the main thread (the committer's); delivery reports arrive on the delivery thread and
 only count into the snapshot they belong to.
@@ -22,6 +25,7 @@ only count into the snapshot they belong to.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -72,7 +76,15 @@ class Snapshot:
 
 
 class StateChangelog:
-    """The stage's changes since the last call, as records on ``topic``."""
+    """The stage's changes since the last call, as records on ``topic``, in two phases.
+
+    A commit's key records (and tombstones) go first; its partition records only once every
+    key record is acked. A restore takes a key record only when the partition record of its
+    snapshot follows it (restore.py): a crash in the middle of a commit, whose key records
+    landed in part, then leaves no trace in the restored state. (Kafka hides an aborted
+    transaction's records from ``read_committed`` readers anyway; the embedded broker does
+    not, and at-least-once has no transaction.)
+    """
 
     def __init__(
         self,
@@ -92,20 +104,21 @@ class StateChangelog:
         self.records = 0
         """Written over the worker's life (the summary and the metric)."""
 
-    def write(self, only: Iterable[tuple[str, int]] | None = None) -> Snapshot:
-        """Produce the changes of every partition (or of ``only``); a sealed snapshot."""
-        snapshot = Snapshot()
+    def begin(self, only: Iterable[tuple[str, int]] | None = None) -> ChangelogCommit:
+        """Write the changed keys of every partition (or of ``only``); the partition records
+        follow when they are acked (:meth:`ChangelogCommit.advance`)."""
+        keys = Snapshot()
+        metas: list[tuple[bytes, int]] = []
         stage = self._stage
-        keys = stage.partitions.keys() if only is None else only
-        topic, produce, done = self.topic, self._produce, snapshot.on_delivery
+        topic, produce, done = self.topic, self._produce, keys.on_delivery
         labels = self._labels
         sent = 0
-        for tp in list(keys):
+        for tp in list(stage.partitions.keys() if only is None else only):
             state = stage.partitions.get(tp)
             if state is None:
                 continue
             part = tp[1]
-            coded, stride = state.coded_columns, state._stride
+            coded, stride, applied = state.coded_columns, state._stride, state.applied
             held = state.keys
             for key in state.gone:  # a key that expired and came back since is written below
                 if key is not None and key not in held:
@@ -115,25 +128,70 @@ class StateChangelog:
                 rows = held.get(key)
                 if rows is None or key is None:  # expired since, or no key to compact by
                     continue
-                value = encode_rows(rows, coded, stride, labels)
+                value = encode_rows(rows, coded, stride, labels, applied)
                 produce(topic, value, key if type(key) is bytes else _key_bytes(key), part, done)
                 sent += 1
             state.dirty.clear()
             state.gone.clear()
-            if self._written.get(tp) != state.applied:
-                produce(topic, encode_meta(state), META_KEY, part, done)
-                sent += 1
-                self._written[tp] = state.applied
-        snapshot.records = sent
-        self.records += sent
-        if self._count is not None and sent:
-            self._count(sent)
+            if self._written.get(tp) != applied:
+                metas.append((encode_meta(state), part))  # as of now, sent after the keys
+                self._written[tp] = applied
+        keys.records = sent
+        self._counted(sent)
+        return ChangelogCommit(self, keys.seal(), metas)
+
+    def write_metas(self, metas: list[tuple[bytes, int]]) -> Snapshot:
+        snapshot = Snapshot()
+        for value, part in metas:
+            self._produce(self.topic, value, META_KEY, part, snapshot.on_delivery)
+        snapshot.records = len(metas)
+        self._counted(len(metas))
         return snapshot.seal()
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Revoked partitions: their next owner writes their records."""
         for tp in partitions:
             self._written.pop(tp, None)
+
+    def _counted(self, sent: int) -> None:
+        self.records += sent
+        if self._count is not None and sent:
+            self._count(sent)
+
+
+class ChangelogCommit:
+    """One commit's changelog records: the keys, then (once they are acked) the partition
+    records. Driven by the main thread; acks are counted by the delivery thread."""
+
+    def __init__(
+        self, changelog: StateChangelog, keys: Snapshot, metas: list[tuple[bytes, int]]
+    ) -> None:
+        self._changelog = changelog
+        self._keys = keys
+        self._pending_metas = metas
+        self._metas: Snapshot | None = None
+
+    @property
+    def error(self) -> str | None:
+        return self._keys.error or (self._metas.error if self._metas is not None else None)
+
+    def advance(self) -> bool:
+        """True once every record is acked; writes the partition records when the keys are.
+        Never blocks."""
+        if self._metas is None:
+            if not self._keys.done or self._keys.error is not None:
+                return False
+            self._metas = self._changelog.write_metas(self._pending_metas)
+        return self._metas.done and self.error is None
+
+    def wait(self, timeout: float) -> bool:
+        """``advance`` until done, for at most ``timeout`` seconds; False on an error too."""
+        deadline = time.monotonic() + timeout
+        if not self._keys.wait(timeout) or self._keys.error is not None:
+            return False
+        self.advance()
+        assert self._metas is not None
+        return self._metas.wait(max(0.0, deadline - time.monotonic())) and self.error is None
 
 
 def _key_bytes(key: Any) -> bytes:

@@ -1,7 +1,8 @@
 """The state changelog's record format: one record per key (its rows) and one per partition
 (where the state stands), so that a compacted topic keeps exactly the latest of each.
 
-A key's record: ``key`` = the input record's key, value = a 4-byte length, the (code, value)
+A key's record: ``key`` = the input record's key, value = the partition's applied offset when
+it was written (8 bytes: which snapshot it belongs to), a 4-byte length, the (code, value)
 pairs of the distinct-only values the rows use (strings as text, anything else as JSON), then
 the rows as little-endian float64 ``(ts, offset, field...)``. The vocabulary codes of a
 process are its own (they depend on arrival order), so each record carries its codes' values
@@ -26,7 +27,8 @@ META_KEY = b"\x00streaming.state.partition"
 """The partition record's key (no card key starts with a NUL byte in practice; a pipeline
 whose keys might is told at start, see streaming.state.changelog)."""
 
-_LEN = struct.Struct("<I")
+_HEAD = struct.Struct("<qI")
+"""A key record's head: the applied offset of its snapshot, the length of its code table."""
 _SWAP = sys.byteorder != "little"
 _US, _RS = "\x1f", "\x1e"
 _RS_B = _RS.encode()
@@ -52,10 +54,10 @@ class _NotText(Exception):
     """A value that is not plain text: the record's table goes as JSON."""
 
 
-def encode_rows(rows: array, coded: list[int], stride: int, labels: Labels) -> bytes:
-    """A key's rows as bytes; ``coded`` are the row positions of distinct-only columns. The
-    rows go as they are, with the values of the codes they use: the remapping is the
-    restore's (rare) work, not each commit's."""
+def encode_rows(rows: array, coded: list[int], stride: int, labels: Labels, applied: int) -> bytes:
+    """A key's rows as bytes, written in the snapshot of ``applied``; ``coded`` are the row
+    positions of distinct-only columns. The rows go as they are, with the values of the codes
+    they use: the remapping is the restore's (rare) work, not each commit's."""
     used: set[float] = set()
     for col in coded:
         used.update(rows[col::stride])
@@ -66,18 +68,22 @@ def encode_rows(rows: array, coded: list[int], stride: int, labels: Labels) -> b
         pairs = [(int(c), values[int(c)]) for c in used]
         head = b"J" + json.dumps(pairs, separators=(",", ":")).encode()
     data = rows.tobytes() if not _SWAP else _swapped(rows)
-    return _LEN.pack(len(head)) + head + data
+    return _HEAD.pack(applied, len(head)) + head + data
+
+
+def snapshot_of(data: bytes) -> int:
+    """The applied offset of the snapshot a key record was written in."""
+    return _HEAD.unpack_from(data)[0]
 
 
 def decode_rows(data: bytes, coded: list[int], stride: int, codes: Vocabulary) -> array:
     """The rows of ``encode_rows``, the distinct-only values coded in this process's
     vocabulary."""
-    (size,) = _LEN.unpack_from(data)
-    table = {
-        code: codes[value] for code, value in _unpack_table(data[_LEN.size : _LEN.size + size])
-    }
+    _applied, size = _HEAD.unpack_from(data)
+    start = _HEAD.size
+    table = {code: codes[value] for code, value in _unpack_table(data[start : start + size])}
     rows = array("d")
-    rows.frombytes(data[_LEN.size + size :])
+    rows.frombytes(data[start + size :])
     if _SWAP:
         rows.byteswap()
     if len(rows) % stride:

@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from streaming.state.codec import META_KEY, decode_meta, decode_rows
+from streaming.state.codec import META_KEY, decode_meta, decode_rows, snapshot_of
 from streaming.state.stage import StateStage
 from streaming.state.store import PartitionState
 
@@ -54,6 +54,7 @@ def restore(
     started = time.monotonic()
     consumer = Consumer({**settings, "enable.partition.eof": False, "enable.auto.commit": False})
     states = {p: PartitionState(stage.spec, stage.codes) for _, p in wanted}
+    loaders = {p: PartitionLoader(state, stage) for p, state in states.items()}
     counts = {p: 0 for _, p in wanted}
     try:
         ends = {}
@@ -75,7 +76,7 @@ def restore(
             messages = consumer.consume(10_000, 0.1)
             for msg in messages:
                 if msg.error() is None:
-                    load_record(states[msg.partition()], msg.key(), msg.value(), stage)
+                    loaders[msg.partition()].feed(msg.key(), msg.value())
                     counts[msg.partition()] += 1
             if messages:
                 continue
@@ -94,15 +95,42 @@ def restore(
     return done
 
 
-def load_record(
-    state: PartitionState, key: bytes | None, value: bytes | None, stage: StateStage
-) -> None:
-    """One changelog record into ``state``, as compaction would keep it: the last wins."""
-    if key == META_KEY:
-        if value is not None:
-            decode_meta(value, state)
-        return
-    if value is None:
-        state.keys.pop(key, None)
-        return
-    state.keys[key] = decode_rows(value, state.coded_columns, state._stride, stage.codes)
+class PartitionLoader:
+    """Replays one changelog partition into a PartitionState.
+
+    A key record carries the applied offset of its commit (its snapshot), and a partition
+    record says the state stands at an applied offset once every key record of that commit
+    was acked. So a key record is taken when a partition record at or past its snapshot comes
+    after it; one that none does (a commit a crash cut short: the last in the log) is dropped,
+    and the key keeps its earlier record. The last record of a key wins, as compaction keeps
+    it. A tombstone applies at once: a key expires only when no event within the replay
+    margin can reach its rows, so removing it early changes no feature.
+    """
+
+    def __init__(self, state: PartitionState, stage: StateStage) -> None:
+        self.state = state
+        self._stage = stage
+        self._held: dict[bytes, bytes] = {}
+
+    def feed(self, key: bytes | None, value: bytes | None) -> None:
+        """One changelog record, in partition order."""
+        if key is None:
+            return
+        if key == META_KEY:
+            if value is not None:
+                self._close_snapshot(value)
+            return
+        if value is None:
+            self.state.keys.pop(key, None)
+            self._held.pop(key, None)
+            return
+        self._held[key] = value
+
+    def _close_snapshot(self, meta: bytes) -> None:
+        state = self.state
+        decode_meta(meta, state)
+        applied, coded, stride = state.applied, state.coded_columns, state._stride
+        taken = [key for key, value in self._held.items() if snapshot_of(value) <= applied]
+        for key in taken:
+            value = self._held.pop(key)
+            state.keys[key] = decode_rows(value, coded, stride, self._stage.codes)

@@ -26,7 +26,14 @@ from loadtests.pod_replacement import describe, replacement_run
 from streaming.dev.produce import ProduceResult, produce_events
 from streaming.kafka.settings import reader_settings
 from streaming.kafka.topics import create_topics
-from tests.kafka_helpers import read_topic, start_worker, wait_for_records, write_config
+from tests.kafka_helpers import (
+    log_records,
+    read_topic,
+    start_worker,
+    wait_for_records,
+    write_config,
+)
+from tests.state_scores import assert_scores_equal, offline_scores
 
 pytestmark = pytest.mark.integration
 
@@ -99,12 +106,23 @@ def test_kill_9_then_restart_each_event_committed_once(
     # Dead letters: none lost (the same commit point governs them; their source offsets are
     # in their headers, but both workers share one id, so they are only counted here).
     assert Counter(r.value for r in dead).keys() == Counter(e.value for e in invalid).keys()
+    # The per-card state: the restarted worker restored it from the changelog (its changes
+    # committed with the offsets) before its first event, so every prediction, the aborted
+    # ones included, has the score of an uninterrupted run; one that began with empty state
+    # would score the cards' next events without their history.
+    restored = [r for r in log_records(second) if "restored from" in r["msg"]]
+    assert len(restored) == cfg.topics.partitions and sum(r["keys"] for r in restored) > 0
+    want, _ = offline_scores(cfg, models_built, len(events))
+    assert_scores_equal(read_topic(cfg, cfg.topics.predictions, len(valid)), want)
     with capsys.disabled():
         print(
             f"\n[exactly-once kill -9] {len(events):,} events; commit point at the kill "
             f"{sum(commit_point.values()):,} events; {len(preds):,} predictions on the topic, "
             f"{aborted:,} of them in the killed worker's open (aborted) transaction; the "
-            f"committed ones hold each of the {len(valid):,} valid events exactly once"
+            f"committed ones hold each of the {len(valid):,} valid events exactly once; "
+            f"{sum(r['keys'] for r in restored):,} keys of state restored (the longest "
+            f"partition {max(r['restore_s'] for r in restored):.3f} s), every score equal to "
+            "an uninterrupted run's"
         )
 
 

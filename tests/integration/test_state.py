@@ -5,10 +5,7 @@ preprocessing, the model), on the real broker with the real model."""
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
-from collections import Counter
 
 import pytest
 from confluent_kafka import Producer
@@ -16,10 +13,8 @@ from confluent_kafka import Producer
 from pipelines.fraud.generator import FraudGenerator
 from streaming.kafka.topics import create_topics
 from tests.kafka_helpers import (
-    log_records,
     read_topic,
     start_worker,
-    wait_for_records,
     write_config,
 )
 from tests.state_scores import assert_scores_equal, offline_scores
@@ -58,45 +53,3 @@ def test_scores_equal_the_stage_recomputed_offline(broker, models_built, tmp_pat
     want, busy = offline_scores(cfg, models_built, len(records))
     assert busy > 200  # the stage had histories to work on, not only first events
     assert_scores_equal(preds, want)
-
-
-def test_exactly_once_kill_9_mid_stream_then_restart_scores_equal_the_uninterrupted_run(
-    broker, models_built, tmp_path, capsys
-) -> None:
-    """The restarted worker restores each partition's state from the changelog before its
-    first event: every prediction, the killed worker's and the restarted one's, aborted ones
-    included, equals the uninterrupted run's score. A restart that began with empty state
-    would score the cards' next events without their history. (At-least-once: the repeated
-    kill -9 test in test_faults.py checks the same equality, duplicates included.)"""
-    delivery = "exactly-once"
-    path, cfg = write_config(tmp_path, broker.bootstrap, delivery=delivery)
-    create_topics(cfg)
-    records, _ = FraudGenerator(33, n_cards=300).training_data(8_000, days=3)
-    first = start_worker(path, tmp_path)
-    first.wait_for_log("assigned", 60)
-    feeder = threading.Thread(target=produce_history, args=(cfg, records, 2_000.0))
-    feeder.start()
-    wait_for_records(cfg, cfg.topics.predictions, 3_000)
-    assert feeder.is_alive(), "the producer finished before the kill: not mid-stream"
-    first.signal(signal.SIGKILL)
-    first.wait(10)
-    feeder.join()
-    second = start_worker(path, tmp_path, "--idle-exit", "3")
-    assert second.wait(180) == 0, second.log()
-
-    restored = [r for r in log_records(second) if "restored from" in r["msg"]]
-    assert len(restored) == cfg.topics.partitions, second.log()
-    keys = sum(r["keys"] for r in restored)
-    assert keys > 0  # the killed worker's changes were there to restore
-    preds = read_topic(cfg, cfg.topics.predictions, len(records))
-    want, _ = offline_scores(cfg, models_built, len(records))
-    assert_scores_equal(preds, want)
-    ids = Counter(json.loads(p.value)["event_id"] for p in preds)
-    with capsys.disabled():
-        print(
-            f"\n[state restore, {delivery}] {len(records):,} events of 300 cards, kill -9 "
-            f"mid-stream: {keys} keys restored in "
-            f"{max(r['restore_s'] for r in restored):.3f} s at most per partition; "
-            f"{len(preds):,} predictions ({sum(c - 1 for c in ids.values())} duplicates), "
-            "every one equal to the uninterrupted run's score"
-        )
