@@ -458,23 +458,6 @@ def check_as_written(ctx: Ctx) -> None:
     run(ctx, ctx.argv)
 
 
-def check_hostile(ctx: Ctx) -> None:
-    """CONFIG = a copy of pipeline.yaml with a worker running on it, as the README says."""
-    assert ctx.argv[:3] == [".venv/bin/python", "-m", "loadtests.hostile"], ctx.argv
-    config, _raw = fresh_config(ctx, "pipelines/fraud/pipeline.yaml")
-    run(ctx, [".venv/bin/streaming", "topics", "create", "-c", config])
-    done: list[subprocess.CompletedProcess[str]] = []
-
-    def ready(log: str) -> bool:
-        if "assigned" not in log:
-            return False
-        done.append(run(ctx, [*ctx.argv[:3], "-c", config, "--timeout", "90"], 180))
-        return True
-
-    serve(ctx, [".venv/bin/streaming", "run", "-c", config], ready)
-    assert "every record has exactly one output" in done[0].stdout, done[0].stdout
-
-
 def check_registry(ctx: Ctx) -> None:
     port = free_port()
     argv = swap(swap(ctx.argv, "--port", str(port)), "--state", str(ctx.tmp / "registry.json"))
@@ -624,12 +607,14 @@ COMMANDS: dict[str, Check] = {
         "`make -n format`: a real run rewrites files", check_make_dry_run("format", "ruff format .")
     ),
     ".venv/bin/python -m loadtests.hostile -c CONFIG": Check(
-        "CONFIG = a copy of pipeline.yaml with its own topics and a worker running on it: exit 0, "
-        "every record with exactly one output",
-        check_hostile,
+        "--help only: tests/integration/test_hostile.py sends the same corpus with this "
+        "module's build/send/collect to a worker on the real broker and checks every fate",
+        help_lists("--config", "--bootstrap", "--timeout"),
     ),
     ".venv/bin/python -m loadtests.exactly_once": Check(
-        "bounded: --events 1000 --pairs 1", check_pairs
+        "--help only: exactly-once runs are tests/integration/test_exactly_once.py's, the "
+        "pairing drain_ratio's bounded run",
+        help_lists("--events", "--pairs", "--commit-interval-ms"),
     ),
     ".venv/bin/python -m loadtests.pod_replacement --events 6000 --rate 2000 --max-wait 30": (
         Check(
@@ -659,7 +644,9 @@ COMMANDS: dict[str, Check] = {
         help_lists("--events", "--pairs"),
     ),
     ".venv/bin/python -m loadtests.state_cost": Check(
-        "bounded: --events 1000 --pairs 1", check_pairs
+        "--help only: drains with the state stage are tests/integration/test_state.py's, the "
+        "pairing drain_ratio's bounded run",
+        help_lists("--events", "--pairs"),
     ),
     ".venv/bin/python -m loadtests.state_check --events 1000000": Check(
         "bounded: --events 20000 (the full run takes ~2 min): every feature equal",

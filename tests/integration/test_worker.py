@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
@@ -25,10 +24,8 @@ from streaming.kafka.topics import create_topics
 from streaming.pipeline import SyntheticEvent
 from tests.kafka_helpers import (
     Record,
-    produce_in_background,
     read_topic,
     start_worker,
-    wait_for_records,
     write_config,
 )
 
@@ -212,33 +209,6 @@ def test_events_from_another_client_kcat_are_scored(broker, models_built, tmp_pa
     preds = read_topic(cfg, cfg.topics.predictions, len(events))
     assert outputs_by_id(preds) == Counter(e.event_id for e in events)
     assert all(r.headers["traceparent"].startswith(b"00-0af76519") for r in preds)
-
-
-def test_sigterm_mid_stream_then_restart_gives_no_duplicates(broker, models_built, tmp_path):
-    path, cfg = write_config(tmp_path, broker.bootstrap)
-    create_topics(cfg)
-    first = start_worker(path, tmp_path)
-    first.wait_for_log("assigned", 60)
-    producer, result = produce_in_background(cfg, 40_000, 8_000, seed=31)
-    wait_for_records(cfg, cfg.topics.predictions, 5_000)
-    assert producer.is_alive(), "the producer finished before SIGTERM: not mid-stream"
-    first.signal(signal.SIGTERM)
-    assert first.wait(60) == 0, first.log()
-    producer.join()
-    events = result[0].events
-    second = start_worker(path, tmp_path, "--idle-exit", "4")
-    assert second.wait(180) == 0, second.log()
-
-    valid = sum(1 for e in events if e.invalid_kind is None)
-    preds = read_topic(cfg, cfg.topics.predictions, valid)
-    dead = read_topic(cfg, cfg.topics.dead_letters, len(events) - valid)
-    assert check_every_event_accounted(events, preds, dead) == (0, 0)
-    stopped = [
-        json.loads(line)
-        for line in first.log().splitlines()
-        if line.startswith("{") and '"stopped' in line
-    ]
-    assert stopped and stopped[0]["predictions"] >= 5_000  # it drained what it had in flight
 
 
 def test_max_events_stops_there_and_the_rest_is_read_next_time(broker, models_built, tmp_path):
