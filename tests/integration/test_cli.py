@@ -58,10 +58,12 @@ def test_topics_create_then_produce_with_invalid_share(broker, tmp_path) -> None
     path, cfg = write_config(tmp_path, broker.bootstrap)
     created = streaming("topics", "create", "-c", str(path), "--partitions", "3")
     assert created.returncode == 0, created.stderr
-    # with shadow, verdicts, alerts, labels and quality (monitor.labels adds two changelogs)
-    assert created.stdout.count("created") == 10
+    # with shadow, verdicts, alerts, labels and quality (monitor.labels adds two changelogs),
+    # and the state stage's changelog
+    assert created.stdout.count("created") == 11
+    assert f"{cfg.topics.input}.state.{cfg.kafka.group}" in created.stdout
     again = streaming("topics", "create", "-c", str(path))
-    assert again.stdout.count("exists") == 10  # idempotent
+    assert again.stdout.count("exists") == 11  # idempotent
 
     produced = streaming(
         "produce",
