@@ -313,14 +313,15 @@ def test_a_compiled_reader_gives_fastavros_record_or_leaves_the_value_to_it(
     read = compile_reader(schema)
     assert read is not None
     value = frame(1, _payload(_KINDS, record))
-    assert read(value) == _fastavro_answer(schema, value)
+    # repr: a changed byte can make a NaN (unequal to itself), and it tells -0.0 from 0.0
+    assert repr(read(value)) == repr(_fastavro_answer(schema, value))
     damaged = _mutate(value, data)
     want = _fastavro_answer(schema, damaged)
     try:
         got = read(damaged)
     except Exception:  # noqa: BLE001 - deferring is always allowed
         return
-    assert want is not None and got == want and list(got) == list(want)
+    assert want is not None and repr(got) == repr(want)
 
 
 def test_compiled_readers_only_for_flat_records() -> None:
