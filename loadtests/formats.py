@@ -11,9 +11,10 @@
 2. Drain: one embedded broker and a dev registry; the same generated events as a JSON backlog
    and as an Avro backlog (the same settings but ``pipeline.format``: JSON predictions for
    both); each pair drains both with a fresh worker and group, the order alternating between
-   pairs (the second drain of a pair has measured slower here, so an even number of pairs
-   weighs both orders alike). Ratios from one run, side by side, with the worker's CPU per
-   event of each drain: on a shared machine the steadier figure.
+   pairs (on this shared machine the drain order moved a run's median ratio by up to 0.4,
+   one way in one run and the other way in the next, so an even number of pairs weighs both
+   orders alike, and the medians by order are printed). Ratios from one run, side by side,
+   with the worker's CPU per event of each drain.
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ from pydantic import BaseModel
 
 from streaming.engine.decode import clip_reason
 from streaming.engine.types import STAGE_DECODE, Rejection
-from streaming.formats.avro_compiled import HEADER_BYTES, CompiledReader, compile_reader
+from streaming.formats.avro_compiled import CompiledReader, compile_reader
 from streaming.formats.framed import FramedDecoder
+from streaming.formats.framing import HEADER_BYTES
 from streaming.formats.registry import SchemaSource
 
 

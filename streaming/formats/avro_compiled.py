@@ -25,8 +25,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-HEADER_BYTES = 5
-"""The Confluent header before the Avro body (magic byte, schema id)."""
+from streaming.formats.framing import HEADER_BYTES
 
 _SIMPLE = {"null", "boolean", "int", "long", "float", "double", "string", "bytes"}
 
