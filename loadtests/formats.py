@@ -1,15 +1,20 @@
 """Avro against JSON, side by side in one run: decode per core, and the worker's drain.
 
-    python -m loadtests.formats [--events 100000] [--pairs 3] [--decode-events 50000]
+    python -m loadtests.formats [--events 100000] [--pairs 6] [--decode-events 50000]
                                 [--decode-only]
 
-1. Decode per core (CPU time, one thread, the same events): the worker's Avro decoder
-   (framing, fastavro's schemaless reader, the writer schema cached per id) against
-   confluent-kafka's own ``AvroDeserializer`` on the same framed payloads, both without and
-   with the pipeline's pydantic validation; the JSON decoder of the same events for scale.
+1. Decode per core (CPU time, one thread, the same events): the worker's Avro read (framing,
+   the writer schema cached per id, its compiled reader; and fastavro's schemaless reader
+   alone, the fallback) against confluent-kafka's own ``AvroDeserializer`` on the same
+   framed payloads, without and with the pipeline's pydantic validation; the JSON decoder of
+   the same events for scale.
 2. Drain: one embedded broker and a dev registry; the same generated events as a JSON backlog
-   and as an Avro backlog; each pair drains both with a fresh worker and group, the order
-   alternating between pairs. Ratios from one run, side by side.
+   and as an Avro backlog (the same settings but ``pipeline.format``: JSON predictions for
+   both); each pair drains both with a fresh worker and group, the order alternating between
+   pairs (on this shared machine the drain order moved a run's median ratio by up to 0.4,
+   one way in one run and the other way in the next, so an even number of pairs weighs both
+   orders alike, and the medians by order are printed). Ratios from one run, side by side,
+   with the worker's CPU per event of each drain.
 """
 
 from __future__ import annotations
@@ -24,16 +29,15 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from loadtests.drain_ratio import fill_backlog, process_cpu_s
 from streaming.config import PipelineConfig, load_config
 from streaming.dev.broker import EmbeddedBroker
 from streaming.dev.inprocess import InMemoryMessage
-from streaming.dev.produce import produce_events
 from streaming.dev.registry import DevRegistry
 from streaming.engine.decode import Decoder
 from streaming.formats.avro import AvroDecoder, load_avsc
 from streaming.formats.produce import AvroFramer
 from streaming.formats.registry import SchemaSource, registry_client
-from streaming.kafka.topics import create_topics
 from streaming.pipeline import load_pipeline
 from streaming.worker import Worker
 
@@ -69,21 +73,29 @@ def decode_per_core(cfg: PipelineConfig, n: int) -> None:
         ours = AvroDecoder(spec.schema, 1 << 20, SchemaSource(client, url), reader)
         deserialize = AvroDeserializer(theirs)
         ctx = SerializationContext(cfg.topics.input, MessageField.VALUE)
+        fastavro_only = AvroDecoder(
+            spec.schema, 1 << 20, SchemaSource(client, url), reader, compiled=False
+        )
         validate = spec.schema.__pydantic_validator__.validate_python
-        writer = ours._writer(framer.schema_id)  # the read path alone
-        assert isinstance(writer, tuple)
-        read = ours._read
-        unframe_read = lambda: [read(writer, 1, v, memoryview(v)[5:]) for v in avro]  # noqa: E731
+        compiled, plain = ours._writer(framer.schema_id), fastavro_only._writer(framer.schema_id)
+        assert isinstance(compiled, tuple) and isinstance(plain, tuple)
+        sid = framer.schema_id
+        ours_read = lambda: [ours._read(compiled, sid, v) for v in avro]  # noqa: E731
+        fastavro_read = lambda: [fastavro_only._read(plain, sid, v) for v in avro]  # noqa: E731
         theirs_only = lambda: [deserialize(v, ctx) for v in avro]  # noqa: E731
         theirs_valid = lambda: [validate(deserialize(v, ctx)) for v in avro]  # noqa: E731
         ours_valid = lambda: ours.decode(avro_msgs)  # noqa: E731
+        fastavro_valid = lambda: fastavro_only.decode(avro_msgs)  # noqa: E731
         json_valid = lambda: Decoder(spec.schema, 1 << 20).decode(json_msgs)  # noqa: E731
+        assert ours.decode(avro_msgs) == fastavro_only.decode(avro_msgs)
         assert ours.decode(avro_msgs)[2] == [] and theirs_only()[0] == json.loads(events[0].value)
         rows = _cpu_per_event(
             {
-                "ours": unframe_read,
+                "ours": ours_read,
+                "fastavro": fastavro_read,
                 "theirs": theirs_only,
                 "ours+pydantic": ours_valid,
+                "fastavro+pydantic": fastavro_valid,
                 "theirs+pydantic": theirs_valid,
                 "json+pydantic": json_valid,
             },
@@ -91,11 +103,13 @@ def decode_per_core(cfg: PipelineConfig, n: int) -> None:
         )
     print(f"1. decode per core, {n:,} events, CPU us/event (median of 3):")
     print(
-        f"   decode only:   worker Avro {rows['ours']:.2f}  confluent AvroDeserializer "
-        f"{rows['theirs']:.2f}  -> worker is {rows['theirs'] / rows['ours']:.2f}x"
+        f"   decode only:   worker Avro {rows['ours']:.2f} (fastavro alone "
+        f"{rows['fastavro']:.2f})  confluent AvroDeserializer {rows['theirs']:.2f}  -> worker "
+        f"is {rows['theirs'] / rows['ours']:.2f}x"
     )
     print(
-        f"   with pydantic: worker Avro {rows['ours+pydantic']:.2f}  AvroDeserializer+pydantic "
+        f"   with pydantic: worker Avro {rows['ours+pydantic']:.2f} (fastavro alone "
+        f"{rows['fastavro+pydantic']:.2f})  AvroDeserializer+pydantic "
         f"{rows['theirs+pydantic']:.2f}  -> {rows['theirs+pydantic'] / rows['ours+pydantic']:.2f}x"
         f"; JSON decoder {rows['json+pydantic']:.2f}",
         flush=True,
@@ -106,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", default="pipelines/fraud/pipeline.yaml")
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--decode-events", type=int, default=50_000)
     parser.add_argument(
         "--decode-only", action="store_true", help="only part 1 (no broker, no worker)"
@@ -146,29 +160,51 @@ def _configs(base: PipelineConfig, registry_url: str) -> dict[str, PipelineConfi
     }
 
 
+def _drain(cfg: PipelineConfig, group: str, events: int) -> tuple[float, float]:
+    """One fresh worker drains the backlog: (events/s, this process's CPU us per event)."""
+    c0 = process_cpu_s()
+    stats = Worker(cfg.with_overrides(**{"kafka.group": group}), idle_exit_s=1.0).run()
+    assert stats.predictions == events, (cfg.pipeline.format, stats.outputs, stats.dead_letters)
+    return stats.rate(), (process_cpu_s() - c0) / events * 1e6
+
+
 def drain_pairs(cfgs: dict[str, PipelineConfig], events: int, pairs: int) -> None:
+    json_cfg, avro_cfg = cfgs["json"], cfgs["avro"]
+    # Only the input format differs: both write JSON predictions, with the same consumer.
+    assert json_cfg.outputs == avro_cfg.outputs and avro_cfg.outputs.format == "json"
+    assert json_cfg.kafka == avro_cfg.kafka and json_cfg.worker == avro_cfg.worker
     for cfg in cfgs.values():
-        create_topics(cfg)
-        produce_events(cfg, events, seed=1)
+        fill_backlog(cfg, events)
     print(f"2. drain: backlogs of {events:,} events each (same seed), JSON and Avro")
-    ratios = []
+    ratios: list[float] = []
+    by_order: dict[str, list[float]] = {"json first": [], "avro first": []}
+    cpu: dict[str, list[float]] = {"json": [], "avro": []}
     for i in range(pairs):
         rates = {}
         order = ("json", "avro") if i % 2 == 0 else ("avro", "json")
         for fmt in order:
-            cfg = cfgs[fmt].with_overrides(**{"kafka.group": f"{cfgs[fmt].kafka.group}-{fmt}-{i}"})
-            stats = Worker(cfg, idle_exit_s=1.0).run()
-            assert stats.outputs == events, (fmt, stats.outputs)
-            rates[fmt] = stats.rate()
+            rates[fmt], us = _drain(cfgs[fmt], f"{cfgs[fmt].kafka.group}-{fmt}-{i}", events)
+            cpu[fmt].append(us)
         ratios.append(rates["avro"] / rates["json"])
+        by_order[f"{order[0]} first"].append(ratios[-1])
         print(
-            f"   pair {i + 1}: json {rates['json']:>9,.0f} ev/s  avro "
-            f"{rates['avro']:>9,.0f} ev/s  avro/json {ratios[-1]:.2f}",
+            f"   pair {i + 1} ({order[0]} first): json {rates['json']:>9,.0f} ev/s "
+            f"({cpu['json'][-1]:.1f} us cpu/event)  avro {rates['avro']:>9,.0f} ev/s "
+            f"({cpu['avro'][-1]:.1f} us)  avro/json {ratios[-1]:.2f}",
             flush=True,
         )
     print(
         f"   avro / json drain: median {statistics.median(ratios):.2f}, "
         f"min {min(ratios):.2f}, max {max(ratios):.2f} over {len(ratios)} pairs"
+    )
+    for order_name, got in by_order.items():
+        if got:
+            print(f"   {order_name}: median {statistics.median(got):.2f} over {len(got)} pairs")
+    cpu_ratio = [j / a for j, a in zip(cpu["json"], cpu["avro"], strict=True)]
+    print(
+        f"   worker CPU per event, json / avro: median {statistics.median(cpu_ratio):.2f}, "
+        f"min {min(cpu_ratio):.2f}, max {max(cpu_ratio):.2f} (json "
+        f"{statistics.median(cpu['json']):.1f} us, avro {statistics.median(cpu['avro']):.1f} us)"
     )
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from streaming.engine.decode import explain_validation_error, too_large
 from streaming.engine.types import STAGE_DECODE, Rejection, SourceMessage
-from streaming.formats.framing import FramingError, unframe
+from streaming.formats.framing import FramingError, schema_id_of
 from streaming.formats.registry import SchemaSource
 
 
@@ -49,7 +49,7 @@ class FramedDecoder:
         self, messages: Sequence[SourceMessage]
     ) -> tuple[list[int], list[BaseModel], list[tuple[int, Rejection]]]:
         """Return (indexes of valid messages, their records, (index, rejection) of the rest)."""
-        validate, limit, writers = self._validate, self._max, self._writers
+        validate, limit, writers, read = self._validate, self._max, self._writers, self._read
         good_idx: list[int] = []
         records: list[BaseModel] = []
         bad: list[tuple[int, Rejection]] = []
@@ -62,15 +62,17 @@ class FramedDecoder:
                 bad.append((i, too_large(len(value), limit)))
                 continue
             try:
-                schema_id, payload = unframe(value)
+                schema_id = schema_id_of(value)
             except FramingError as exc:
                 bad.append((i, Rejection(STAGE_DECODE, str(exc), exc.reason_class)))
                 continue
-            writer = writers[schema_id] if schema_id in writers else self._writer(schema_id)
+            writer = writers.get(schema_id)
+            if writer is None:
+                writer = self._writer(schema_id)
             if isinstance(writer, Rejection):
                 bad.append((i, writer))
                 continue
-            data = self._read(writer, schema_id, value, payload)
+            data = read(writer, schema_id, value)
             if isinstance(data, Rejection):
                 bad.append((i, data))
                 continue
@@ -108,6 +110,7 @@ class FramedDecoder:
         """What this format keeps per writer schema, or a Rejection for all its values."""
         raise NotImplementedError
 
-    def _read(self, writer: Any, schema_id: int, value: bytes, payload: memoryview) -> Any:
-        """One value (``payload`` is after the header) -> a dict to validate, or a Rejection."""
+    def _read(self, writer: Any, schema_id: int, value: bytes) -> Any:
+        """One framed value (its payload starts at framing.HEADER_BYTES) -> a dict to
+        validate, or a Rejection."""
         raise NotImplementedError

@@ -48,9 +48,7 @@ class JsonSchemaDecoder(FramedDecoder):
                 "bad_writer_schema",
             )
 
-    def _read(
-        self, writer: JSONDeserializer, schema_id: int, value: bytes, payload: memoryview
-    ) -> Any:
+    def _read(self, writer: JSONDeserializer, schema_id: int, value: bytes) -> Any:
         try:
             return writer(value, self._ctx)
         except (SerializationError, ValueError) as exc:

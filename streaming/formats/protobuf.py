@@ -53,7 +53,7 @@ class ProtobufDecoder(FramedDecoder):
         """Nothing per writer: the reader is the pipeline's own message."""
         return True
 
-    def _read(self, writer: bool, schema_id: int, value: bytes, payload: memoryview) -> Any:
+    def _read(self, writer: bool, schema_id: int, value: bytes) -> Any:
         try:
             parsed = self._deserialize(value, self._ctx)
         except (SerializationError, ValueError, IndexError) as exc:

@@ -710,7 +710,7 @@ COMMANDS: dict[str, Check] = {
         "bounded: --events 1500 --live-events 300: every event accounted for, in Avro",
         check_demo_avro,
     ),
-    ".venv/bin/python -m loadtests.formats --events 100000 --pairs 3": Check(
+    ".venv/bin/python -m loadtests.formats --events 100000 --pairs 6": Check(
         "bounded: --decode-events 300 --decode-only (the drain pairs take minutes; the worker's "
         "Avro drain is tests/integration/test_formats.py): the decode comparison reported",
         check_formats_bench,
