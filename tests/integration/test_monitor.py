@@ -41,6 +41,9 @@ def test_bad_canary_rolled_back_good_canary_kept(broker, models_built, tmp_path,
             "monitor.min_events": 100,
             "monitor.bad_windows": 2,
             "monitor.auto_rollback": True,
+            # Latency is not what this test judges: on a busy machine one version's lane can
+            # stall for a moment in a 2 s window, and the good canary must not fail for that.
+            "monitor.min_p99_excess_ms": 60_000,
         },
     )
     create_topics(cfg)
@@ -89,7 +92,9 @@ def test_bad_canary_rolled_back_good_canary_kept(broker, models_built, tmp_path,
     # The good canary is judged, passes, and is never the subject of an alert.
     v1 = [v for v in verdicts if v["version"] == "v1"]
     assert Counter(v["verdict"] for v in v1)["ok"] >= 2, v1
-    assert all(v["verdict"] in ("ok", "insufficient") for v in v1), v1
+    assert all(v["verdict"] in ("ok", "insufficient") for v in v1), [
+        (v["verdict"], v.get("reasons")) for v in v1
+    ]
     assert not [a for a in alerts if a["version"] == "v1" and a["kind"] != "input_drift"]
     failed_v9 = [v for v in verdicts if v["version"] == "v9" and v["verdict"] == "fail"]
     assert len(failed_v9) >= 2
