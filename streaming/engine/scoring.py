@@ -9,14 +9,14 @@ With an explainer, a batch is published in two steps: first every row that needs
 explanation and is not behind a held row of its key, then, once the explainer ran on the rows
 at or above review, those rows and the ones they held back, in input order
 (streaming.decision.reasons.held_rows). The held rows of several batches may wait for one
-explainer call while the lane is backlogged (streaming.engine.explain_backlog); their keys stay
+explainer call while rows wait in the lane (streaming.engine.explain_backlog); their keys stay
 held meanwhile, so a key's predictions stay in input order.
 
-Each version's thread owns that version's interval counts, totals, explain backlog and
-breaker (but for the
-watchdog's one flag, ``hold_open``). Each model call is watched (streaming.engine.calls): its
-results are given only if the thread still holds the call's claim when it returns; a call that
-ran past ``worker.inference_timeout_s`` is the watchdog's to answer (streaming.engine.watchdog).
+Each version's thread owns that version's interval counts, totals, explain backlog and breaker
+(but for the watchdog's one flag, ``hold_open``). Each model call is watched
+(streaming.engine.calls): its results are given only if the thread still holds the call's
+claim when it returns; a call that ran past ``worker.inference_timeout_s`` is the watchdog's to
+answer (streaming.engine.watchdog); held rows of earlier calls are not (explain_backlog).
 """
 
 from __future__ import annotations
