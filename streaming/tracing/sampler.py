@@ -98,6 +98,15 @@ class TailSampler:
                 return out
             out.append(at)
 
+    def spent(self) -> bool:
+        """The budget has nothing left now: no slow or ratio row can be traced (a drain)."""
+        return self._budget.available() < 1
+
+    def qualifying(self, latencies_ms: np.ndarray) -> int:
+        """How many rows are slow, or picked by the ratio: what a spent budget skips."""
+        slow = int(np.count_nonzero(latencies_ms > self.slow_ms))
+        return slow + len(self._coins(latencies_ms.shape[0] - slow))
+
     def within_budget(self, picked: np.ndarray) -> np.ndarray:
         """The first of ``picked`` the per-second budget still allows (the rest are skipped)."""
         if picked.size == 0:
@@ -120,13 +129,20 @@ class Budget:
         self._tokens = per_s
         self._last = clock()
 
-    def take(self, n: int) -> int:
-        """How many of ``n`` may go now (taken from the bucket)."""
+    def available(self) -> float:
+        """Tokens in the bucket now (refilled for the time since the last look)."""
         if math.isinf(self._per_s):
-            return n
+            return math.inf
         now = self._clock()
         self._tokens = min(self._per_s, self._tokens + (now - self._last) * self._per_s)
         self._last = now
-        granted = min(n, int(self._tokens))
+        return self._tokens
+
+    def take(self, n: int) -> int:
+        """How many of ``n`` may go now (taken from the bucket)."""
+        available = self.available()
+        if math.isinf(available):
+            return n
+        granted = min(n, int(available))
         self._tokens -= granted
         return granted

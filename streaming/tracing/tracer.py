@@ -121,6 +121,11 @@ class Tracer:
         if times is None or len(latencies_ms) != len(rows):
             return  # refused rows were handed to the dead letters, which trace them
         flags = c.trace_flags  # None: no row came with a traceparent (the common chunk)
+        if flags is None and self.sampler.spent():  # a drain, mostly: only count the skipped
+            skipped = self.sampler.qualifying(latencies_ms)
+            if skipped:
+                self._count("over_budget", skipped)
+            return
         if flags is not None:
             flags = flags[rows.start : rows.stop] if isinstance(rows, range) else flags[rows]
         made = c.new_traceparents

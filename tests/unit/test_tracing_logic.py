@@ -97,7 +97,13 @@ def test_the_budget_bounds_traced_events_per_second_whatever_qualifies():
     now[0] = 10.0
     assert budget.take(1_000) == 100  # idle time does not pile up more than a second's worth
     sampler = TailSampler(1.0, 1.0, max_per_s=5, clock=lambda: now[0])
+    assert not sampler.spent()
     assert sampler.within_budget(np.arange(8)).tolist() == [0, 1, 2, 3, 4]
+    assert sampler.spent()  # a chunk now is only counted: what qualified and was skipped
+    assert sampler.qualifying(np.array([0.5, 2.0, 3.0])) == 3  # ratio 1.0: every row
+    assert TailSampler(0.0, 1.0).qualifying(np.array([0.5, 2.0, 3.0])) == 2  # the slow ones
+    now[0] += 0.3
+    assert not sampler.spent()  # 0.3 s at 5 a second: one more may go
 
 
 def test_tracing_is_off_by_default_and_a_bad_value_names_its_field():
