@@ -202,3 +202,41 @@ def test_without_new_trace_headers_no_row_gets_one():
     assert TracingConfig().new_trace_header is False  # the default: no header per prediction
     flags, made = stamp_traceparents([None, [("traceparent", UP)]])
     assert made is None and flags.tolist() == [0, UPSTREAM | SAMPLED]
+
+
+def test_the_grpc_sender_delivers_our_encoded_request_to_a_grpc_collector():
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    from streaming.tracing import otlp
+    from streaming.tracing.senders import make_sender
+
+    got = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):  # the service's method name
+            got.append(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        sender = make_sender(
+            TracingConfig(endpoint=f"http://127.0.0.1:{port}", protocol="grpc", export_timeout_s=10)
+        )
+        spans = [
+            otlp.span(n, b"\x01" * 16, bytes([i + 1]) * 8, None, 1.0, 2.0)
+            for i, n in enumerate("ab")
+        ]
+        assert sender.send(
+            otlp.request(otlp.resource({"service.name": "s"}), otlp.scope("t"), spans)
+        )
+        sender.shutdown()
+    finally:
+        server.stop(None)
+    (request,) = got
+    assert [s.name for s in request.resource_spans[0].scope_spans[0].spans] == ["a", "b"]
