@@ -1,6 +1,6 @@
 """What tracing costs: worker drain throughput with tracing on (defaults) vs off, in pairs.
 
-    python -m loadtests.trace_cost [--events 100000] [--pairs 4]
+    python -m loadtests.trace_cost [--events 100000] [--pairs 6] [--new-trace-header]
 
 One embedded broker, one backlog; each pair drains it twice in fresh consumer groups, once
 with tracing off and once on (``tracing.ratio`` and ``tracing.slow_ms`` at their defaults,
@@ -13,11 +13,13 @@ so ``slow_ms: auto`` (the current p99) is what keeps the slow share at about 1%.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from loadtests.drain_ratio import fill_backlog, process_cpu_s
 from streaming.config import PipelineConfig, load_config
@@ -53,11 +55,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", default="pipelines/fraud/pipeline.yaml")
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument(
-        "--no-new-trace-header",
+        "--new-trace-header",
         action="store_true",
-        help="tracing on with tracing.new_trace_header: false (no header added to outputs)",
+        help="tracing on with tracing.new_trace_header: true (a traceparent on every prediction)",
     )
     args = parser.parse_args()
     # The receiver runs in a process of its own, as a collector would: decoding spans in
@@ -71,11 +73,21 @@ def main() -> None:
     endpoint = f"http://127.0.0.1:{port}"
     try:
         _measure(args, endpoint)
+        collector_cpu = _cpu_s(receiver.pid)
     finally:
         receiver.terminate()
         out, _ = receiver.communicate(timeout=30)
     lines = out.strip().splitlines()
-    print(f"collector: {lines[-1] if len(lines) > 1 else 'no spans counted yet'}")
+    print(
+        f"collector: {lines[-1] if len(lines) > 1 else 'no spans counted yet'}, "
+        f"{collector_cpu:.2f} s of CPU in its own process over the whole run"
+    )
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of another process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -90,12 +102,12 @@ def _measure(args: argparse.Namespace, endpoint: str) -> None:
         cfg = load_config(args.config, bootstrap=broker.bootstrap)
         fill_backlog(cfg, args.events)
         on: dict[str, object] = {"tracing.enabled": True, "tracing.endpoint": endpoint}
-        if args.no_new_trace_header:
-            on["tracing.new_trace_header"] = False
+        if args.new_trace_header:
+            on["tracing.new_trace_header"] = True
         print(
             f"backlog of {args.events:,} events; tracing on = ratio "
             f"{cfg.tracing.ratio:g}, slow_ms {cfg.tracing.slow_ms}, max_per_s "
-            f"{cfg.tracing.max_per_s:g}, new_trace_header {not args.no_new_trace_header}, "
+            f"{cfg.tracing.max_per_s:g}, new_trace_header {args.new_trace_header}, "
             f"to {endpoint}",
             flush=True,
         )

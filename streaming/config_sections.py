@@ -127,11 +127,12 @@ class TracingConfig(Strict):
     service_name: str | None = None
     """The ``service.name`` resource attribute; unset: ``OTEL_SERVICE_NAME``, else
     ``streaming-<pipeline name>``."""
-    new_trace_header: bool = True
-    """Write the new trace's ``traceparent`` into the outputs of events that came without one
-    (so a prediction says which trace is its own). A header on every output costs librdkafka
-    ~3 us of CPU per record here (measured: 4.2 -> 7.4 us per produced record); false saves
-    that, and such events' traces are then found by their event id and offset attributes."""
+    new_trace_header: bool = False
+    """Also write a ``traceparent`` into the predictions of events that came without one (dead
+    letters always get one). Off, the prediction's ``event_id`` names the trace all the same:
+    its trace id is the MD5 of the event id. A header on every prediction costs librdkafka and
+    the broker ~2-3 us of CPU per record here (measured: 4.2 -> 7.4 us per produced record),
+    which alone put tracing's drain cost past 5% (README, Traces)."""
     max_per_s: float = Field(default=100.0, gt=0)
     """Slow and ratio-sampled events traced per second at most (dead letters and events
     sampled upstream are always traced). A backlog makes every event slower than the last

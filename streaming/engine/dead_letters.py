@@ -37,7 +37,7 @@ from streaming.engine.types import STAGE_PUBLISH, Chunk, Rejection, Sink
 from streaming.kafka.limits import OutputLimits
 from streaming.kafka.refusals import RECORD, classify
 from streaming.observability.logs import LogBudget, trace_id
-from streaming.tracing.stamps import UPSTREAM, TraceRow, with_traceparent
+from streaming.tracing.stamps import UPSTREAM, TraceRow, with_traceparent, worker_traceparent
 
 if TYPE_CHECKING:
     from streaming.tracing.tracer import Tracer
@@ -92,7 +92,10 @@ class DeadLetters:
     ) -> None:
         """Dead-letter a consumed message (decoding or preprocessing refused it)."""
         offset = msg.offset() or 0
-        self._send(msg.value(), msg.key(), msg.headers(), ledger, offset, rejection, trace=trace)
+        headers = msg.headers()
+        if trace is not None and not trace.upstream:  # tracing: the dead letter names its trace
+            headers = with_traceparent(headers, worker_traceparent(trace.event_id))
+        self._send(msg.value(), msg.key(), headers, ledger, offset, rejection, trace=trace)
 
     def rows(self, chunk: Chunk, rows: Iterable[int], rejection: Rejection) -> None:
         """Dead-letter rows of a chunk with one rejection."""
@@ -261,6 +264,12 @@ def _reason_class(err: Any) -> str:
 
 
 def _headers(chunk: Chunk, i: int) -> Any:
-    """Row ``i``'s input headers, plus the traceparent the worker started for it (tracing)."""
+    """Row ``i``'s input headers, plus the traceparent the worker started for it (tracing: a
+    dead letter always says which trace is its own, even where predictions do not)."""
     made = chunk.new_traceparents
-    return chunk.headers[i] if made is None else with_traceparent(chunk.headers[i], made[i])
+    if made is not None:
+        return with_traceparent(chunk.headers[i], made[i])
+    flags = chunk.trace_flags
+    if chunk.times is None or (flags is not None and flags[i] & UPSTREAM):
+        return chunk.headers[i]  # tracing off, or the event's own traceparent goes on
+    return with_traceparent(chunk.headers[i], worker_traceparent(chunk.event_ids[i]))

@@ -289,7 +289,7 @@ class Engine:
         if times is not None:
             chunk.times = ChunkTimes(times.polled, times.decoded, time.time())
             chunk.trace_flags, chunk.new_traceparents = stamp_traceparents(
-                chunk.headers, self.config.tracing.new_trace_header
+                chunk.headers, chunk.event_ids if self.config.tracing.new_trace_header else None
             )
         if not version.lane.put(chunk):  # the version hung: its lane takes nothing more
             assert version.watch.hung is not None

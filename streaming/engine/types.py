@@ -103,7 +103,8 @@ class Chunk:
     times: ChunkTimes | None = None
     """Stage times for traces (tracing.enabled only; streaming.tracing.stamps)."""
     trace_flags: np.ndarray | None = None
-    """Per row: came with a traceparent, and was it sampled (tracing.enabled only)."""
+    """Per row: came with a traceparent, and was it sampled (tracing.enabled, and only where
+    some row came with one; ``times`` says whether tracing is on)."""
     new_traceparents: list[bytes | None] | None = None
     """Per row: the traceparent the worker starts for an event that came without one, added
     to its outputs (tracing.enabled only)."""

@@ -2,9 +2,10 @@
 
 The delivery thread hands spans over with ``offer``, which never blocks: past ``queue_spans``
 waiting, spans are dropped and counted (``queue_full``). The ``otlp-export`` thread takes them
-in batches (up to ``EXPORT_BATCH`` spans or ``EXPORT_DELAY_S`` of waiting) and calls the
-OpenTelemetry exporter; a batch it could not send (collector down, slow past
-``export_timeout_s``, refusing) is counted as dropped (``export_failed``). So a
+in batches (up to ``EXPORT_BATCH`` spans or ``EXPORT_DELAY_S`` of waiting) and hands each
+batch, as one OTLP request, to its sender (streaming.tracing.senders); a batch it could not
+send (collector down, slow past ``export_timeout_s``, refusing) is counted as dropped
+(``export_failed``). So a
 collector that is down costs spans, never latency. (The SDK's BatchSpanProcessor also drops
 when full, but does not say how many; we count both ways spans are lost.)
 
@@ -15,7 +16,6 @@ one writer (queue_full: the offering thread; sent, export_failed: the export thr
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -23,12 +23,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from streaming.config import TracingConfig
-from streaming.errors import StartupError
 from streaming.observability.metrics import WorkerMetrics
+from streaming.tracing.otlp import request
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.sdk.trace.export import SpanExporter
+    from streaming.tracing.senders import Sender
 
 log = logging.getLogger("streaming.tracing")
 
@@ -39,44 +38,23 @@ EXPORT_DELAY_S = 1.0
 request per traced event, as they came, cost about as much CPU as the rest of tracing."""
 
 
-def make_exporter(cfg: TracingConfig) -> SpanExporter:
-    """The OTLP exporter for ``cfg`` (HTTP/protobuf or gRPC); unset keys fall to OTEL_* vars."""
-    protocol = (
-        cfg.protocol
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    )
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
-
-        return GrpcExporter(endpoint=cfg.endpoint, timeout=cfg.export_timeout_s)
-    if protocol != "http/protobuf":
-        raise StartupError(
-            f"OTLP protocol {protocol!r} (OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL) is not "
-            "supported: use http/protobuf or grpc, or set tracing.protocol"
-        )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    endpoint = cfg.endpoint
-    if endpoint is not None and not endpoint.rstrip("/").endswith("/v1/traces"):
-        # the HTTP exporter takes the full URL from the argument, the base from the env
-        endpoint = endpoint.rstrip("/") + "/v1/traces"
-    return OTLPSpanExporter(endpoint=endpoint, timeout=cfg.export_timeout_s)
-
-
 class SpanExport:
     """A bounded queue of spans and the thread that exports them."""
 
     def __init__(
-        self, exporter: SpanExporter, cfg: TracingConfig, metrics: WorkerMetrics, pipeline: str
+        self,
+        sender: Sender,
+        cfg: TracingConfig,
+        metrics: WorkerMetrics,
+        pipeline: str,
+        resource: bytes,
+        scope: bytes,
     ) -> None:
-        self._exporter = exporter
+        self.sender = sender
+        self._resource, self._scope = resource, scope
         self._limit = cfg.queue_spans
         self._timeout_s = cfg.export_timeout_s
-        self._queue: queue.SimpleQueue[Sequence[ReadableSpan] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Sequence[bytes] | None] = queue.SimpleQueue()
         self._waiting = 0
         self._lock = threading.Lock()
         self._sent = metrics.trace_spans_sent.labels(pipeline)
@@ -90,8 +68,9 @@ class SpanExport:
         self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
         self._thread.start()
 
-    def offer(self, spans: Sequence[ReadableSpan]) -> bool:
-        """Queue one event's spans, or drop them at once when too many wait (never blocks)."""
+    def offer(self, spans: Sequence[bytes]) -> bool:
+        """Queue one event's spans (encoded, streaming.tracing.otlp), or drop them at once when
+        too many wait (never blocks)."""
         n = len(spans)
         with self._lock:
             if self._waiting + n > self._limit:
@@ -130,11 +109,9 @@ class SpanExport:
             if stop:
                 return
 
-    def _export(self, batch: list[ReadableSpan]) -> None:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
+    def _export(self, batch: list[bytes]) -> None:
         try:
-            ok = self._exporter.export(batch) == SpanExportResult.SUCCESS
+            ok = self.sender.send(request(self._resource, self._scope, batch))
         except Exception:
             log.exception("OTLP export raised")
             ok = False
@@ -159,4 +136,4 @@ class SpanExport:
         self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             log.warning("OTLP export still busy at close: %d spans left unsent", self._waiting)
-        self._exporter.shutdown()
+        self.sender.shutdown()

@@ -2,13 +2,15 @@
 
 Kept: events slower than ``slow_ms`` (or the current p99 when ``auto``), events whose incoming
 traceparent says sampled, and a ``ratio`` of the rest. Dead letters are always kept (the
-tracer does not ask). Vectorised per chunk: one comparison and one random draw per chunk, not
-a Python call per row. Used on the delivery thread only, which owns its state.
+tracer does not ask). Vectorised per chunk: a comparison and about one random draw per chunk,
+not a Python call (nor a random number) per row. Used on the delivery thread only, which owns
+its state.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 
@@ -20,6 +22,7 @@ AUTO_REFRESH_S = 1.0
 """How often ``auto`` re-reads the p99 (reading it sums the histogram)."""
 AUTO_MIN_SAMPLES = 1_000
 """Below this many latencies a p99 means little: nothing is kept as slow until then."""
+_NONE = np.zeros(0, dtype=np.intp)
 
 
 class TailSampler:
@@ -39,7 +42,7 @@ class TailSampler:
         self._fixed = None if slow_ms == "auto" else float(slow_ms)
         self._p99 = p99
         """(samples so far, current p99 in ms): the worker's end-to-end recorder."""
-        self._rng = np.random.default_rng(seed)
+        self._random = random.Random(seed).random
         self._clock = clock
         self._threshold = self._fixed if self._fixed is not None else math.inf
         self._refreshed = -math.inf
@@ -60,16 +63,49 @@ class TailSampler:
         self._threshold = p99 if count >= AUTO_MIN_SAMPLES and not math.isnan(p99) else math.inf
 
     def keep(self, latencies_ms: np.ndarray, flags: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        """Positions kept, as (slow, upstream-sampled, by ratio) disjoint in that order."""
-        slow = latencies_ms > self.slow_ms
-        rest = ~slow
+        """Positions kept, as (slow, upstream-sampled, by ratio) disjoint in that order.
+
+        The ratio's rows are found by geometric gaps between picks, the same law as a coin
+        per row: at the default 0.001 a chunk draws one number, not one per row."""
+        slow_rows = latencies_ms > self.slow_ms
+        taken = slow_rows
+        upstream = _NONE
         if flags is not None:
-            upstream = rest & ((flags & SAMPLED) != 0)
-            rest &= ~upstream
-        else:
-            upstream = np.zeros_like(slow)
-        lucky = rest & (self._rng.random(latencies_ms.shape[0]) < self.ratio)
-        return np.flatnonzero(slow), np.flatnonzero(upstream), np.flatnonzero(lucky)
+            wanted = ~slow_rows & ((flags & SAMPLED) != 0)
+            if wanted.any():
+                upstream = np.flatnonzero(wanted)
+                taken = slow_rows | wanted
+        slow = np.flatnonzero(slow_rows)
+        picks = self._coins(latencies_ms.shape[0] - slow.size - upstream.size)
+        lucky = np.flatnonzero(~taken)[picks] if picks else _NONE
+        return slow, upstream, lucky
+
+    def _coins(self, n: int) -> list[int]:
+        """Which of ``n`` rows a coin of ``ratio`` picks: the gaps between successes of a
+        Bernoulli process are geometric, so one draw per pick (and one more) suffices."""
+        ratio = self.ratio
+        if n <= 0 or ratio <= 0:
+            return []
+        if ratio >= 1:
+            return list(range(n))
+        log_q = math.log1p(-ratio)
+        draw = self._random
+        out: list[int] = []
+        at = -1
+        while True:
+            at += 1 + int(math.log(1.0 - draw()) / log_q)  # 1 - draw() is in (0, 1]
+            if at >= n:
+                return out
+            out.append(at)
+
+    def spent(self) -> bool:
+        """The budget has nothing left now: no slow or ratio row can be traced (a drain)."""
+        return self._budget.available() < 1
+
+    def qualifying(self, latencies_ms: np.ndarray) -> int:
+        """How many rows are slow, or picked by the ratio: what a spent budget skips."""
+        slow = int(np.count_nonzero(latencies_ms > self.slow_ms))
+        return slow + len(self._coins(latencies_ms.shape[0] - slow))
 
     def within_budget(self, picked: np.ndarray) -> np.ndarray:
         """The first of ``picked`` the per-second budget still allows (the rest are skipped)."""
@@ -93,13 +129,20 @@ class Budget:
         self._tokens = per_s
         self._last = clock()
 
-    def take(self, n: int) -> int:
-        """How many of ``n`` may go now (taken from the bucket)."""
+    def available(self) -> float:
+        """Tokens in the bucket now (refilled for the time since the last look)."""
         if math.isinf(self._per_s):
-            return n
+            return math.inf
         now = self._clock()
         self._tokens = min(self._per_s, self._tokens + (now - self._last) * self._per_s)
         self._last = now
-        granted = min(n, int(self._tokens))
+        return self._tokens
+
+    def take(self, n: int) -> int:
+        """How many of ``n`` may go now (taken from the bucket)."""
+        available = self.available()
+        if math.isinf(available):
+            return n
+        granted = min(n, int(available))
         self._tokens -= granted
         return granted

@@ -12,7 +12,9 @@ version's inference thread writes the ``BatchStamp`` of each model call; the del
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
+from hashlib import md5
 
 import numpy as np
 
@@ -62,41 +64,62 @@ class TraceRow:
     """Its traceparent came with the event (else none, or the one the worker wrote)."""
 
 
-def stamp_traceparents(
-    headers: list[Headers | None], new: bool = True
-) -> tuple[np.ndarray, list[bytes | None] | None]:
-    """Flags per row (UPSTREAM, SAMPLED), and a new traceparent for each row without one
-    (None with ``new`` false: tracing.new_trace_header).
+def trace_id_of(event_id: str) -> int:
+    """The trace id of an event that came without a traceparent: the MD5 of its event id
+    (UTF-8) as 128 bits, so the prediction's ``event_id`` says which trace is its own
+    (``printf %s EVENT_ID | md5sum``) without a header on every output (a header cost more
+    than the rest of tracing; README, Traces). A redelivered event's traces share the id."""
+    return int.from_bytes(md5(event_id.encode(), usedforsecurity=False).digest(), "big") or 1
 
-    A new trace's id has to be in the prediction's headers before anyone knows whether the
-    event will be kept, so every row without a traceparent gets one (our root span's id as its
-    parent id, flags 00: the worker has not sampled it yet). The outputs add it when they are
-    produced, so the input's headers are left as they came, and the header budget check
-    (streaming.engine.fitting) does not scan rows that came with none. This runs for every row
-    while tracing is on: the new ones are made in one vectorised pass per chunk, and a chunk
-    that came with no headers at all skips the scan.
+
+def worker_traceparent(event_id: str | None) -> bytes:
+    """A traceparent for an output of an event that came without one: its trace (by event id,
+    random where the id is unknown), a new root span id, flags 00 (sampled later, at the ack)."""
+    trace = trace_id_of(event_id) if event_id is not None else _rand(128) or 1
+    return b"00-%032x-%016x-00" % (trace, _rand(64) or 1)
+
+
+def stamp_traceparents(
+    headers: list[Headers | None], event_ids: list[str] | None = None
+) -> tuple[np.ndarray | None, list[bytes | None] | None]:
+    """Flags per row (UPSTREAM, SAMPLED; None where no row came with a traceparent: the
+    common chunk), and, given ``event_ids`` (tracing.new_trace_header), a traceparent for each
+    row without one, to be written into its outputs.
+
+    Those new traceparents are the worker's root spans (parent id: our root span; trace id:
+    ``trace_id_of`` the event id; flags 00: the worker has not sampled it yet). The outputs add
+    them when they are produced, so the input's headers are left as they came, and the header
+    budget check (streaming.engine.fitting) does not scan rows that came with none. The flags
+    run for every row while tracing is on, so a chunk that came with no headers at all skips
+    the scan.
     """
     n = len(headers)
-    flags = np.zeros(n, dtype=np.uint8)
+    flags: np.ndarray | None = None
     if not any(headers):
-        return flags, list(new_traceparents(n)) if new else None
-    missing: list[int] = []
-    odd = _ODD_HEX
-    for i, h in enumerate(headers):
-        if h:
-            for key, value in h:
-                if key == TRACEPARENT:
-                    flags[i] = UPSTREAM | SAMPLED if value and value[-1] in odd else UPSTREAM
-                    break
+        missing: list[int] | range = range(n)
+    else:
+        flags = np.zeros(n, dtype=np.uint8)
+        missing = []
+        odd = _ODD_HEX
+        for i, h in enumerate(headers):
+            if h:
+                for key, value in h:
+                    if key == TRACEPARENT:
+                        flags[i] = UPSTREAM | SAMPLED if value and value[-1] in odd else UPSTREAM
+                        break
+                else:
+                    missing.append(i)
             else:
                 missing.append(i)
-        else:
-            missing.append(i)
-    if not new:
+    if flags is not None and not flags.any():
+        flags = None
+    if event_ids is None:
         return flags, None
     made: list[bytes | None] = [None] * n
-    for i, tp in zip(missing, new_traceparents(len(missing)), strict=True):
-        made[i] = tp
+    spans = os.urandom(8 * len(missing)).hex()  # the root span ids, one draw for the chunk
+    for k, i in enumerate(missing):
+        trace = md5(event_ids[i].encode(), usedforsecurity=False).hexdigest()
+        made[i] = f"00-{trace}-{spans[16 * k : 16 * k + 16]}-00".encode()
     return flags, made
 
 
@@ -109,23 +132,7 @@ def with_traceparent(headers: Headers | None, tp: bytes | None) -> Headers | Non
 
 _ODD_HEX = frozenset(b"13579bdfBDF")
 """Last hex digit of the flags: odd means the sampled bit (bit 0) is set."""
-_TP_LEN = 55
-_DASH = ord("-")
-
-
-def new_traceparents(n: int) -> list[bytes]:
-    """``n`` random W3C traceparents (version 00, flags 00), built in one numpy pass."""
-    if n == 0:
-        return []
-    digits = np.frombuffer(os.urandom(24 * n).hex().encode(), dtype=np.uint8).reshape(n, 48)
-    out = np.empty((n, _TP_LEN), dtype=np.uint8)
-    out[:, 0:3] = np.frombuffer(b"00-", dtype=np.uint8)
-    out[:, 3:35] = digits[:, :32]
-    out[:, 35] = _DASH
-    out[:, 36:52] = digits[:, 32:]
-    out[:, 52:55] = np.frombuffer(b"-00", dtype=np.uint8)
-    buf = out.tobytes()
-    return [buf[at : at + _TP_LEN] for at in range(0, _TP_LEN * n, _TP_LEN)]
+_rand = random.Random().getrandbits
 
 
 def has_traceparent(headers: Headers | None) -> bool:

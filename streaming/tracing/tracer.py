@@ -12,8 +12,9 @@ output's ack, with one child per stage it went through, end to end without gaps:
 A dead letter's last stage is cut where it was refused, followed by ``dead_letter`` (to its
 ack). Each model call is one ``inference batch`` span (a trace of its own, made once, when
 its first kept event needs it), linked from the events' ``inference`` spans. The root's parent
-is the event's incoming traceparent; without one, the trace is the one the worker wrote into
-the event's outputs (streaming.tracing.stamps).
+is the event's incoming traceparent; without one, the trace id is the MD5 of the event id
+(streaming.tracing.stamps.trace_id_of), or the one the worker wrote into the event's outputs
+(dead letters; predictions with ``tracing.new_trace_header``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,6 @@ from typing import Any
 
 import numpy as np
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
-from opentelemetry.trace.status import Status, StatusCode
 
 from streaming.config import PipelineConfig
 from streaming.engine.types import (
@@ -43,14 +40,17 @@ from streaming.engine.types import (
 )
 from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
-from streaming.tracing.export import SpanExport, make_exporter
+from streaming.tracing import otlp
+from streaming.tracing.export import SpanExport
 from streaming.tracing.sampler import TailSampler
+from streaming.tracing.senders import make_sender
 from streaming.tracing.stamps import (
     UPSTREAM,
     BatchStamp,
     ChunkTimes,
     TraceRow,
     parse_traceparent,
+    trace_id_of,
     with_traceparent,
 )
 
@@ -66,11 +66,6 @@ _CUT_AT = {
 }
 """A dead letter's stage -> the span it was refused in."""
 _BATCHES_REMEMBERED = 4_096
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-
-
-def _ns(seconds: float) -> int:
-    return round(seconds * 1e9)
 
 
 class Tracer:
@@ -95,18 +90,25 @@ class Tracer:
             why: metrics.traces.labels(cfg.name, why)
             for why in ("slow", "sampled", "ratio", "dead_letter", "over_budget")
         }
-        self.export = export or SpanExport(make_exporter(t), t, metrics, cfg.name)
         attrs: dict[str, Any] = {"streaming.pipeline": cfg.name}
         if t.service_name is not None:
             attrs["service.name"] = t.service_name
         resource = Resource.create(attrs)  # reads OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
         if resource.attributes.get("service.name", "").startswith("unknown_service"):
             resource = resource.merge(Resource({"service.name": f"streaming-{cfg.name}"}))
-        self._resource = resource
-        self._scope = InstrumentationScope("streaming.tracing")
+        self.resource = dict(resource.attributes)
+        self.export = export or SpanExport(
+            make_sender(t),
+            t,
+            metrics,
+            cfg.name,
+            otlp.resource(self.resource),
+            otlp.scope("streaming.tracing"),
+        )
         self._model = cfg.model.name
         self._topic = cfg.topics.input
-        self._batches: OrderedDict[int, SpanContext] = OrderedDict()
+        self._batches: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
+        self._attrs: dict[tuple[str, int], bytes] = {}
         self._rand = random.Random()
         self.kept = {"slow": 0, "sampled": 0, "ratio": 0, "dead_letter": 0, "over_budget": 0}
         """Events traced, by why (delivery thread)."""
@@ -118,7 +120,14 @@ class Tracer:
         times = c.times
         if times is None or len(latencies_ms) != len(rows):
             return  # refused rows were handed to the dead letters, which trace them
-        flags = c.trace_flags[rows] if c.trace_flags is not None else None
+        flags = c.trace_flags  # None: no row came with a traceparent (the common chunk)
+        if flags is None and self.sampler.spent():  # a drain, mostly: only count the skipped
+            skipped = self.sampler.qualifying(latencies_ms)
+            if skipped:
+                self._count("over_budget", skipped)
+            return
+        if flags is not None:
+            flags = flags[rows.start : rows.stop] if isinstance(rows, range) else flags[rows]
         made = c.new_traceparents
         slow, sampled, lucky = self.sampler.keep(latencies_ms, flags)
         for why, picked in (("slow", slow), ("sampled", sampled), ("ratio", lucky)):
@@ -128,6 +137,8 @@ class Tracer:
                 allowed = self.sampler.within_budget(picked)
                 if allowed.size < picked.size:
                     self._count("over_budget", picked.size - allowed.size)
+                    if allowed.size == 0:  # a drain, mostly: the budget is spent
+                        continue
                 picked = allowed
             self._count(why, picked.size)
             for j in picked.tolist():
@@ -202,54 +213,49 @@ class Tracer:
     ) -> None:
         ids = parse_traceparent(headers)
         rand = self._rand.getrandbits
-        if ids is None:
-            trace_id, parent, root_id = rand(128) or 1, None, rand(64) or 1
+        if ids is None:  # no header on the outputs: the trace is found by the event id
+            event_id = attrs.get("event.id")
+            trace_id = trace_id_of(event_id) if event_id is not None else rand(128) or 1
+            parent, root_id = None, rand(64) or 1
         elif upstream:
             trace_id, parent, root_id = ids[0], ids[1], rand(64) or 1
         else:  # the traceparent the worker wrote: our root's id is its parent id
             trace_id, parent, root_id = ids[0], None, ids[1]
-        root_ctx = SpanContext(trace_id, root_id, False, _SAMPLED)
-        parent_ctx = SpanContext(trace_id, parent, True, _SAMPLED) if parent else None
-        spans: list[ReadableSpan] = []
-        batch_link = None
+        tid = trace_id.to_bytes(16, "big")
+        root = root_id.to_bytes(8, "big")
+        spans: list[bytes] = []
         for name, s, e in self._stages(start, end, times, batch, cut):
-            span_attrs: dict[str, Any] = {}
-            links: tuple[Link, ...] = ()
             if name == "inference" and batch is not None:
-                span_attrs = {
-                    "model.name": self._model,
-                    "model.version": batch.version,
-                    "batch.size": batch.size,
-                }
-                batch_link = batch_link or self._batch_span(batch)
-                if batch_link is not None:
-                    links = (Link(batch_link),)
-            kind = SpanKind.PRODUCER if name in ("publish", "dead_letter") else SpanKind.INTERNAL
-            spans.append(
-                self._span(
-                    name,
-                    SpanContext(trace_id, rand(64) or 1, False, _SAMPLED),
-                    root_ctx,
-                    s,
-                    e,
-                    span_attrs,
-                    links,
-                    kind,
+                spans.append(
+                    otlp.span(
+                        name,
+                        tid,
+                        (rand(64) or 1).to_bytes(8, "big"),
+                        root,
+                        s,
+                        e,
+                        attrs=self._batch_attrs(batch),
+                        link=self._batch_span(batch),
+                    )
                 )
-            )
+                continue
+            kind = otlp.PRODUCER if name in ("publish", "dead_letter") else otlp.INTERNAL
+            spans.append(otlp.span(name, tid, (rand(64) or 1).to_bytes(8, "big"), root, s, e, kind))
         error = attrs.get("event.kept") == "dead_letter"
-        root = self._span(
-            "event",
-            root_ctx,
-            parent_ctx,
-            start,
-            end,
-            {**where, **attrs},
-            (),
-            SpanKind.CONSUMER,
-            Status(StatusCode.ERROR, attrs["dead_letter.reason_class"]) if error else None,
+        spans.append(
+            otlp.span(
+                "event",
+                tid,
+                root,
+                parent.to_bytes(8, "big") if parent else None,
+                start,
+                end,
+                otlp.CONSUMER,
+                {**where, **attrs},
+                error=attrs["dead_letter.reason_class"] if error else None,
+                remote_parent=parent is not None,
+            )
         )
-        spans.append(root)
         self.export.offer(spans)
 
     def _stages(
@@ -290,56 +296,39 @@ class Tracer:
             out.append(("dead_letter", at, end))
         return out
 
-    def _batch_span(self, batch: BatchStamp) -> SpanContext | None:
-        """The model call's own span, sent once; its context is what events link to."""
+    def _batch_span(self, batch: BatchStamp) -> tuple[bytes, bytes] | None:
+        """The model call's own span, sent once; its (trace id, span id) is what events link to."""
         if batch.end is None:
             return None
         ctx = self._batches.get(batch.seq)
         if ctx is not None:
             return ctx
         rand = self._rand.getrandbits
-        ctx = SpanContext(rand(128) or 1, rand(64) or 1, False, _SAMPLED)
+        ctx = ((rand(128) or 1).to_bytes(16, "big"), (rand(64) or 1).to_bytes(8, "big"))
         self._batches[batch.seq] = ctx
         if len(self._batches) > _BATCHES_REMEMBERED:
             self._batches.popitem(last=False)
-        span = self._span(
+        span = otlp.span(
             "inference batch",
-            ctx,
+            ctx[0],
+            ctx[1],
             None,
             batch.start,
             batch.end,
-            {"model.name": self._model, "model.version": batch.version, "batch.size": batch.size},
-            (),
-            SpanKind.INTERNAL,
+            attrs=self._batch_attrs(batch),
         )
         self.export.offer([span])
         return ctx
 
-    def _span(
-        self,
-        name: str,
-        ctx: SpanContext,
-        parent: SpanContext | None,
-        start: float,
-        end: float,
-        attrs: dict[str, Any],
-        links: tuple[Link, ...],
-        kind: SpanKind,
-        status: Status | None = None,
-    ) -> ReadableSpan:
-        return ReadableSpan(
-            name=name,
-            context=ctx,
-            parent=parent,
-            resource=self._resource,
-            attributes=attrs,
-            links=links,
-            kind=kind,
-            status=status or Status(StatusCode.UNSET),
-            start_time=_ns(start),
-            end_time=_ns(end),
-            instrumentation_scope=self._scope,
-        )
+    def _batch_attrs(self, batch: BatchStamp) -> bytes:
+        """A model call's attributes, encoded once per (version, batch size) in use."""
+        key = (batch.version, batch.size)
+        attrs = self._attrs.get(key)
+        if attrs is None:
+            attrs = self._attrs[key] = otlp.attributes(
+                9, {"model.name": self._model, "model.version": key[0], "batch.size": key[1]}
+            )
+        return attrs
 
     def _where(self, c: Chunk, i: int) -> dict[str, Any]:
         ledger = c.ledgers[i]

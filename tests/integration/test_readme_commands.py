@@ -654,6 +654,19 @@ COMMANDS: dict[str, Check] = {
         "drain_ratio's bounded run",
         help_lists("--events", "--pairs"),
     ),
+    ".venv/bin/python -m loadtests.trace_cost --pairs 20": Check(
+        "--help only: the same command with more pairs (~6 min)",
+        help_lists("--events", "--pairs", "--new-trace-header"),
+    ),
+    ".venv/bin/python -m loadtests.trace_cost --new-trace-header": Check(
+        "--help only: the same command with the opt-in header on every prediction",
+        help_lists("--events", "--pairs", "--new-trace-header"),
+    ),
+    ".venv/bin/python -m loadtests.header_cost": Check(
+        "--help only: a producer and the embedded broker, ~1 min; what a header per record "
+        "costs is a benchmark's figure, not a test's",
+        help_lists("--records", "--rounds"),
+    ),
     ".venv/bin/python -m loadtests.state_cost": Check(
         "--help only: drains with the state stage are tests/integration/test_state.py's, the "
         "pairing drain_ratio's bounded run",

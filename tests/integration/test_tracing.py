@@ -10,6 +10,7 @@ taken as the expectation: which events were slow is decided by their own event t
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -146,9 +147,9 @@ def test_kept_events_have_every_stage_span_joined_to_their_traceparent(
             assert root.duration_ns > SLOW_MS * MS
         if t["upstream"]:
             assert (root.trace_id, root.parent_span_id) == t["upstream"]
-        else:  # a new trace: the prediction says which
-            tp = preds[event_id].headers["traceparent"].decode()
-            assert tp == f"00-{root.trace_id}-{root.span_id}-00"
+        else:  # a new trace: the prediction's event id says which (no header per prediction)
+            assert "traceparent" not in preds[event_id].headers
+            assert root.trace_id == _md5(json.loads(preds[event_id].value)["event_id"])
         (inference,) = [s for s in traces[root.trace_id] if s.name == "inference"]
         assert inference.attributes["model.version"] == "v2"
         (link,) = inference.links
@@ -167,14 +168,19 @@ def test_kept_events_have_every_stage_span_joined_to_their_traceparent(
         if s.name == "event" and s.attributes["event.kept"] == "dead_letter"
     }
     assert len(dead) == len(invalid) == len(by_offset)
+    upstream = {t["upstream"] for t in invalid.values() if t["upstream"]}
+    ours = 0
     for r in dead:
         where = (int(r.headers["dead_letter.partition"]), int(r.headers["dead_letter.offset"]))
         root = _check_trace(traces[by_offset[where].trace_id], ("consume", "decode", "dead_letter"))
         assert root.attributes["dead_letter.stage"] == r.headers["dead_letter.stage"].decode()
-        upstream = r.headers.get("traceparent")
-        if upstream:
-            tp = upstream.decode().split("-")
+        tp = r.headers["traceparent"].decode().split("-")  # every dead letter names its trace
+        if (tp[1], tp[2]) in upstream:
             assert (root.trace_id, root.parent_span_id) == (tp[1], tp[2])
+        else:  # the worker's own trace: its root span is the header's
+            assert (root.trace_id, root.span_id, tp[3]) == (tp[1], tp[2], "00")
+            ours += 1
+    assert ours == len(invalid) - len(upstream) > 0
 
     # the ordinary rest: the kept share is the ratio, within binomial tolerance (4 sigma)
     ordinary = [k for k, t in valid.items() if not t["slow"] and not t["sampled"]]
@@ -182,6 +188,11 @@ def test_kept_events_have_every_stage_span_joined_to_their_traceparent(
     assert all(roots[k].attributes["event.kept"] == "ratio" for k in ordinary if k in roots)
     n = len(ordinary)
     assert abs(kept - n * RATIO) <= 4 * math.sqrt(n * RATIO * (1 - RATIO)), (kept, n)
+
+
+def _md5(event_id: str) -> str:
+    """The README's recipe for a new trace's id: md5 of the event id, in hex."""
+    return hashlib.md5(event_id.encode(), usedforsecurity=False).hexdigest()
 
 
 def _engine_run(endpoint: str, n: int, **tracing) -> tuple[Engine, InstantSink, float]:
@@ -198,7 +209,7 @@ def _engine_run(endpoint: str, n: int, **tracing) -> tuple[Engine, InstantSink, 
     spec = load_pipeline(cfg.pipeline.module)
     events = spec.make_generator(5).batch(n, int(time.time() * 1000))
     msgs = [InMemoryMessage(e.value, b"%d" % i, i) for i, e in enumerate(events)]
-    sink = InstantSink()
+    sink = InstantSink(keep=True)
     engine = Engine(cfg, sink)
     engine.start()
     for i in range(0, n, 250):
@@ -238,8 +249,14 @@ def test_a_slow_or_down_collector_costs_spans_never_the_events(models_built):
     rx2 = OtlpReceiver()
     endpoint = rx2.endpoint
     rx2.close()
-    engine, sink, _ = _engine_run(endpoint, 200, export_timeout_s=1.0)
+    engine, sink, _ = _engine_run(endpoint, 200, export_timeout_s=1.0, new_trace_header=True)
     assert len(sink.acked_at[engine.config.topics.predictions]) == 200
+    # tracing.new_trace_header: each prediction also carries its trace (by its event id)
+    preds = [(v, h) for t, v, h in sink.records if t == engine.config.topics.predictions]
+    assert len(preds) == 200
+    for value, headers in preds:
+        tp = headers["traceparent"].decode().split("-")
+        assert tp[1] == _md5(json.loads(value)["event_id"]) and tp[3] == "00"
     engine.close()
     assert engine.tracer.export.sent == 0
     assert engine.tracer.export.dropped == engine.tracer.export.dropped_failed > 0
@@ -294,4 +311,5 @@ def test_model_errors_and_an_open_breaker_are_traced_up_to_where_they_failed(
         root = _check_trace(traces[root.trace_id], expected)
         # the worker's own trace: the dead letter carries the traceparent of its root span
         assert headers["traceparent"].decode() == f"00-{root.trace_id}-{root.span_id}-00"
+        assert root.trace_id == _md5(event_id)
     assert "circuit_open" in seen and len(seen) == 2, seen
