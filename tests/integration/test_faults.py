@@ -23,6 +23,7 @@ from streaming.kafka.topics import create_topics
 from tests.integration.test_http import get as http_get
 from tests.integration.test_http import metric
 from tests.kafka_helpers import (
+    Record,
     log_records,
     produce_in_background,
     read_topic,
@@ -86,8 +87,9 @@ def test_a_raising_model_dead_letters_its_events_and_its_breaker_opens(
         )
 
 
-def _accounted(cfg, events) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    """Assert no event lost; return (duplicate predictions, duplicate dead letters)."""
+def _accounted(cfg, events) -> tuple[int, int, list[Record]]:  # type: ignore[no-untyped-def]
+    """Assert no event lost; return (duplicate predictions, duplicate dead letters, the
+    predictions read)."""
     valid = {e.event_id for e in events if e.invalid_kind is None}
     invalid = Counter(e.value for e in events if e.invalid_kind is not None)
     preds = read_topic(cfg, cfg.topics.predictions, len(valid))
@@ -96,7 +98,7 @@ def _accounted(cfg, events) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     assert set(got) == valid, f"{len(valid - set(got))} events lost"
     got_dead = Counter(r.value for r in dead)
     assert set(got_dead) == set(invalid), "dead letters lost"
-    return sum(got.values()) - len(got), sum(got_dead.values()) - len(got_dead)
+    return sum(got.values()) - len(got), sum(got_dead.values()) - len(got_dead), preds
 
 
 def test_workers_joining_and_leaving_mid_stream_lose_nothing(
@@ -121,13 +123,12 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(
     assert first.wait(180) == 0, first.log()
     assert third.wait(180) == 0, third.log()
     events = result[0].events
-    dup_preds, dup_dead = _accounted(cfg, events)
+    dup_preds, dup_dead, preds = _accounted(cfg, events)
     revokes = sum(w.log().count('"revoked') for w in (first, second, third))
     # Each moved partition brought its per-card state (restored from the changelog by its
     # new owner): every prediction equals an uninterrupted run's score.
     restores = [r for w in (first, second, third) for r in log_records(w) if "restored" in r["msg"]]
     assert sum(r["keys"] for r in restores) > 0
-    preds = read_topic(cfg, cfg.topics.predictions, len(events))
     want, _ = offline_scores(cfg, models_built, len(events))
     assert_scores_equal(preds, want)
     with capsys.disabled():
@@ -169,14 +170,14 @@ def test_repeated_kill_9_under_load_loses_nothing(broker, models_built, tmp_path
     producer.join()
     assert last.wait(180) == 0, last.log()
     events = result[0].events
-    dup_preds, dup_dead = _accounted(cfg, events)
+    dup_preds, dup_dead, preds = _accounted(cfg, events)
     # Each replacement restored the per-card state from the changelog before scoring: every
     # prediction, the duplicates of the events read again included, has the score of an
     # uninterrupted run (one that began with empty state would score without the histories).
     restores = [r for r in log_records(last) if "restored" in r["msg"]]
     assert sum(r["keys"] for r in restores) > 0
     want, _ = offline_scores(cfg, models_built, len(events))
-    assert_scores_equal(read_topic(cfg, cfg.topics.predictions, len(events)), want)
+    assert_scores_equal(preds, want)
     with capsys.disabled():
         print(
             f"\n[kill -9 x{kills}] {len(events):,} events: lost 0, duplicates {dup_preds} "
@@ -208,7 +209,7 @@ def test_a_frozen_broker_then_resumed_the_worker_recovers_by_itself(models_built
         assert worker.wait(240) == 0, worker.log()
         recovered_s = time.monotonic() - resumed
         events = result[0].events
-        dup_preds, dup_dead = _accounted(cfg, events)
+        dup_preds, dup_dead, _ = _accounted(cfg, events)
     with capsys.disabled():
         print(
             f"\n[broker frozen {frozen_s:.0f} s] {len(events):,} events: lost 0, duplicates "
