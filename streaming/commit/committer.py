@@ -41,6 +41,10 @@ Partitions = set[tuple[str, int]]
 class Committer(ABC):
     """What both modes share: the commit interval, the rebalance half, the close."""
 
+    _pending: tuple[list[tuple[str, int, int]], ChangelogCommit] | None = None
+    """At-least-once: commit points waiting for the changelog records written with them to
+    be acked (exactly-once waits inside its commit)."""
+
     def __init__(
         self,
         cfg: PipelineConfig,
@@ -110,12 +114,11 @@ class Committer(ABC):
         self._offsets.detach(partitions)
         if self._changelog is not None:
             self._changelog.forget(partitions)
+            if self._pending is not None:
+                self._pending[1].drop(partitions)
 
 
 class AtLeastOnce(Committer):
-    _pending: tuple[list[tuple[str, int, int]], ChangelogCommit] | None = None
-    """Commit points waiting for the changelog records written with them to be acked."""
-
     def maybe_commit(self, now: float) -> bool:
         if self._pending is not None:
             self._pending[1].advance()  # the partition records go once the keys are acked

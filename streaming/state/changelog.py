@@ -27,6 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from streaming.state.codec import META_KEY, Labels, encode_meta, encode_rows
@@ -108,7 +109,7 @@ class StateChangelog:
         """Write the changed keys of every partition (or of ``only``); the partition records
         follow when they are acked (:meth:`ChangelogCommit.advance`)."""
         keys = Snapshot()
-        metas: list[tuple[bytes, int]] = []
+        metas: list[_Meta] = []
         stage = self._stage
         topic, produce, done = self.topic, self._produce, keys.on_delivery
         labels = self._labels
@@ -133,17 +134,20 @@ class StateChangelog:
                 sent += 1
             state.dirty.clear()
             state.gone.clear()
-            if self._written.get(tp) != applied:
-                metas.append((encode_meta(state), part))  # as of now, sent after the keys
-                self._written[tp] = applied
+            if self._written.get(tp) != applied:  # as of now, sent after the keys
+                metas.append(_Meta(tp, applied, encode_meta(state)))
         keys.records = sent
         self._counted(sent)
         return ChangelogCommit(self, keys.seal(), metas)
 
-    def write_metas(self, metas: list[tuple[bytes, int]]) -> Snapshot:
+    def write_metas(self, metas: list[_Meta]) -> Snapshot:
+        """The partition records of a commit whose key records are acked. Only now does a
+        partition count as written at its applied offset: a commit abandoned before this
+        point leaves the next one to write its partition record."""
         snapshot = Snapshot()
-        for value, part in metas:
-            self._produce(self.topic, value, META_KEY, part, snapshot.on_delivery)
+        for meta in metas:
+            self._produce(self.topic, meta.value, META_KEY, meta.tp[1], snapshot.on_delivery)
+            self._written[meta.tp] = meta.applied
         snapshot.records = len(metas)
         self._counted(len(metas))
         return snapshot.seal()
@@ -159,13 +163,20 @@ class StateChangelog:
             self._count(sent)
 
 
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    """A partition record, encoded when its commit began."""
+
+    tp: tuple[str, int]
+    applied: int
+    value: bytes
+
+
 class ChangelogCommit:
     """One commit's changelog records: the keys, then (once they are acked) the partition
     records. Driven by the main thread; acks are counted by the delivery thread."""
 
-    def __init__(
-        self, changelog: StateChangelog, keys: Snapshot, metas: list[tuple[bytes, int]]
-    ) -> None:
+    def __init__(self, changelog: StateChangelog, keys: Snapshot, metas: list[_Meta]) -> None:
         self._changelog = changelog
         self._keys = keys
         self._pending_metas = metas
@@ -174,6 +185,12 @@ class ChangelogCommit:
     @property
     def error(self) -> str | None:
         return self._keys.error or (self._metas.error if self._metas is not None else None)
+
+    def drop(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Lost partitions: their partition records are not written any more (a late one
+        would follow the new owner's and tell a later restore the state stood back here)."""
+        gone = set(partitions)
+        self._pending_metas = [m for m in self._pending_metas if m.tp not in gone]
 
     def advance(self) -> bool:
         """True once every record is acked; writes the partition records when the keys are.
