@@ -50,7 +50,12 @@ from streaming.observability.stats import WorkerStats
 from streaming.pipeline import PipelineSpec, load_pipeline
 from streaming.rollout.control import RoutingUpdate, describe
 from streaming.state import StateStage
-from streaming.tracing.stamps import ChunkTimes, TraceRow, has_traceparent, stamp_traceparents
+from streaming.tracing.stamps import (
+    ChunkTimes,
+    refused_row,
+    stamp_traceparents,
+    undecoded_row,
+)
 
 log = logging.getLogger("streaming.worker")
 
@@ -224,10 +229,7 @@ class Engine:
             times = ChunkTimes(polled, time.time())
             undecoded = ChunkTimes(polled)
             for i, rejection in rejected:
-                headers = messages[i].headers()
-                trace = TraceRow(
-                    _log_time_s(messages[i]), undecoded, None, None, has_traceparent(headers)
-                )
+                trace = undecoded_row(messages[i], undecoded)
                 self.dead_letters.message(messages[i], ledgers[i], rejection, trace)
         else:
             for i, rejection in rejected:
@@ -273,7 +275,9 @@ class Engine:
         """Primary rows: preprocess, dead-letter what it refuses, queue the rest (blocking)."""
         feats = preprocess(version.preprocessor, records, state)
         for i, rejection in feats.rejected:
-            trace = None if times is None else self._trace_row(msgs[i], records[i], times)
+            trace = (
+                None if times is None else refused_row(msgs[i], records[i], times, self.pipeline)
+            )
             self.dead_letters.message(msgs[i], ledgers[i], rejection, trace)
         if not feats.rows:
             return
@@ -306,17 +310,6 @@ class Engine:
         if self.state is not None:
             for topic, partition in partitions:
                 self.state.drop(topic, partition)
-
-    def _trace_row(self, msg: SourceMessage, record: Any, times: ChunkTimes) -> TraceRow:
-        """A row refused before it was in a chunk (tracing on; dead letters only: rare)."""
-        spec = self.pipeline
-        return TraceRow(
-            getattr(record, spec.ts_field) / 1000.0,
-            times,
-            None,
-            getattr(record, spec.id_field),
-            has_traceparent(msg.headers()),
-        )
 
     def _queue_shadows(
         self,
@@ -405,12 +398,3 @@ class Engine:
             close_decoder()
         if self.tracer is not None:
             self.tracer.close()
-
-
-def _log_time_s(msg: SourceMessage) -> float | None:
-    """The record's time in the log (an undecoded event's own time is unknown)."""
-    timestamp = getattr(msg, "timestamp", None)
-    if timestamp is None:
-        return None
-    kind, ms = timestamp()
-    return ms / 1000.0 if kind != 0 and ms > 0 else None

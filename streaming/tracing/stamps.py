@@ -15,6 +15,7 @@ import os
 import random
 from dataclasses import dataclass
 from hashlib import md5
+from typing import Any
 
 import numpy as np
 
@@ -157,3 +158,29 @@ def parse_traceparent(headers: Headers | None) -> tuple[int, int] | None:
             return None
         return trace_id, span_id
     return None
+
+
+def undecoded_row(msg: Any, times: ChunkTimes) -> TraceRow:
+    """A record refused at decode: its own time is unknown, so its log time stands in."""
+    return TraceRow(_log_time_s(msg), times, None, None, has_traceparent(msg.headers()))
+
+
+def refused_row(msg: Any, record: Any, times: ChunkTimes, spec: Any) -> TraceRow:
+    """A decoded row refused before it was in a chunk (tracing on; dead letters only: rare);
+    ``spec`` is the pipeline (its time and id fields)."""
+    return TraceRow(
+        getattr(record, spec.ts_field) / 1000.0,
+        times,
+        None,
+        getattr(record, spec.id_field),
+        has_traceparent(msg.headers()),
+    )
+
+
+def _log_time_s(msg: Any) -> float | None:
+    """The record's time in the log (an undecoded event's own time is unknown)."""
+    timestamp = getattr(msg, "timestamp", None)
+    if timestamp is None:
+        return None
+    kind, ms = timestamp()
+    return ms / 1000.0 if kind != 0 and ms > 0 else None
