@@ -68,10 +68,6 @@ class Snapshot:
     def done(self) -> bool:
         return self._all.is_set()
 
-    @property
-    def ok(self) -> bool:
-        return self._all.is_set() and self.error is None
-
     def wait(self, timeout: float) -> bool:
         return self._all.wait(timeout)
 
@@ -119,7 +115,7 @@ class StateChangelog:
             if state is None:
                 continue
             part = tp[1]
-            coded, stride, applied = state.coded_columns, state._stride, state.applied
+            coded, stride, applied = state.coded_columns, state.stride, state.applied
             held = state.keys
             for key in state.gone:  # a key that expired and came back since is written below
                 if key is not None and key not in held:

@@ -129,7 +129,7 @@ class PartitionLoader:
     def _close_snapshot(self, meta: bytes) -> None:
         state = self.state
         decode_meta(meta, state)
-        applied, coded, stride = state.applied, state.coded_columns, state._stride
+        applied, coded, stride = state.applied, state.coded_columns, state.stride
         taken = [key for key, value in self._held.items() if snapshot_of(value) <= applied]
         for key in taken:
             value = self._held.pop(key)

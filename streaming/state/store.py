@@ -100,6 +100,8 @@ class PartitionState:
         self._coded = plan.coded
         self._stride = plan.stride
         self.coded_columns = plan.coded_columns
+        self.stride = plan.stride
+        """Values per row: (ts, offset, field...); the changelog's codec reads rows by it."""
         self.codes = Vocabulary() if codes is None else codes
         """Vocabulary of the fields only counted distinct (a stage's partitions share one);
         grows with the distinct values seen."""
