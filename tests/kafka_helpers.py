@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,12 @@ def read_topic(
     timeout: float = 60.0,
     settle: float = 1.5,
     isolation: str = "read_uncommitted",
+    done: Callable[[list[Record]], bool] | None = None,
 ) -> list[Record]:
-    """Read a topic from the start until ``expected`` records came and nothing more for
-    ``settle`` seconds (so duplicates beyond ``expected`` are seen too)."""
+    """Read a topic from the start until ``expected`` records came (or ``done`` says the
+    records read are complete: counting alone ends early when duplicates make up the count
+    while a worker still scores the tail) and nothing more for ``settle`` seconds (so
+    duplicates beyond ``expected`` are seen too)."""
     consumer = Consumer(
         reader_settings(
             cfg.kafka, f"reader-{uuid.uuid4().hex[:8]}", **{"isolation.level": isolation}
@@ -163,7 +167,11 @@ def read_topic(
                 )
             if batch:
                 last_new = time.monotonic()
-            elif len(out) >= expected and time.monotonic() - last_new >= settle:
+            elif (
+                len(out) >= expected
+                and time.monotonic() - last_new >= settle
+                and (done is None or done(out))
+            ):
                 break
     finally:
         consumer.close()
