@@ -43,7 +43,7 @@ run: $(MODELS)  ## the demo: embedded broker, topics, models, 200,000 events, wo
 test: $(MODELS) system-deps  ## lint, then the whole suite (unit + integration on the embedded broker)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test-unit: $(STAMP)  ## unit tests only (no broker)
 	$(BIN)/pytest -q tests/unit

@@ -27,7 +27,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def test_overload_pauses_partitions_with_bounded_memory(broker, models_built, tmp_path, capsys):
+def test_overload_pauses_partitions_with_bounded_memory(broker, models_built, tmp_path, measured):
     # A backlog far larger than the in-flight limit, and a model whose first real batch takes
     # 3 s (a slow model, whatever the machine's speed): the source must pause, not buffer. The
     # lane's own bound is lifted so that only the in-flight limit holds the source back.
@@ -76,11 +76,10 @@ def test_overload_pauses_partitions_with_bounded_memory(broker, models_built, tm
     # depend on is that every pause ends in a resume (else the backlog would never finish)
     assert resumes == pauses, f"{pauses} pauses but {resumes} resumes"
     peak = max(samples)
-    with capsys.disabled():
-        print(
-            f"\n[overload] 60,000-event backlog, max_in_flight 3,000: {pauses} pauses and "
-            f"resumes, RSS {start_rss:.0f} MB at start, peak {peak:.0f} MB"
-        )
+    measured(
+        f"\n[overload] 60,000-event backlog, max_in_flight 3,000: {pauses} pauses and "
+        f"resumes, RSS {start_rss:.0f} MB at start, peak {peak:.0f} MB"
+    )
     # 60,000 events are ~20 MB of values alone, several times that as Python objects; with
     # pausing the worker never holds more than a few thousand of them.
     assert peak - start_rss < 60, f"RSS grew {peak - start_rss:.0f} MB"

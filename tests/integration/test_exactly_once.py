@@ -61,7 +61,7 @@ def input_offsets(cfg, n: int) -> dict[str, tuple[int, int]]:  # type: ignore[no
 
 
 def test_kill_9_then_restart_each_event_committed_once(
-    broker, models_built, tmp_path, capsys, monkeypatch
+    broker, models_built, tmp_path, measured, monkeypatch
 ):
     # The restarted container of the same pod: the same worker id, so the same transactional
     # id, and the new worker's init_transactions aborts the killed one's open transaction.
@@ -114,20 +114,19 @@ def test_kill_9_then_restart_each_event_committed_once(
     assert len(restored) == cfg.topics.partitions and sum(r["keys"] for r in restored) > 0
     want, _ = offline_scores(cfg, models_built, len(events))
     assert_scores_equal(read_topic(cfg, cfg.topics.predictions, len(valid)), want)
-    with capsys.disabled():
-        print(
-            f"\n[exactly-once kill -9] {len(events):,} events; commit point at the kill "
-            f"{sum(commit_point.values()):,} events; {len(preds):,} predictions on the topic, "
-            f"{aborted:,} of them in the killed worker's open (aborted) transaction; the "
-            f"committed ones hold each of the {len(valid):,} valid events exactly once; "
-            f"{sum(r['keys'] for r in restored):,} keys of state restored (the longest "
-            f"partition {max(r['restore_s'] for r in restored):.3f} s), every score equal to "
-            "an uninterrupted run's"
-        )
+    measured(
+        f"\n[exactly-once kill -9] {len(events):,} events; commit point at the kill "
+        f"{sum(commit_point.values()):,} events; {len(preds):,} predictions on the topic, "
+        f"{aborted:,} of them in the killed worker's open (aborted) transaction; the "
+        f"committed ones hold each of the {len(valid):,} valid events exactly once; "
+        f"{sum(r['keys'] for r in restored):,} keys of state restored (the longest "
+        f"partition {max(r['restore_s'] for r in restored):.3f} s), every score equal to "
+        "an uninterrupted run's"
+    )
 
 
 def test_a_replacement_under_the_same_id_unblocks_read_committed_readers(
-    broker, models_built, tmp_path, capsys
+    broker, models_built, tmp_path, measured
 ):
     """After kill -9, a replacement under the same worker id (a restarted container, a
     StatefulSet's pod: the chart's default under exactly-once) fences the killed worker's open
@@ -146,5 +145,4 @@ def test_a_replacement_under_the_same_id_unblocks_read_committed_readers(
     assert r.fenced_s is not None, "the replacement never logged its transactions initialised"
     assert r.visible == r.events, f"read_committed had {r.visible:,} of {r.events:,} events"
     assert r.stall_s is not None and r.stall_s < bound_s
-    with capsys.disabled():
-        print(f"\n[pod replacement, same id] {describe(r)}")
+    measured(f"\n[pod replacement, same id] {describe(r)}")

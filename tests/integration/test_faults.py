@@ -38,7 +38,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_raising_model_dead_letters_its_events_and_its_breaker_opens(
-    broker, models_built, tmp_path, capsys
+    broker, models_built, tmp_path, measured
 ):
     raising = build_faulty("raising", models_built / "v2", tmp_path / "v7", "v7")
     path, cfg = write_config(
@@ -79,12 +79,11 @@ def test_a_raising_model_dead_letters_its_events_and_its_breaker_opens(
     reasons = {r.headers["dead_letter.reason"].decode() for r in inference}
     assert any("Gather" in r for r in reasons), reasons  # the model's own error, verbatim
     assert "circuit open for 1 s" in worker.log()
-    with capsys.disabled():
-        print(
-            f"\n[raising model] {len(produced.events):,} events: {len(preds):,} scored by v2, "
-            f"{len(inference):,} of v7's dead-lettered ({dict(classes)}), "
-            f"{len(invalid)} invalid dead-lettered; the worker exited 0"
-        )
+    measured(
+        f"\n[raising model] {len(produced.events):,} events: {len(preds):,} scored by v2, "
+        f"{len(inference):,} of v7's dead-lettered ({dict(classes)}), "
+        f"{len(invalid)} invalid dead-lettered; the worker exited 0"
+    )
 
 
 def _accounted(cfg, events) -> tuple[int, int, list[Record]]:  # type: ignore[no-untyped-def]
@@ -102,7 +101,7 @@ def _accounted(cfg, events) -> tuple[int, int, list[Record]]:  # type: ignore[no
 
 
 def test_workers_joining_and_leaving_mid_stream_lose_nothing(
-    broker, models_built, tmp_path, capsys
+    broker, models_built, tmp_path, measured
 ):
     path, cfg = write_config(tmp_path, broker.bootstrap)
     create_topics(cfg)
@@ -131,21 +130,20 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(
     assert sum(r["keys"] for r in restores) > 0
     want, _ = offline_scores(cfg, models_built, len(events))
     assert_scores_equal(preds, want)
-    with capsys.disabled():
-        print(
-            f"\n[rebalance] {len(events):,} events, 1 -> 2 -> 3 -> 2 workers ({revokes} "
-            f"revokes, {len(restores)} partition state restores of "
-            f"{sum(r['keys'] for r in restores):,} keys, the longest "
-            f"{max(r['restore_s'] for r in restores):.3f} s): lost 0, duplicates "
-            f"{dup_preds} predictions, {dup_dead} dead letters; every score equal to an "
-            "uninterrupted run's"
-        )
+    measured(
+        f"\n[rebalance] {len(events):,} events, 1 -> 2 -> 3 -> 2 workers ({revokes} "
+        f"revokes, {len(restores)} partition state restores of "
+        f"{sum(r['keys'] for r in restores):,} keys, the longest "
+        f"{max(r['restore_s'] for r in restores):.3f} s): lost 0, duplicates "
+        f"{dup_preds} predictions, {dup_dead} dead letters; every score equal to an "
+        "uninterrupted run's"
+    )
     # Revoked partitions are committed up to what was delivered: duplicates only from
     # events in flight at a revoke, never a whole backlog.
     assert dup_preds + dup_dead <= 3 * cfg.worker.poll_batch
 
 
-def test_repeated_kill_9_under_load_loses_nothing(broker, models_built, tmp_path, capsys):
+def test_repeated_kill_9_under_load_loses_nothing(broker, models_built, tmp_path, measured):
     path, cfg = write_config(tmp_path, broker.bootstrap)
     create_topics(cfg)
     producer, result = produce_in_background(cfg, 90_000, 2_500, seed=97)
@@ -178,19 +176,20 @@ def test_repeated_kill_9_under_load_loses_nothing(broker, models_built, tmp_path
     assert sum(r["keys"] for r in restores) > 0
     want, _ = offline_scores(cfg, models_built, len(events))
     assert_scores_equal(preds, want)
-    with capsys.disabled():
-        print(
-            f"\n[kill -9 x{kills}] {len(events):,} events: lost 0, duplicates {dup_preds} "
-            f"predictions, {dup_dead} dead letters; kill to replacement assigned: "
-            f"{', '.join(f'{r:.1f}' for r in recoveries)} s (incl. process start, model load "
-            f"and the state restore: {sum(r['keys'] for r in restores):,} keys, the longest "
-            f"partition {max(r['restore_s'] for r in restores):.3f} s); every score equal to "
-            "an uninterrupted run's"
-        )
+    measured(
+        f"\n[kill -9 x{kills}] {len(events):,} events: lost 0, duplicates {dup_preds} "
+        f"predictions, {dup_dead} dead letters; kill to replacement assigned: "
+        f"{', '.join(f'{r:.1f}' for r in recoveries)} s (incl. process start, model load "
+        f"and the state restore: {sum(r['keys'] for r in restores):,} keys, the longest "
+        f"partition {max(r['restore_s'] for r in restores):.3f} s); every score equal to "
+        "an uninterrupted run's"
+    )
     assert dup_preds + dup_dead <= kills * cfg.worker.max_in_flight
 
 
-def test_a_frozen_broker_then_resumed_the_worker_recovers_by_itself(models_built, tmp_path, capsys):
+def test_a_frozen_broker_then_resumed_the_worker_recovers_by_itself(
+    models_built, tmp_path, measured
+):
     # Its own broker: freezing the session's would stall the other tests' clients.
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
         path, cfg = write_config(tmp_path, broker.bootstrap)
@@ -210,12 +209,11 @@ def test_a_frozen_broker_then_resumed_the_worker_recovers_by_itself(models_built
         recovered_s = time.monotonic() - resumed
         events = result[0].events
         dup_preds, dup_dead, _ = _accounted(cfg, events)
-    with capsys.disabled():
-        print(
-            f"\n[broker frozen {frozen_s:.0f} s] {len(events):,} events: lost 0, duplicates "
-            f"{dup_preds} predictions, {dup_dead} dead letters; the worker finished "
-            f"{recovered_s:.1f} s after the broker resumed (incl. its 6 s idle exit)"
-        )
+    measured(
+        f"\n[broker frozen {frozen_s:.0f} s] {len(events):,} events: lost 0, duplicates "
+        f"{dup_preds} predictions, {dup_dead} dead letters; the worker finished "
+        f"{recovered_s:.1f} s after the broker resumed (incl. its 6 s idle exit)"
+    )
 
 
 def _log_lines(text: str) -> list[dict]:  # type: ignore[type-arg]
@@ -262,7 +260,7 @@ class _Prober:
 
 
 def test_a_hanging_model_is_timed_out_its_rows_dead_lettered_and_healthz_fails(
-    broker, models_built, tmp_path, capsys
+    broker, models_built, tmp_path, measured
 ):
     hanging = build_faulty("hanging", models_built / "v2", tmp_path / "v8", "v8")
     path, cfg = write_config(
@@ -346,13 +344,12 @@ def test_a_hanging_model_is_timed_out_its_rows_dead_lettered_and_healthz_fails(
     }
     assert fired["running_s"] >= 1.0  # not before the timeout
     assert all(t >= 0 for t in timeline.values())
-    with capsys.disabled():
-        print(
-            f"\n[hanging model, inference_timeout_s 1] {len(produced.events):,} events: "
-            f"{len(preds):,} scored by v2, {len(inference):,} of v8's dead-lettered (timeout), "
-            f"{len(invalid)} invalid; every offset committed; SIGTERM exit 0\n  seconds from "
-            "the hang: " + ", ".join(f"{k} {v:.3f}" for k, v in timeline.items())
-        )
+    measured(
+        f"\n[hanging model, inference_timeout_s 1] {len(produced.events):,} events: "
+        f"{len(preds):,} scored by v2, {len(inference):,} of v8's dead-lettered (timeout), "
+        f"{len(invalid)} invalid; every offset committed; SIGTERM exit 0\n  seconds from "
+        "the hang: " + ", ".join(f"{k} {v:.3f}" for k, v in timeline.items())
+    )
 
 
 def _wait_committed(cfg, ends: dict[int, int], timeout: float) -> dict[int, int]:  # type: ignore[no-untyped-def]

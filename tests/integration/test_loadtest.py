@@ -37,7 +37,7 @@ def loadtest(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[st
     )
 
 
-def test_every_scenario_short_with_report(broker, models_built, tmp_path: Path, capsys):
+def test_every_scenario_short_with_report(broker, models_built, tmp_path: Path, measured):
     out = tmp_path / "report"
     done = loadtest(
         "--bootstrap",
@@ -110,12 +110,11 @@ def test_every_scenario_short_with_report(broker, models_built, tmp_path: Path, 
     assert [s["rate"] for s in results["step"]["steps"]] == [1000, 3000]
     assert [r["workers"] for r in results["scale-out"]["rows"]] == [1, 2]
     _assert_capacity_consistent(report, results["step"], peak_rate=10_000)
-    with capsys.disabled():
-        print(
-            f"\n[loadtest short] drain {results['drain']['events_per_s']:,.0f} ev/s "
-            f"(passthrough {b['passthrough_events_per_s']:,.0f}, naive faust "
-            f"{b['naive_faust_events_per_s']:,.0f}); knee {results['step']['knee_rate']}"
-        )
+    measured(
+        f"\n[loadtest short] drain {results['drain']['events_per_s']:,.0f} ev/s "
+        f"(passthrough {b['passthrough_events_per_s']:,.0f}, naive faust "
+        f"{b['naive_faust_events_per_s']:,.0f}); knee {results['step']['knee_rate']}"
+    )
 
 
 def _assert_capacity_consistent(report: str, step: dict[str, Any], peak_rate: float) -> None:

@@ -25,7 +25,7 @@ RATE = 1_600
 EVENTS = 16_000
 
 
-def test_bad_canary_rolled_back_good_canary_kept(broker, models_built, tmp_path, capsys):
+def test_bad_canary_rolled_back_good_canary_kept(broker, models_built, tmp_path, measured):
     bad_dir = build_faulty("noisy", models_built / "v2", tmp_path / "v9", "v9")
     path, cfg = write_config(
         tmp_path,
@@ -117,13 +117,11 @@ def test_bad_canary_rolled_back_good_canary_kept(broker, models_built, tmp_path,
     after = Counter(p["version"] for p in preds if p["scored_ms"] > last_v9)
     assert after["v9"] == 0 and after["v1"] > 0
 
-    with capsys.disabled():
-        print(f"\n[monitor] {len(verdicts)} verdicts; v9 failed in windows:")
-        for v in failed_v9:
-            print(f"  {v['window_start_ms']}: {'; '.join(v['reasons'])}")
-        print(
-            f"[monitor] rollback of v9 written {rollback['ts_ms'] - failed_v9[1]['window_end_ms']}"
-            f" ms after the end of its 2nd failing window; last v9 prediction "
-            f"{applied_ms} ms after the rollback; v1 verdicts: "
-            f"{dict(Counter(v['verdict'] for v in v1))}; after: {dict(after)}"
-        )
+    failures = "".join(f"\n  {v['window_start_ms']}: {'; '.join(v['reasons'])}" for v in failed_v9)
+    measured(
+        f"[monitor] {len(verdicts)} verdicts; v9 failed in windows:{failures}\n"
+        f"[monitor] rollback of v9 written {rollback['ts_ms'] - failed_v9[1]['window_end_ms']}"
+        f" ms after the end of its 2nd failing window; last v9 prediction "
+        f"{applied_ms} ms after the rollback; v1 verdicts: "
+        f"{dict(Counter(v['verdict'] for v in v1))}; after: {dict(after)}"
+    )

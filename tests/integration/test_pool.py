@@ -96,7 +96,7 @@ def pod_id(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_a_child_killed_under_load_is_replaced_and_nothing_is_lost(
-    broker, models_built, tmp_path, pod_id, capsys
+    broker, models_built, tmp_path, pod_id, measured
 ):
     path, cfg = write_config(tmp_path, broker.bootstrap, **{"worker.restart_backoff_s": 0.5})
     create_topics(cfg)
@@ -137,13 +137,12 @@ def test_a_child_killed_under_load_is_replaced_and_nothing_is_lost(
         assert pool.wait(60) == 0, pool.log()[-3000:]
     finally:
         pool.stop()
-    with capsys.disabled():
-        print(
-            f"\n[pool kill -9] {len(events):,} events, 2 processes, one killed under load: "
-            f"lost 0, duplicates {dup_preds} predictions, {dup_dead} dead letters; replaced "
-            f"and ready again {replaced_s:.1f} s after the kill (process start, model load, "
-            f"rebalance); /metrics: {consumed:,.0f} consumed over 3 processes"
-        )
+    measured(
+        f"\n[pool kill -9] {len(events):,} events, 2 processes, one killed under load: "
+        f"lost 0, duplicates {dup_preds} predictions, {dup_dead} dead letters; replaced "
+        f"and ready again {replaced_s:.1f} s after the kill (process start, model load, "
+        f"rebalance); /metrics: {consumed:,.0f} consumed over 3 processes"
+    )
 
 
 def _committed(cfg) -> dict[int, int]:  # type: ignore[no-untyped-def]
@@ -157,7 +156,7 @@ def _committed(cfg) -> dict[int, int]:  # type: ignore[no-untyped-def]
 
 
 def test_sigterm_drains_every_child_and_commits_exactly_what_it_produced(
-    broker, models_built, tmp_path, pod_id, capsys
+    broker, models_built, tmp_path, pod_id, measured
 ):
     path, cfg = write_config(tmp_path, broker.bootstrap)
     create_topics(cfg)
@@ -198,12 +197,11 @@ def test_sigterm_drains_every_child_and_commits_exactly_what_it_produced(
     assert set(done) == below, (len(set(done) - below), len(below - set(done)))
     assert max(done.values()) == 1
     assert 4_000 <= len(below) < len(events)  # stopped mid-stream, with work done
-    with capsys.disabled():
-        print(
-            f"\n[pool SIGTERM] 2 children drained and exited 0 in {drained_s:.1f} s, "
-            f"mid-stream: {len(below):,} of {len(events):,} events committed, each with "
-            "exactly one output, none past the commit (duplicates 0 on restart)"
-        )
+    measured(
+        f"\n[pool SIGTERM] 2 children drained and exited 0 in {drained_s:.1f} s, "
+        f"mid-stream: {len(below):,} of {len(events):,} events committed, each with "
+        "exactly one output, none past the commit (duplicates 0 on restart)"
+    )
 
 
 def test_a_child_that_fails_its_start_up_checks_stops_the_pool_with_exit_2(

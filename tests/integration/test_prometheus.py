@@ -108,7 +108,7 @@ def value(result: list[dict[str, Any]]) -> float:
 
 
 def test_prometheus_sees_the_run_and_every_expression_returns_data(
-    broker, models_built, tmp_path, capsys
+    broker, models_built, tmp_path, measured
 ):
     flaky = build_faulty("flaky", models_built / "v2", tmp_path / "v8", "v8")
     metrics_port = free_port()
@@ -206,14 +206,13 @@ def test_prometheus_sees_the_run_and_every_expression_returns_data(
         health = {r["name"]: r["health"] for g in loaded for r in g["rules"]}
         assert len(health) == len(rules)
         assert set(health.values()) == {"ok"}, health
-        with capsys.disabled():
-            print(
-                f"\n[prometheus] predictions {predictions:.0f} + inference dead letters "
-                f"{inference_dl:.0f} = {valid} valid events; all dead letters {dead:.0f}; "
-                f"rate at mid-run {rate:.0f}/s (run's mean {achieved:.0f}/s); {len(dashboard)} "
-                "dashboard and "
-                f"{len(rules)} rule expressions return data; rules healthy"
-            )
+        measured(
+            f"\n[prometheus] predictions {predictions:.0f} + inference dead letters "
+            f"{inference_dl:.0f} = {valid} valid events; all dead letters {dead:.0f}; "
+            f"rate at mid-run {rate:.0f}/s (run's mean {achieved:.0f}/s); {len(dashboard)} "
+            "dashboard and "
+            f"{len(rules)} rule expressions return data; rules healthy"
+        )
     finally:
         prom.stop()
         worker.stop()

@@ -45,7 +45,7 @@ def by_version(records) -> Counter[str]:  # type: ignore[no-untyped-def]
     return Counter(json.loads(r.value)["version"] for r in records)
 
 
-def test_weighted_split_is_binomial_and_sticky(broker, models_built, tmp_path, capsys):
+def test_weighted_split_is_binomial_and_sticky(broker, models_built, tmp_path, measured):
     path, cfg = write_config(
         tmp_path,
         broker.bootstrap,
@@ -59,11 +59,10 @@ def test_weighted_split_is_binomial_and_sticky(broker, models_built, tmp_path, c
     assert len(preds) == 20_000
     share = by_version(preds)["v2"] / len(preds)
     sigma = (0.1 * 0.9 / len(preds)) ** 0.5
-    with capsys.disabled():
-        print(
-            f"\n[split] 90/10 over {len(preds):,} events: v2 share {share:.4f} "
-            f"(expected 0.1000 +- {4 * sigma:.4f})"
-        )
+    measured(
+        f"\n[split] 90/10 over {len(preds):,} events: v2 share {share:.4f} "
+        f"(expected 0.1000 +- {4 * sigma:.4f})"
+    )
     assert abs(share - 0.10) < 4 * sigma * 1.3  # 1.3: events of one card move together
     seen: dict[bytes, set[str]] = defaultdict(set)
     for r in preds:
@@ -107,7 +106,7 @@ def _control_written_ms(cfg: PipelineConfig) -> list[int]:
 
 
 def test_live_weight_change_applied_by_two_workers_without_loss(
-    broker, models_built, tmp_path, capsys
+    broker, models_built, tmp_path, measured
 ):
     """Before and after are decided per event from the run's own time stamps, not from the
     test's clock: an event scored before the control record was written was routed by the old
@@ -156,14 +155,13 @@ def test_live_weight_change_applied_by_two_workers_without_loss(
     share_before = sum(b["version"] == "v2" for b in before) / len(before)
     share_after = sum(b["version"] == "v2" for b in after) / len(after)
     workers_after = {b["worker"] for b in after}
-    with capsys.disabled():
-        print(
-            f"\n[live change] 90/10 -> 50/50 with 2 workers: applied after "
-            f"{sorted(lags.values())} ms; v2 share {share_before:.3f} before "
-            f"({len(before):,} events), {share_after:.3f} after ({len(after):,}); "
-            f"{len(bodies) - len(before) - len(after):,} in between left out; "
-            f"{len(events):,} events, lost 0, duplicates {duplicates}"
-        )
+    measured(
+        f"\n[live change] 90/10 -> 50/50 with 2 workers: applied after "
+        f"{sorted(lags.values())} ms; v2 share {share_before:.3f} before "
+        f"({len(before):,} events), {share_after:.3f} after ({len(after):,}); "
+        f"{len(bodies) - len(before) - len(after):,} in between left out; "
+        f"{len(events):,} events, lost 0, duplicates {duplicates}"
+    )
     assert duplicates == 0
     assert max(lags.values()) < 1500  # the contract: "within about a second"
     assert abs(share_before - 0.10) < 0.03 and abs(share_after - 0.50) < 0.05
@@ -234,7 +232,7 @@ def _failing_model(models_built: Path, out: Path) -> Path:
 
 
 def test_shadows_never_reach_predictions_and_a_failing_shadow_breaks_nothing(
-    broker, models_built, tmp_path, capsys
+    broker, models_built, tmp_path, measured
 ):
     broken = _failing_model(models_built, tmp_path / "broken")
     path, cfg = write_config(
@@ -265,11 +263,10 @@ def test_shadows_never_reach_predictions_and_a_failing_shadow_breaks_nothing(
     assert by_version(preds) == {"v1": 6_000}
     shadow = read_topic(cfg, cfg.topics.shadow_topic, 6_000, timeout=30)
     shadow_versions = by_version(shadow)
-    with capsys.disabled():
-        print(
-            f"\n[shadow] 6,000 events: predictions {dict(by_version(preds))}, shadow topic "
-            f"{dict(shadow_versions)}"
-        )
+    measured(
+        f"\n[shadow] 6,000 events: predictions {dict(by_version(preds))}, shadow topic "
+        f"{dict(shadow_versions)}"
+    )
     assert set(shadow_versions) == {"v2"}  # the broken shadow published nothing
     assert shadow_versions["v2"] >= 0.95 * 6_000
     telemetry = [json.loads(r.value) for r in read_topic(cfg, cfg.topics.telemetry, 1, timeout=30)]

@@ -13,7 +13,7 @@ from pipelines.fraud import PIPELINE
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_atheris_finds_no_crash(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_atheris_finds_no_crash(tmp_path: Path, measured) -> None:  # type: ignore[no-untyped-def]
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i, e in enumerate(PIPELINE.make_generator(3).batch(40, 1_700_000_000_000, 0.5)):
@@ -39,5 +39,4 @@ def test_atheris_finds_no_crash(tmp_path: Path, capsys) -> None:  # type: ignore
     assert int(found.group(1).replace(",", "")) >= 10_000
     assert int(found.group(2).replace(",", "")) > 0  # mutations reached validation's far side
     assert not list(tmp_path.glob("crash-*"))
-    with capsys.disabled():
-        print(f"\n[atheris] {found.group(0)}, no crash")
+    measured(f"\n[atheris] {found.group(0)}, no crash")
