@@ -7,6 +7,7 @@ Everything here runs on the main thread: librdkafka calls the rebalance callback
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -141,6 +142,18 @@ class Source:
                     max(0, high - tp.offset)
                 )
 
+    def _forget_lag(self, gone: Partitions) -> None:
+        """Drop the lag series of partitions this worker no longer reads: their last value
+        would stay on /metrics (and, in a pool, win the max over children) while the new owner
+        reports the real one. Set to 0 first: in a pool's multiprocess mode the value lives in
+        this child's file, which ``remove`` does not touch."""
+        gauge = self._metrics.consumer_lag
+        for topic, partition in gone:
+            labels = (self._pipeline, topic, str(partition))
+            gauge.labels(*labels).set(0)
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+
     def close(self) -> None:
         """Leave the group (the revoke callback commits what is delivered)."""
         self.consumer.close()
@@ -166,6 +179,7 @@ class Source:
         self._listener.revoked(gone)
         for hook in self.on_revoked:
             hook(gone)
+        self._forget_lag(gone)
         # No idle exit in the middle of a rebalance: leaving then stalls the other members'
         # join until the coordinator gives up on this one.
         self.active_at = None
@@ -177,6 +191,7 @@ class Source:
         self._listener.lost(gone)
         for hook in self.on_revoked:
             hook(gone)
+        self._forget_lag(gone)
         self.active_at = None
         log.warning("lost %s", _names(partitions))
 
