@@ -17,8 +17,10 @@ predictions for one key stay in input order.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -124,14 +126,33 @@ def held_rows(
 
 
 _EMPTY = "[]"
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+"""A str as JSON, exactly as json.dumps(ensure_ascii=False) writes it."""
 
 
 def reasons_json(reasons: Sequence[ReasonLike]) -> str:
-    """The ``reasons`` field's JSON (``[]`` when none)."""
+    """The ``reasons`` field's JSON (``[]`` when none): what ``json.dumps`` of
+    ``[{"code", "text", "weight": round(weight, 6)}]`` with compact separators writes, built
+    from each code's JSON prefix (made once) and the weight's ``repr``: json.dumps cost about
+    10-35 us an explained row here, a tenth of what explaining it costs."""
     if not reasons:
         return _EMPTY
-    return json.dumps(
-        [{"code": r.code, "text": r.text, "weight": round(float(r.weight), 6)} for r in reasons],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    parts = []
+    for r in reasons:
+        weight = round(float(r.weight), 6)
+        if not math.isfinite(weight):  # json.dumps writes these as NaN / Infinity
+            return json.dumps(
+                [
+                    {"code": x.code, "text": x.text, "weight": round(float(x.weight), 6)}
+                    for x in reasons
+                ],
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+        parts.append(f"{_reason_head(r.code, r.text)}{weight!r}}}")
+    return f"[{','.join(parts)}]"
+
+
+@functools.lru_cache(maxsize=1024)
+def _reason_head(code: str, text: str) -> str:
+    return f'{{"code":{_quote(code)},"text":{_quote(text)},"weight":'

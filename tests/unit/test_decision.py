@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -18,7 +19,7 @@ import yaml
 from streaming.config import ConfigError, PipelineConfig, load_config
 from streaming.decision import stage as stage_module
 from streaming.decision.decide import apply_overrides, threshold_codes
-from streaming.decision.reasons import Explanations, held_rows, merge
+from streaming.decision.reasons import Explanations, held_rows, merge, reasons_json
 from streaming.dev.inprocess import InMemoryMessage, InstantSink
 from streaming.engine.engine import Engine
 from streaming.engine.explain_backlog import ExplainBacklog, Held, held_chunk
@@ -493,3 +494,20 @@ def test_a_non_finite_challenger_score_is_left_out_and_a_models_refuses_the_row(
     assert got.node_scores is not None and np.isnan(got.node_scores["c"][0])
     refused = DecisionGraph(config, {"va": broken, "vc": broken}, ("f",), (0.5, 0.8)).run(x, None)
     assert np.isnan(refused.score[0]) and refused.score[1] == pytest.approx(0.2)
+
+
+def test_reasons_json_writes_what_json_dumps_writes() -> None:
+    def reference(reasons: list[Reason]) -> str:
+        rows = [{"code": r.code, "text": r.text, "weight": round(r.weight, 6)} for r in reasons]
+        return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+
+    rng = random.Random(1)
+    texts = ["amount far above this card's 30-day average", 'caf\u00e9 "q" \\ \n\u2028', ""]
+    weights = [1.23456789, 2e-7, 3e17, 2.0, -0.5, float("nan"), float("inf")]
+    for _ in range(2_000):
+        given = [
+            Reason(rng.choice(["SPREE", "\u00e9_X"]), rng.choice(texts), rng.choice(weights))
+            for _ in range(rng.randint(1, 4))
+        ]
+        assert reasons_json(given) == reference(given)
+    assert reasons_json([]) == "[]"
