@@ -406,6 +406,17 @@ def check_explain_cost(ctx: Ctx) -> None:
     assert "us per explained row" in done.stdout and "over 1 rounds" in done.stdout, done.stdout
 
 
+def check_explain_in_process(ctx: Ctx) -> None:
+    done = run(ctx, [*ctx.argv, "--events", "2000", "--pairs", "1"], timeout=120)
+    assert "over 1 pairs" in done.stdout and "CPU per event" in done.stdout, done.stdout
+
+
+def check_explain_latency(ctx: Ctx) -> None:
+    argv = [*ctx.argv, "--rate", "2000", "--seconds", "1", "--pairs", "1"]
+    done = run(ctx, argv, timeout=120)
+    assert "explained rows" in done.stdout and "over 1 pairs" in done.stdout, done.stdout
+
+
 def check_otlp_receiver(ctx: Ctx) -> None:
     port = free_port()
     argv = swap(ctx.argv, "--port", str(port))
@@ -678,6 +689,15 @@ COMMANDS: dict[str, Check] = {
         "bounded: --events 2560 --rounds 1 --methods auto,grad-x-input (the grid method alone "
         "takes ~1 s a round): both methods' costs reported",
         check_explain_cost,
+    ),
+    ".venv/bin/python -m loadtests.explain_drain --in-process --gil-switch-ms 5": Check(
+        "bounded: --events 2000 --pairs 1 (in-process, no broker): both ratios reported",
+        check_explain_in_process,
+    ),
+    ".venv/bin/python -m loadtests.explain_latency": Check(
+        "bounded: --rate 2000 --seconds 1 --pairs 1 (in-process, no broker): the latencies of "
+        "both kinds reported",
+        check_explain_latency,
     ),
     ".venv/bin/python -m streaming.dev.otlp_receiver --port 4318": Check(
         "on a free port instead of 4318: ready (its address printed, port open), SIGTERM, exit 0",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -18,10 +19,12 @@ import yaml
 from streaming.config import ConfigError, PipelineConfig, load_config
 from streaming.decision import stage as stage_module
 from streaming.decision.decide import apply_overrides, threshold_codes
-from streaming.decision.reasons import Explanations, held_rows, merge
+from streaming.decision.reasons import Explanations, held_rows, merge, reasons_json
 from streaming.dev.inprocess import InMemoryMessage, InstantSink
 from streaming.engine.engine import Engine
+from streaming.engine.explain_backlog import ExplainBacklog, Held, held_chunk
 from streaming.engine.outputs import encode_predictions
+from streaming.engine.types import Chunk
 from streaming.errors import StartupError
 from streaming.explain.types import Reason
 
@@ -166,6 +169,54 @@ def test_held_rows_keep_each_keys_order() -> None:
     assert held.tolist() == [False, True, False, False, True, False]
     explain = np.array([True, False, False, False, False, False])
     assert held_rows(keys, explain).tolist() == [True, False, True, False, False, True]
+    # keys still held from an earlier batch hold their rows here too, explained or not
+    none = np.zeros(6, dtype=bool)
+    assert held_rows(keys, none, {b"c"}).tolist() == [False, False, False, True, False, False]
+    assert held_rows(keys, explain, {b"b"}).tolist() == [True, True, True, False, True, True]
+
+
+def test_an_explain_backlog_is_due_when_the_lane_is_empty_full_or_old() -> None:
+    now = [0.0]
+    backlog = ExplainBacklog(max_rows=3, max_wait_s=0.025, clock=lambda: now[0])
+    assert not backlog.due(0)  # nothing held
+    chunk = Chunk(
+        np.zeros((3, 1), np.float32),
+        ["e0", "e1", "e2"],
+        [0, 0, 0],
+        [b"a", b"b", b"a"],
+        [b""] * 3,
+        [None] * 3,
+        [None] * 3,  # type: ignore[list-item]  # no ledger: nothing is published here
+        [0, 1, 2],
+        0.0,
+    )
+    item = Held(
+        chunk,
+        [0, 2],
+        np.array([0.9, 0.1]),
+        np.array([2, 0], np.int8),
+        None,
+        {},
+        [0],
+        np.zeros((1, 1)),
+        0,
+    )
+    backlog.add(item)
+    assert backlog.keys == {b"a"} and backlog.to_explain == 1
+    assert backlog.due(0)  # the worker keeps up: explain at once
+    assert not backlog.due(100)  # backlogged: wait for more rows to share the call
+    now[0] = 0.02
+    assert backlog.wait_s() == pytest.approx(0.005)
+    now[0] = 0.03
+    assert backlog.due(100)  # waited long enough
+    now[0] = 0.0
+    backlog.add(item)
+    backlog.add(item)
+    assert backlog.due(100)  # enough rows
+    assert backlog.take() == [item, item, item] and not backlog.keys and not backlog.due(0)
+    one = held_chunk([item, item])
+    assert one is not None and one.event_ids == ["e0", "e2", "e0", "e2"]
+    assert one.offsets == [0, 2, 0, 2] and one.keys == [b"a", b"a", b"a", b"a"]
 
 
 def test_merge_orders_by_weight_keeps_four_and_one_per_code() -> None:
@@ -443,3 +494,20 @@ def test_a_non_finite_challenger_score_is_left_out_and_a_models_refuses_the_row(
     assert got.node_scores is not None and np.isnan(got.node_scores["c"][0])
     refused = DecisionGraph(config, {"va": broken, "vc": broken}, ("f",), (0.5, 0.8)).run(x, None)
     assert np.isnan(refused.score[0]) and refused.score[1] == pytest.approx(0.2)
+
+
+def test_reasons_json_writes_what_json_dumps_writes() -> None:
+    def reference(reasons: list[Reason]) -> str:
+        rows = [{"code": r.code, "text": r.text, "weight": round(r.weight, 6)} for r in reasons]
+        return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+
+    rng = random.Random(1)
+    texts = ["amount far above this card's 30-day average", 'caf\u00e9 "q" \\ \n\u2028', ""]
+    weights = [1.23456789, 2e-7, 3e17, 2.0, -0.5, float("nan"), float("inf")]
+    for _ in range(2_000):
+        given = [
+            Reason(rng.choice(["SPREE", "\u00e9_X"]), rng.choice(texts), rng.choice(weights))
+            for _ in range(rng.randint(1, 4))
+        ]
+        assert reasons_json(given) == reference(given)
+    assert reasons_json([]) == "[]"

@@ -185,10 +185,11 @@ def numeric_ig(net: PiecewiseLinearIG, x: np.ndarray, steps: int) -> np.ndarray:
     return delta * total / steps
 
 
-def test_piecewise_ig_is_complete_and_matches_a_fine_numeric_integral() -> None:
+@pytest.mark.parametrize("hidden", [(16, 8), (16,), (12, 10, 6)], ids=["2-layers", "1", "3"])
+def test_piecewise_ig_is_complete_and_matches_a_fine_numeric_integral(hidden) -> None:
     rng = np.random.default_rng(11)
     dim = 6
-    explainer = PiecewiseLinearIG(relu_net(rng, (dim, 16, 8, 1)), rng.normal(size=dim))
+    explainer = PiecewiseLinearIG(relu_net(rng, (dim, *hidden, 1)), rng.normal(size=dim))
     x = rng.normal(scale=2.0, size=(5, dim))
     result = explainer.explain(x)
     gap = result.attributions.sum(axis=1) - (

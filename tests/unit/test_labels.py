@@ -8,7 +8,7 @@ import pytest
 from streaming.config import MonitorConfig
 from streaming.dev.labels import LabelQueue, plan_labels
 from streaming.pipeline import SyntheticEvent
-from streaming.rollout.monitor.label_verdicts import LabelJudge
+from streaming.rollout.monitor.label_verdicts import LabelJudge, SettledWindows
 from streaming.rollout.monitor.labeljoin import LabelError, LabelJoin, QualityWindow
 from streaming.rollout.monitor.quality import RecallTest, average_precision, window_quality
 
@@ -173,6 +173,22 @@ def test_label_judge_rolls_back_after_bad_windows_and_not_at_other_flag_rates() 
     q[("v2", 2)], q[("v1", 2)] = quality(40, 60), quality(70, 30)
     judge.judge(q, [("v2", 2)], model="m", baseline="v1", canaries=["v2"])
     assert judge.failing_streak("v2") == [0, 2]
+
+
+def test_a_window_is_judged_on_labels_only_once_its_predictions_stopped_coming() -> None:
+    now = [100.0]
+    settled = SettledWindows(5.0, clock=lambda: now[0])
+    assert settled.settled(0)  # no prediction of it seen: nothing to wait for
+    settled.saw([0, 1_000])
+    now[0] = 104.0
+    settled.saw([1_000])  # a monitor reading a backlog: window 1,000 is still coming in
+    now[0] = 105.0
+    assert settled.settled(0) and not settled.settled(1_000)
+    now[0] = 109.0
+    assert settled.settled(1_000)
+    settled.saw([2_000])
+    settled.keep([2_000])  # 0 and 1,000 went past the horizon
+    assert list(settled.last) == [2_000] and not settled.settled(2_000)
 
 
 def event(i: int, y: int | None) -> SyntheticEvent:

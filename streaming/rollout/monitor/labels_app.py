@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from streaming.config import PipelineConfig
 from streaming.rollout.control import RoutingUpdate
-from streaming.rollout.monitor.label_verdicts import LabelJudge
+from streaming.rollout.monitor.label_verdicts import LabelJudge, SettledWindows
 from streaming.rollout.monitor.labeljoin import TABLES, LabelError, LabelJoin
 from streaming.rollout.monitor.quality import window_quality
 from streaming.rollout.monitor.rollout import RolloutMonitor, act_on_label_failure
@@ -143,6 +143,9 @@ class LabelsWiring:
             horizon_ms=int(m.label_horizon_s * 1000),
         )
         self.judge = LabelJudge(m)
+        self.settled = SettledWindows(m.grace_s)
+        self._unjudged: set[tuple[str, int]] = set()
+        """Changed windows whose predictions are not all in yet: judged once they are."""
         self.quality: dict[tuple[str, int], dict[str, Any]] = {}
         """Last published quality per (version, window start): what the verdicts compare."""
         self._rebuilt = False
@@ -167,15 +170,22 @@ class LabelsWiring:
         if not self._rebuilt and self.app.tables.recovery.completed.is_set():
             self.join.rebuild()
             self._rebuilt = True
+            # what the restored windows still miss may come: wait as for new predictions
+            self.settled.saw({start for _, start in self.join.windows})
             log.info("label join restored: %d predictions", len(self.join.preds))
         return self._rebuilt
 
     def add_predictions(self, records: list[dict[str, Any]]) -> None:
         """Predictions the monitor's predictions agent read (shadows are never judged)."""
         self._ensure_rebuilt()
+        window_ms = self.join.window_ms
+        starts = set()
         for r in records:
             if "event_id" in r and "score" in r:
                 self.join.add_prediction(r)
+                scored = int(r["scored_ms"])
+                starts.add(scored - scored % window_ms)
+        self.settled.saw(starts)
 
     async def drain(self) -> None:
         """Wait until the changelog writes of the batch are in the Kafka client.
@@ -229,9 +239,13 @@ class LabelsWiring:
             await self.quality_out.send(key=model_key, value=json.dumps(body).encode())
         if self.metrics is not None:
             self._update_metrics(counts)
+        self._unjudged.update(changed)
+        ready = [k for k in self._unjudged if self.settled.settled(k[1])]
+        self._unjudged.difference_update(ready)
+        self.settled.keep(start for _, start in self.join.windows)
         verdicts = self.judge.judge(
             self.quality,
-            changed,
+            ready,
             model=self.cfg.model.name,
             baseline=self.monitor.baseline(),
             canaries=self.monitor.canaries(),
