@@ -425,6 +425,20 @@ def build_canaries(tmp: Path, models: Path, bad_share: float = 0.43) -> dict[str
     }
 
 
+def _judged_on(
+    verdict: dict[str, Any] | None, latest: dict[str, dict[str, Any]], version: str, baseline: str
+) -> bool:
+    """The verdict was judged on the latest quality of the canary and of the baseline."""
+    q, base = latest.get(version), latest.get(baseline)
+    return (
+        verdict is not None
+        and q is not None
+        and base is not None
+        and verdict["labelled"] == q["labelled"]
+        and verdict["baseline_recall"] == base["recall"]
+    )
+
+
 def canary_run(
     bootstrap: str,
     tmp: Path,
@@ -500,9 +514,12 @@ def canary_run(
                 if v.get("basis") == "labels" and v["verdict"] != "insufficient"
             }
             counts = [r for r in labels_seen if r.get("kind") == "labels"]
-            # Every label sent is joined: the verdicts in force are on all of them.
-            settled = counts and counts[-1]["matched"] >= produced.labels
-            if {"v2", "v8"} <= set(last) and settled:
+            # Every label sent is joined, and the verdicts in force were judged on all of them:
+            # the monitor judges a window once its predictions are all in, so a verdict can
+            # trail the last quality record by monitor.grace_s.
+            joined = counts and counts[-1]["matched"] >= produced.labels
+            latest = {r["version"]: r for r in labels_seen if r.get("kind") == "window"}
+            if joined and all(_judged_on(last.get(v), latest, v, "v2b") for v in ("v2", "v8")):
                 break
     finally:
         monitor.stop()
