@@ -9,6 +9,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import fastavro
@@ -323,23 +324,41 @@ def registry() -> Iterator[str]:
 
 def test_a_custom_validator_still_runs_in_the_decoder(registry: str) -> None:
     """A model with a field validator gets no model reader: the validator's answer is the
-    record (an uppercased name), and the fraud model's decoder does get one."""
+    record (an uppercased name). The fraud model's decoder does get one, for its own schema."""
     schema = {"type": "record", "name": "R", "fields": [{"name": "name", "type": "string"}]}
+    avsc = load_avsc(PIPELINE.avro_schema or "")
+    event = json.loads(PIPELINE.make_generator(2).batch(1, 1_760_000_000_000)[0].value)
     with (
         SchemaRegistryClient({"url": registry}) as client,
         registry_client(SchemaRegistryConfig(url=registry), None) as worker_client,
     ):
-        schema_id = client.register_schema(
-            f"test-{uuid.uuid4().hex[:8]}-value", Schema(json.dumps(schema), "AVRO")
+        subject = f"test-{uuid.uuid4().hex[:8]}"
+        upper_id = client.register_schema(f"{subject}-a", Schema(json.dumps(schema), "AVRO"))
+        fraud_id = client.register_schema(
+            f"{subject}-b", Schema(Path(PIPELINE.avro_schema or "").read_text(), "AVRO")
         )
-        decoder = AvroDecoder(_Upper, 65_536, SchemaSource(worker_client, registry), None)
-        out = io.BytesIO()
-        fastavro.schemaless_writer(out, fastavro.parse_schema(schema), {"name": "abc"})
-
-        class _Msg:
-            def value(self) -> bytes:
-                return frame(schema_id, out.getvalue())
-
-        good, records, bad = decoder.decode([_Msg()])
+        source = SchemaSource(worker_client, registry)
+        upper = AvroDecoder(_Upper, 65_536, source, None)
+        good, records, bad = upper.decode([_Msg(frame(upper_id, _body(schema, {"name": "abc"})))])
         assert good == [0] and bad == [] and records[0] == _Upper(name="ABC")
-        assert decoder._fast == {}
+        assert upper._fast == {}
+        fraud = AvroDecoder(Transaction, 65_536, source, avsc)
+        good, records, bad = fraud.decode([_Msg(frame(fraud_id, _body(avsc, event)))] * 2)
+        assert good == [0, 1] and bad == [] and records == [Transaction(**event)] * 2
+        assert list(fraud._fast) == [frame(fraud_id, b"")]
+
+
+class _Msg:
+    """A consumed message's value (the part the decoders read)."""
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
+
+
+def _body(schema: Any, record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    return out.getvalue()
