@@ -5,14 +5,17 @@ writer schema by id (fetched once and kept; an unknown id or one of another sche
 ``decode`` rejection; an outage is waited out in streaming.formats.registry), then the format's
 own read, then the pipeline's pydantic validation exactly as for JSON (same stages, same
 reasons). A format supplies only ``_prepare`` (what it keeps per writer schema) and ``_read``
-(one payload to a dict).
+(one payload to a dict), and may supply ``_model_reader``: a reader that builds the validated
+record itself, tried first for the values of that writer schema; a value it is not certain of
+then takes the way above, so it changes how fast a valid event is decoded, never what any
+event becomes.
 
 Threads: used by the engine's feeding thread only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema
@@ -20,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from streaming.engine.decode import explain_validation_error, too_large
 from streaming.engine.types import STAGE_DECODE, Rejection, SourceMessage
-from streaming.formats.framing import FramingError, schema_id_of
+from streaming.formats.framing import HEADER_BYTES, FramingError, frame, schema_id_of
 from streaming.formats.registry import SchemaSource
 
 
@@ -40,6 +43,9 @@ class FramedDecoder:
         self._schemas = schemas
         self._writers: dict[int, Any] = {}
         """Schema id -> what ``_prepare`` made of it, or the Rejection for its values."""
+        self._fast: dict[bytes, Callable[[bytes], BaseModel]] = {}
+        """A framed value's header (magic byte and schema id) -> the format's reader that
+        builds the validated record itself (``_model_reader``), tried before all else."""
 
     def close(self) -> None:
         """Close the registry client's connections."""
@@ -50,11 +56,22 @@ class FramedDecoder:
     ) -> tuple[list[int], list[BaseModel], list[tuple[int, Rejection]]]:
         """Return (indexes of valid messages, their records, (index, rejection) of the rest)."""
         validate, limit, writers, read = self._validate, self._max, self._writers, self._read
+        fast = self._fast
         good_idx: list[int] = []
         records: list[BaseModel] = []
         bad: list[tuple[int, Rejection]] = []
         for i, msg in enumerate(messages):
             value = msg.value()
+            if value is not None and len(value) <= limit:
+                build = fast.get(value[:HEADER_BYTES])
+                if build is not None:
+                    try:
+                        records.append(build(value))
+                    except Exception:  # noqa: BLE001, S110 - not certain: the way below says
+                        pass
+                    else:
+                        good_idx.append(i)
+                        continue
             if value is None:
                 bad.append((i, Rejection(STAGE_DECODE, "no value (tombstone)", "empty")))
                 continue
@@ -103,8 +120,17 @@ class FramedDecoder:
             )
         else:
             out = self._prepare(schema_id, found)
+            build = self._model_reader(out)
+            if build is not None:
+                self._fast[frame(schema_id, b"")] = build
         self._writers[schema_id] = out
         return out
+
+    def _model_reader(self, prepared: Any) -> Callable[[bytes], BaseModel] | None:
+        """A reader that takes a framed value of that writer schema straight to the validated
+        record, raising on any value it is not certain of (which then takes the way of
+        ``_read`` and pydantic's validation); None when the format has none for it."""
+        return None
 
     def _prepare(self, schema_id: int, found: Schema) -> Any:
         """What this format keeps per writer schema, or a Rejection for all its values."""
