@@ -26,7 +26,8 @@ Layout: per key one flat ``array('d')`` of rows ``(ts, offset, field...)`` sorte
 time, offset). To the garbage collector a key's state is one array holding no objects (it is
 tracked, as every array is since Python 3.11's heap types, but it has nothing inside to
 traverse): with a Python object and a list per column for each key, the collector's passes
-over the state of 50,000 cards were 70% of the stage's cost. Fields only counted distinct are stored as codes of the partition's vocabulary.
+over the state of 50,000 cards were 70% of the stage's cost. Fields only counted distinct are
+stored as codes of the partition's vocabulary.
 
 Threads: a PartitionState is owned by the feeding thread (the engine's submit); the
 changelog writer reads serialized copies only.
