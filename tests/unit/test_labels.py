@@ -8,7 +8,7 @@ import pytest
 from streaming.config import MonitorConfig
 from streaming.dev.labels import LabelQueue, plan_labels
 from streaming.pipeline import SyntheticEvent
-from streaming.rollout.monitor.label_verdicts import LabelJudge, SettledWindows
+from streaming.rollout.monitor.label_verdicts import CaughtUp, LabelJudge, SettledWindows
 from streaming.rollout.monitor.labeljoin import LabelError, LabelJoin, QualityWindow
 from streaming.rollout.monitor.quality import RecallTest, average_precision, window_quality
 
@@ -245,3 +245,29 @@ def test_a_label_read_before_its_prediction_was_restored_is_joined_at_the_rebuil
     again = LabelJoin(full.preds, full.pending, window_ms=W, horizon_ms=H)
     again.rebuild()  # idempotent
     assert counts(again)["tp"] == 1 and again.label_counts()["duplicates"] == 0
+
+
+def test_a_window_waits_until_the_monitor_read_what_the_topic_held_grace_s_ago() -> None:
+    caught = CaughtUp(5.0)
+    # no history yet: not caught up, whatever was read
+    assert not caught.check(0.0, {"p0": 99}, {"p0": 100})
+    # a backlog: the topic ended at 100 five seconds ago, the monitor has read up to 40
+    assert not caught.check(5.0, {"p0": 40}, {"p0": 100})
+    # it paused mid-backlog, quiet for longer than grace_s: still not caught up
+    assert not caught.check(12.0, {"p0": 40}, {"p0": 100})
+    # read to what the topic held grace_s ago: caught up, though more came since
+    assert caught.check(13.0, {"p0": 99}, {"p0": 180})
+    # steady traffic, the monitor keeping up: the end of 5 s ago is always behind it
+    assert caught.check(18.5, {"p0": 185}, {"p0": 260})
+    # every partition counts; one never read, with records, holds the verdicts back
+    caught = CaughtUp(5.0)
+    caught.check(0.0, {"p0": 9, "p1": None}, {"p0": 10, "p1": 7})
+    assert not caught.check(5.0, {"p0": 9, "p1": None}, {"p0": 10, "p1": 7})
+    # empty partitions and unknown watermarks do not
+    caught = CaughtUp(5.0)
+    caught.check(0.0, {"p0": 9, "p1": None}, {"p0": 10, "p1": 0, "p2": None})
+    assert caught.check(5.0, {"p0": 9, "p1": None}, {"p0": 10, "p1": 0, "p2": None})
+    # offset 0 read is one record read
+    caught = CaughtUp(5.0)
+    caught.check(0.0, {"p0": 0}, {"p0": 1})
+    assert caught.check(5.0, {"p0": 0}, {"p0": 1})

@@ -17,7 +17,8 @@ flagged ones.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,3 +139,39 @@ class SettledWindows:
         """Forget the windows not in ``starts`` (gone past the horizon)."""
         held = set(starts)
         self.last = {s: t for s, t in self.last.items() if s in held}
+
+
+@dataclass
+class CaughtUp:
+    """Whether the monitor has read every prediction that was on the topic ``lag_s`` ago.
+
+    Quiet alone (:class:`SettledWindows`) is not proof that a window's predictions are all in:
+    a monitor reading a backlog can stop reading predictions for longer than ``grace_s`` (its
+    labels agent busy), and then judged the prefix it had read (seen at full size: a canary
+    judged on 41 of its 166 labelled frauds). So a window is also judged only when the
+    monitor's read position on every predictions partition has reached the end that partition
+    had ``lag_s`` ago: a monitor that keeps up passes at once under steady traffic, and one
+    reading a backlog does not pass until it has read it.
+    """
+
+    lag_s: float
+    snapshots: deque[tuple[float, dict[Hashable, int]]] = field(default_factory=deque)
+    """(when, end offset per partition), oldest first: what the check compares with."""
+
+    def check(
+        self, now: float, read: Mapping[Hashable, int | None], ends: Mapping[Hashable, int | None]
+    ) -> bool:
+        """Record the ends now (next offset to be written; None where not known yet) and say
+        whether ``read`` (last offset read per partition) reached those of ``lag_s`` ago."""
+        self.snapshots.append((now, {tp: e for tp, e in ends.items() if e is not None}))
+        while len(self.snapshots) > 1 and now - self.snapshots[1][0] >= self.lag_s:
+            self.snapshots.popleft()  # the newest one old enough is kept
+        taken, old = self.snapshots[0]
+        if now - taken < self.lag_s:
+            return False
+        return all(end <= 0 or _next(read.get(tp)) >= end for tp, end in old.items())
+
+
+def _next(offset: int | None) -> int:
+    """The offset after the last one read (0 when none was)."""
+    return 0 if offset is None else offset + 1

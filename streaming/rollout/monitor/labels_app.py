@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from streaming.config import PipelineConfig
 from streaming.rollout.control import RoutingUpdate
-from streaming.rollout.monitor.label_verdicts import LabelJudge, SettledWindows
+from streaming.rollout.monitor.label_verdicts import CaughtUp, LabelJudge, SettledWindows
 from streaming.rollout.monitor.labeljoin import TABLES, LabelError, LabelJoin
 from streaming.rollout.monitor.quality import window_quality
 from streaming.rollout.monitor.rollout import RolloutMonitor, act_on_label_failure
@@ -144,6 +144,7 @@ class LabelsWiring:
         )
         self.judge = LabelJudge(m)
         self.settled = SettledWindows(m.grace_s)
+        self.caught_up = CaughtUp(m.grace_s)
         self._unjudged: set[tuple[str, int]] = set()
         """Changed windows whose predictions are not all in yet: judged once they are."""
         self.quality: dict[tuple[str, int], dict[str, Any]] = {}
@@ -241,6 +242,8 @@ class LabelsWiring:
             self._update_metrics(counts)
         self._unjudged.update(changed)
         ready = [k for k in self._unjudged if self.settled.settled(k[1])]
+        if ready and not self._read_up_to_lag():
+            ready = []
         self._unjudged.difference_update(ready)
         self.settled.keep(start for _, start in self.join.windows)
         verdicts = self.judge.judge(
@@ -258,6 +261,21 @@ class LabelsWiring:
         if self._on_publish is not None:
             self._on_publish(verdicts)
         await self._act(verdicts, now_ms, model_key)
+
+    def _read_up_to_lag(self) -> bool:
+        """The predictions partitions read up to where they ended ``grace_s`` ago
+        (:class:`CaughtUp`), from faust's read offsets and the client's cached high
+        watermarks (no broker round trip; the embedded broker's watermark can trail its log
+        by one batch, Kafka's does not)."""
+        consumer = self.app.consumer
+        topic = self.cfg.topics.predictions
+        tps = [tp for tp in consumer.assignment() if tp.topic == topic]
+        read = {tp: consumer._read_offset.get(tp) for tp in tps}  # faust's, as in fence.py
+        try:
+            ends = {tp: consumer.highwater(tp) for tp in tps}
+        except AssertionError:  # aiokafka: "Partition is not assigned" (a rebalance under way)
+            return False
+        return self.caught_up.check(time.monotonic(), read, ends)
 
     async def _act(self, verdicts: list[dict[str, Any]], now_ms: int, key: bytes) -> None:
         for version in sorted({v["version"] for v in verdicts if v["verdict"] == "fail"}):
