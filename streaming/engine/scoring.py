@@ -8,9 +8,9 @@ telemetry, and its decision and reason counts (``totals``).
 With an explainer, a batch is published in two steps: first every row that needs no
 explanation and is not behind a held row of its key, then, once the explainer ran on the rows
 at or above review, those rows and the ones they held back, in input order
-(streaming.decision.reasons.held_rows). The held rows of several batches may wait for one
-explainer call while rows wait in the lane (streaming.engine.explain_backlog); their keys stay
-held meanwhile, so a key's predictions stay in input order.
+(streaming.engine.explained). The held rows of several batches may wait for one explainer call
+while rows wait in the lane (streaming.engine.explain_backlog); their keys stay held
+meanwhile, so a key's predictions stay in input order.
 
 Each version's thread owns that version's interval counts, totals, explain backlog and breaker
 (but for the watchdog's one flag, ``hold_open``). Each model call is watched
@@ -32,10 +32,8 @@ import numpy as np
 from streaming.config import PipelineConfig
 from streaming.decision.columns import concat
 from streaming.decision.decide import Decided
-from streaming.decision.reasons import held_rows
-from streaming.decision.reasons import merge as merge_reasons
 from streaming.decision.stage import DecideStage
-from streaming.engine.explain_backlog import ExplainBacklog, Held, held_chunk
+from streaming.engine.explained import ExplainedRows
 from streaming.engine.output_variants import PrimaryOutput, ShadowOutput
 from streaming.engine.outputs import encode_json, encode_predictions
 from streaming.engine.types import STAGE_INFERENCE, STAGE_TIMEOUT, Chunk, Rejection, Sink
@@ -82,8 +80,9 @@ class Scorer:
         after, so the inference threads share it."""
         self._decisions = decisions_counter
         """Per decision code: the counter series (streaming_decisions_total), or None."""
-        self._backlogs: dict[str, ExplainBacklog] = {}
-        """Per version: its held rows (each written by that version's thread only)."""
+        self._explained = ExplainedRows(
+            config, worker_id, primary, encode, self._count, lambda: self.decide
+        )
         self._batch_ids = itertools.count(1)
         """Numbers this engine's model calls for their batch spans (tracing only); shared by
         the inference threads: ``next`` on a count is one C call, so no two calls get one id."""
@@ -91,7 +90,7 @@ class Scorer:
     def run(self, version: ModelVersion) -> None:
         """The version's inference thread: until its lane is closed."""
         lane = version.lane
-        backlog = self._backlogs[version.name] = ExplainBacklog()
+        backlog = self._explained.start(version.name)
         while True:
             timeout = self._until_telemetry(version)
             if backlog.items:
@@ -101,7 +100,7 @@ class Scorer:
                 if chunks:
                     self._score_batch(version, chunks)
                 if chunks is None or backlog.due(lane.queued_rows):
-                    self._flush(version, backlog)
+                    self._explained.flush(version, backlog)
             except Exception as exc:
                 log.exception("inference thread failed")
                 self._faults.report(f"inference thread for {version.name} failed: {exc!r}")
@@ -234,7 +233,9 @@ class Scorer:
         finite = np.isfinite(scores)
         version.interval.add_scores(scores, cfg.model.threshold, finite)
         all_finite = bool(finite.all())
-        held = self._held(version, chunks, decided, finite) if out is self._primary else None
+        held = (
+            self._explained.held(version, chunks, decided, finite) if out is self._primary else None
+        )
         later: list[tuple[Chunk, int, list[int]]] = []
         start = 0
         scored_ms = int(time.time() * 1000)
@@ -280,108 +281,7 @@ class Scorer:
             if rows:
                 out.publish(version, c, rows, payloads)
         if later:
-            self._hold(version, features, decided, later, scored_ms)
-
-    def _held(
-        self, version: ModelVersion, chunks: list[Chunk], decided: Decided, finite: np.ndarray
-    ) -> np.ndarray | None:
-        """Rows published after the explainer (streaming.decision.reasons.held_rows), or
-        None when no row of the batch is explained."""
-        if self.decide.explanations_for(version.name) is None:
-            return None
-        explain = finite & (decided.score >= self.decide.review)
-        waiting = self._backlogs[version.name].keys if version.name in self._backlogs else ()
-        if not waiting and not explain.any():
-            return None
-        keys = chunks[0].keys if len(chunks) == 1 else [k for c in chunks for k in c.keys]
-        held = held_rows(keys, explain, waiting)
-        return held if held.any() else None
-
-    def _hold(
-        self,
-        version: ModelVersion,
-        features: np.ndarray,
-        decided: Decided,
-        later: list[tuple[Chunk, int, list[int]]],
-        scored_ms: int,
-    ) -> None:
-        """The batch's held rows join the version's backlog, with what their predictions
-        need (the batch's arrays are not kept)."""
-        backlog = self._backlogs[version.name]
-        review = self.decide.review
-        rules = decided.rule_reasons or {}
-        for c, off, rows in later:
-            sub = np.asarray(rows) + off
-            explain = np.flatnonzero(decided.score[sub] >= review)
-            backlog.add(
-                Held(
-                    c,
-                    rows,
-                    decided.score[sub],
-                    decided.codes[sub],
-                    None
-                    if decided.node_scores is None
-                    else {k: v[sub] for k, v in decided.node_scores.items()},
-                    {k: rules[off + i] for k, i in enumerate(rows) if off + i in rules},
-                    explain.tolist(),
-                    features[sub[explain]],
-                    scored_ms,
-                )
-            )
-
-    def _flush(self, version: ModelVersion, backlog: ExplainBacklog) -> None:
-        """Explain every held row that needs it in one call, then publish the held rows in
-        the order they were held. An explainer error costs the reasons from attributions,
-        never the predictions."""
-        items = backlog.take()
-        if not items:
-            return
-        cfg = self.config
-        explanations = self.decide.explanations_for(version.name)
-        assert explanations is not None
-        parts = [it.features for it in items]
-        features = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        try:
-            found = explanations.reasons(features)
-        except Exception:  # reasons are best effort; the decision stands
-            log.exception("%s: the explainer failed on a batch", version.name)
-            found = [[] for _ in range(len(features))]
-        at = 0
-        payloads: list[list[bytes]] = []
-        for it in items:
-            by_pos = dict(zip(it.explain, found[at : at + len(it.explain)], strict=True))
-            at += len(it.explain)
-            merged = {
-                k: merge_reasons(it.rule_reasons.get(k, ()), by_pos.get(k, ()))
-                for k in range(len(it.rows))
-            }
-            c, rows = it.chunk, it.rows
-            payloads.append(
-                self._encode(
-                    [c.event_ids[i] for i in rows],
-                    [c.ts_ms[i] for i in rows],
-                    it.score,
-                    model=cfg.model.name,
-                    version=version.name,
-                    threshold=cfg.model.threshold,
-                    scored_ms=it.scored_ms,
-                    worker=self.worker_id,
-                    decisions=it.codes,
-                    reasons=merged,
-                    node_scores=it.node_scores,
-                )
-            )
-            self._count(version, it.codes, range(len(rows)), merged)
-        one = held_chunk(items)
-        if one is not None:  # one publish for all of them
-            sent = [p for part in payloads for p in part]
-            self._primary.publish(version, one, range(len(one)), sent)
-            return
-        for it, part in zip(items, payloads, strict=True):
-            full: list[bytes] = [b""] * len(it.chunk)
-            for k, i in enumerate(it.rows):
-                full[i] = part[k]
-            self._primary.publish(version, it.chunk, it.rows, full)
+            self._explained.hold(version, features, decided, later, scored_ms)
 
     def _count(
         self,
