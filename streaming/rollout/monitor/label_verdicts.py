@@ -156,7 +156,9 @@ class CaughtUp:
 
     lag_s: float
     snapshots: deque[tuple[float, dict[Hashable, int]]] = field(default_factory=deque)
-    """(when, end offset per partition), oldest first: what the check compares with."""
+    """(when, end offset per partition), oldest first: what the check compares with. Called
+    on every quality tick, so consecutive snapshots are a tick apart; one older than twice
+    ``lag_s`` means the checks stopped for a while, and history starts again."""
 
     def check(
         self, now: float, read: Mapping[Hashable, int | None], ends: Mapping[Hashable, int | None]
@@ -168,6 +170,9 @@ class CaughtUp:
             self.snapshots.popleft()  # the newest one old enough is kept
         taken, old = self.snapshots[0]
         if now - taken < self.lag_s:
+            return False
+        if now - taken > 2 * self.lag_s:  # not checked for a while: those ends are stale
+            self.snapshots = deque([self.snapshots[-1]])
             return False
         # one offset short counts as read: under exactly-once the last offset of a partition is
         # a transaction's commit marker, which no consumer is handed

@@ -241,9 +241,8 @@ class LabelsWiring:
         if self.metrics is not None:
             self._update_metrics(counts)
         self._unjudged.update(changed)
-        ready = [k for k in self._unjudged if self.settled.settled(k[1])]
-        if ready and not self._read_up_to_lag():
-            ready = []
+        caught_up = self._read_up_to_lag()  # every tick: its history must have no gaps
+        ready = [k for k in self._unjudged if caught_up and self.settled.settled(k[1])]
         self._unjudged.difference_update(ready)
         self.settled.keep(start for _, start in self.join.windows)
         verdicts = self.judge.judge(
