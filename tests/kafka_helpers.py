@@ -137,9 +137,9 @@ def read_topic(
     isolation: str = "read_uncommitted",
     done: Callable[[list[Record]], bool] | None = None,
 ) -> list[Record]:
-    """Read a topic from the start until ``expected`` records came (or ``done`` says the
-    records read are complete: counting alone ends early when duplicates make up the count
-    while a worker still scores the tail) and nothing more for ``settle`` seconds (so
+    """Read a topic from the start until ``expected`` records came, ``done`` (if given) says
+    the records read are complete (counting alone ends early when duplicates make up the count
+    while a worker still scores the tail), and nothing more came for ``settle`` seconds (so
     duplicates beyond ``expected`` are seen too)."""
     consumer = Consumer(
         reader_settings(

@@ -5,7 +5,9 @@ changes; the last verdict of a (canary, window) is the one in force. A canary is
 when its ``bad_windows`` most recent windows judged on labels all fail (insufficient ones do
 not count either way), as the score-based verdicts do with consecutive windows.
 
-A window is judged only once its predictions are all in (:class:`SettledWindows`): recall over
+A window is judged only once its predictions are all in (none came for ``grace_s``:
+:class:`SettledWindows`; and every predictions partition read up to where it ended ``grace_s``
+ago: :class:`CaughtUp`): recall over
 the predictions joined so far is biased whenever the order in which predictions reach the
 topic depends on their score, and it does: a worker publishes the rows it explains (at or
 above review: most of the frauds a version catches) after the rest of their batch, and, while
