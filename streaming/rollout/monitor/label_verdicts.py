@@ -7,13 +7,12 @@ not count either way), as the score-based verdicts do with consecutive windows.
 
 A window is judged only once its predictions are all in (none came for ``grace_s``:
 :class:`SettledWindows`; and every predictions partition read up to where it ended ``grace_s``
-ago: :class:`CaughtUp`): recall over
-the predictions joined so far is biased whenever the order in which predictions reach the
-topic depends on their score, and it does: a worker publishes the rows it explains (at or
-above review: most of the frauds a version catches) after the rest of their batch, and, while
-it drains a backlog, after later batches too (streaming.engine.explain_backlog). A monitor
-reading such a log behind the worker sees the explained version's unflagged frauds before its
-flagged ones.
+ago: :class:`CaughtUp`): recall over the predictions joined so far is biased whenever the
+order in which predictions reach the topic depends on their score, and it does: a worker
+publishes the rows it explains (at or above review: most of the frauds a version catches)
+after the rest of their batch, and, while it drains a backlog, after later batches too
+(streaming.engine.explain_backlog). A monitor reading such a log behind the worker sees the
+explained version's unflagged frauds before its flagged ones.
 """
 
 from __future__ import annotations
