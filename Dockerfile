@@ -32,12 +32,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY streaming ./streaming
 COPY pipelines ./pipelines
 COPY loadtests ./loadtests
-# No dev extras. The sources are installed as packages; the folder is then dropped.
-RUN pip install . \
+# No dev extras. The sources are installed as packages; the folder is then dropped. gcc only
+# for the install: it builds the C Avro reader (setup.py), which the build checks is there.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install . \
+    && python -c "import streaming.formats._avro_flat" \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /app \
     && cp -r pipelines /app/pipelines \
     && rm -rf /src \

@@ -13,7 +13,8 @@ TORCH  ?= torch==2.13.0
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# setup.py builds the C Avro reader (streaming/formats/_avro_flat.c): a changed source rebuilds it.
+$(STAMP): pyproject.toml setup.py $(wildcard streaming/*/*.c)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"

@@ -16,6 +16,11 @@ with fastavro, which then gives the same record or the same rejection as it alwa
 did. So a compiled reader changes how fast a valid event is read, never what any event
 becomes.
 
+Where the C extension streaming.formats._avro_flat is built (``C_READER``; setup.py builds
+it at install, optional where no compiler is found) the generated code hands the byte reading
+to it: one call reads every field into a tuple, about 0.3 us for the fraud event against 2.4
+us in generated Python, with the same answers and the same deferrals (the tests run both).
+
 A model reader (``compile_model_reader``) goes one step further for a pipeline whose pydantic
 model has plain constraints only (streaming.formats.model_checks): it tests each value as
 pydantic would and builds the model itself, a third of the cost of ``validate_python``; any
@@ -36,6 +41,11 @@ from pydantic import BaseModel
 from streaming.formats.framing import HEADER_BYTES
 from streaming.formats.model_checks import FieldCheck, builder_lines, builder_scope, field_checks
 
+try:
+    from streaming.formats import _avro_flat as C_READER
+except ImportError:  # built without a C compiler: the generated Python reads alone
+    C_READER = None  # type: ignore[assignment]
+
 _SIMPLE = {"null", "boolean", "int", "long", "float", "double", "string", "bytes"}
 _TAKES = {
     "str": ("string",),
@@ -46,8 +56,13 @@ _TAKES = {
 """The Avro types whose values have exactly the Python type a check of that kind takes."""
 
 
-class Defer(Exception):
+if C_READER is not None:
+    Defer = C_READER.Defer
     """The compiled reader does not answer for this value: read it with fastavro."""
+else:
+
+    class Defer(Exception):  # type: ignore[no-redef]
+        """The compiled reader does not answer for this value: read it with fastavro."""
 
 
 CompiledReader = Callable[[bytes], dict[str, Any]]
@@ -56,11 +71,20 @@ ModelReader = Callable[[bytes], BaseModel]
 """A framed value -> the model pydantic's ``validate_python`` makes of fastavro's record."""
 
 
-def compile_reader(writer: Any) -> CompiledReader | None:
-    """A reader for the parsed record schema ``writer``, or None when it is not flat."""
+def compile_reader(writer: Any, native: bool = C_READER is not None) -> CompiledReader | None:
+    """A reader for the parsed record schema ``writer``, or None when it is not flat;
+    ``native``: its bytes read by the C extension (the default where it is built)."""
     fields = _flat_fields(writer)
     if fields is None:
         return None
+    if native:
+        ops = [_op(kind) for _, kind in fields]
+        if any(op is None for op in ops):
+            return None
+        scope: dict[str, Any] = {"_prog": tuple(ops)}
+        values = [f"v{i}" for i in range(len(fields))]
+        record = ", ".join(f"{name!r}: v{i}" for i, (name, _) in enumerate(fields))
+        return _compile(writer, [*_native_read(values), f"return {{{record}}}"], scope)
     body: list[str] = []
     for i, (_, kind) in enumerate(fields):
         lines = _field(kind, f"v{i}")
@@ -71,11 +95,14 @@ def compile_reader(writer: Any) -> CompiledReader | None:
     return _compile(writer, [*body, *_ENDS_HERE, f"return {{{record}}}"], {})
 
 
-def compile_model_reader(writer: Any, model: type[BaseModel]) -> ModelReader | None:
+def compile_model_reader(
+    writer: Any, model: type[BaseModel], native: bool = C_READER is not None
+) -> ModelReader | None:
     """A reader that also validates: the writer's flat record read, each value tested as
     pydantic would (streaming.formats.model_checks), and the model built when every test
     passes; None when the writer's fields are not the model's (the same names, each of a type
     the model's check takes as it is) or the model's validation is more than such tests.
+    ``native``: the bytes read by the C extension (the default where it is built).
 
     It raises on any value it does not certainly answer (a value fastavro would read
     otherwise, or one pydantic might refuse): the caller then reads and validates the value
@@ -87,23 +114,40 @@ def compile_model_reader(writer: Any, model: type[BaseModel]) -> ModelReader | N
     scope = builder_scope(model)
     body: list[str] = []
     tests: list[str] = []
+    ops: list[tuple[Any, ...]] = []
     for i, (name, kind) in enumerate(fields):
         check, out = checks[name], f"v{i}"
-        lines = _checked_field(kind, check, out, i, scope)
-        if lines is None:
-            return None
-        body += lines
+        if native:
+            found = _checked_op(kind, check, out, i, scope)
+            if found is None:
+                return None
+            ops.append(found[0])
+            tests += found[1]
+        else:
+            lines = _checked_field(kind, check, out, i, scope)
+            if lines is None:
+                return None
+            body += lines
         if check.test:
             tests.append(check.test.replace("{v}", out))
+    if native:
+        scope["_prog"] = tuple(ops)
+        body = _native_read([f"v{i}" for i in range(len(fields))])
     if tests:
         body += [f"if not ({' and '.join(tests)}):", "    raise Defer"]
     index = {name: i for i, (name, _) in enumerate(fields)}
     names = list(checks)
     build = builder_lines(names, [f"v{index[n]}" for n in names])
-    return _compile(writer, [*body, *_ENDS_HERE, *build], scope)
+    ends = [] if native else _ENDS_HERE  # the C reader checks the end itself
+    return _compile(writer, [*body, *ends, *build], scope)
 
 
 _ENDS_HERE = ["if p != len(buf):", "    raise Defer"]
+
+
+def _native_read(values: list[str]) -> list[str]:
+    """The line that reads every field with the C extension (which checks the end too)."""
+    return [f"{', '.join(values)}, = _native(buf, p, _prog)"]
 
 
 def _flat_fields(writer: Any) -> list[tuple[str, Any]] | None:
@@ -127,6 +171,7 @@ def _compile(writer: dict[str, Any], body: list[str], scope: dict[str, Any]) -> 
     scope = {
         **scope,
         "Defer": Defer,
+        "_native": C_READER.read if C_READER is not None else None,
         "_float": struct.Struct("<f").unpack_from,
         "_double": struct.Struct("<d").unpack_from,
     }
@@ -156,6 +201,60 @@ def _checked_field(
     if kind not in _TAKES[check.kind]:
         return None
     return _field(kind, out)
+
+
+def _checked_op(
+    kind: Any, check: FieldCheck, out: str, i: int, scope: dict[str, Any]
+) -> tuple[tuple[Any, ...], list[str]] | None:
+    """The C reader's op for a field the model checks, and the tests it leaves to Python;
+    the same cases as ``_checked_field``."""
+    if isinstance(kind, dict) and "logicalType" not in kind and kind.get("type") != "enum":
+        kind = kind.get("type")
+    if check.kind == "literal":
+        if kind == "string":
+            pairs = tuple((c.encode(), c) for c in check.choices)
+            return (C_READER.LITERAL, pairs), []
+        if isinstance(kind, dict) and kind.get("type") == "enum":
+            op = _op(kind)
+            if op is None:
+                return None
+            scope[f"_set{i}"] = frozenset(check.choices)
+            return op, [f"{out} in _set{i}"]
+        return None
+    if kind not in _TAKES[check.kind]:
+        return None
+    op = _op(kind)
+    return None if op is None else (op, [])
+
+
+def _op(kind: Any) -> tuple[Any, ...] | None:
+    """The C reader's op for one value of ``kind`` (None: not compiled); ``_field``'s cases."""
+    c = C_READER
+    if isinstance(kind, list):
+        branches = [None if isinstance(b, list) else _op(b) for b in kind]
+        if any(b is None for b in branches):
+            return None
+        return (c.UNION, tuple(branches))
+    if isinstance(kind, dict):
+        if "logicalType" in kind:
+            return None
+        if kind.get("type") == "enum":
+            symbols = kind.get("symbols")
+            if not isinstance(symbols, list) or not symbols:
+                return None
+            return (c.ENUM, tuple(symbols))
+        kind = kind.get("type")
+    simple = {
+        "null": c.NULL,
+        "boolean": c.BOOLEAN,
+        "int": c.LONG,
+        "long": c.LONG,
+        "float": c.FLOAT,
+        "double": c.DOUBLE,
+        "string": c.STRING,
+        "bytes": c.BYTES,
+    }
+    return (simple[kind],) if isinstance(kind, str) and kind in simple else None
 
 
 def _field(kind: Any, out: str) -> list[str] | None:
