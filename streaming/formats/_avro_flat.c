@@ -2,6 +2,7 @@
  * Python reads, field for field, at a fraction of the interpreter's cost.
  *
  * read(value, start, program) -> tuple of the record's values, in field order.
+ * (read_model takes the value last, so that functools.partial binds the rest once.)
  *
  * ``program`` is a tuple with one op per field, each a tuple (code,) or (code, arg):
  *   NULL, BOOLEAN, LONG (int and long), FLOAT, DOUBLE, STRING (strict UTF-8), BYTES;
@@ -17,11 +18,24 @@
  * how fast a valid event is read, never what any event becomes; the tests hold it to the
  * Python reader's answer on random and corrupted values.
  *
+ * read_model(program, checks, plan, start, value) -> the pipeline's pydantic model, built as
+ * pydantic-core builds it, when every value passes its check (else Defer):
+ *   checks: one per field of the program, None or (by_length, lo, lo_strict, hi, hi_strict,
+ *           finite, allowed): by_length compares len(value) (a str's length), else the value;
+ *           lo and hi are None or numbers compared with Python's comparison; finite refuses
+ *           inf and nan; allowed is None or a frozenset the value must be in. These are
+ *           streaming.formats.model_checks' tests, the same ones its generated Python runs.
+ *   plan: (cls, names, order, fields_set, new, set_dict, set_fields, set_extra, set_private):
+ *         the model's field names in its order, each one's place in the program's values,
+ *         the frozenset of the names, object.__new__ and the four slot descriptors that
+ *         pydantic-core sets (streaming.formats.model_checks.builder_scope).
+ *
  * No state but the module's Defer class; the GIL is held throughout (each call is a few
  * hundred nanoseconds).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 
 enum { OP_NULL, OP_BOOLEAN, OP_LONG, OP_FLOAT, OP_DOUBLE, OP_STRING, OP_BYTES, OP_ENUM,
@@ -185,9 +199,129 @@ static PyObject *flat_read(PyObject *module, PyObject *const *args, Py_ssize_t n
     return out;
 }
 
+/* 1 when the value passes its check, 0 when not, -1 on an error. */
+static int passes(PyObject *value, PyObject *check) {
+    PyObject *measured = value, *lo, *hi, *allowed;
+    int ok = 1, cmp;
+    if (check == Py_None) return 1;
+    if (!PyTuple_Check(check) || PyTuple_GET_SIZE(check) != 7) {
+        PyErr_SetString(PyExc_TypeError, "a check is None or a 7-tuple");
+        return -1;
+    }
+    if (PyTuple_GET_ITEM(check, 0) == Py_True) { /* by length */
+        Py_ssize_t n = PyObject_Length(value);
+        if (n < 0) return -1;
+        measured = PyLong_FromSsize_t(n);
+        if (measured == NULL) return -1;
+    } else {
+        Py_INCREF(measured);
+    }
+    lo = PyTuple_GET_ITEM(check, 1);
+    hi = PyTuple_GET_ITEM(check, 3);
+    if (lo != Py_None) {
+        cmp = PyObject_RichCompareBool(lo, measured,
+                                       PyTuple_GET_ITEM(check, 2) == Py_True ? Py_LT : Py_LE);
+        if (cmp <= 0) ok = cmp;
+    }
+    if (ok == 1 && hi != Py_None) {
+        cmp = PyObject_RichCompareBool(measured, hi,
+                                       PyTuple_GET_ITEM(check, 4) == Py_True ? Py_LT : Py_LE);
+        if (cmp <= 0) ok = cmp;
+    }
+    Py_DECREF(measured);
+    if (ok == 1 && PyTuple_GET_ITEM(check, 5) == Py_True) {
+        double d = PyFloat_AsDouble(value); /* only floats and ints reach a finite check */
+        if (d == -1.0 && PyErr_Occurred()) return -1;
+        if (!isfinite(d)) ok = 0;
+    }
+    allowed = PyTuple_GET_ITEM(check, 6);
+    if (ok == 1 && allowed != Py_None) ok = PySet_Contains(allowed, value);
+    return ok;
+}
+
+static int set_slot(PyObject *descr, PyObject *obj, PyObject *value) {
+    descrsetfunc set = Py_TYPE(descr)->tp_descr_set;
+    if (set == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a slot setter is not a data descriptor");
+        return -1;
+    }
+    return set(descr, obj, value);
+}
+
+static PyObject *flat_read_model(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *values, *checks, *plan, *names, *order, *model = NULL, *dict = NULL, *set = NULL;
+    PyObject *read_args[3];
+    Py_ssize_t i, count;
+    if (nargs != 5 || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2]) ||
+        PyTuple_GET_SIZE(args[2]) != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "read_model(program, checks: tuple, plan: 9-tuple, start, value)");
+        return NULL;
+    }
+    read_args[0] = args[4];
+    read_args[1] = args[3];
+    read_args[2] = args[0];
+    values = flat_read(module, read_args, 3);
+    if (values == NULL) return NULL;
+    checks = args[1];
+    plan = args[2];
+    count = PyTuple_GET_SIZE(values);
+    if (PyTuple_GET_SIZE(checks) != count) {
+        PyErr_SetString(PyExc_TypeError, "one check per field");
+        goto fail;
+    }
+    for (i = 0; i < count; i++) {
+        int ok = passes(PyTuple_GET_ITEM(values, i), PyTuple_GET_ITEM(checks, i));
+        if (ok < 0) goto fail;
+        if (!ok) {
+            PyErr_SetNone(Defer);
+            goto fail;
+        }
+    }
+    names = PyTuple_GET_ITEM(plan, 1);
+    order = PyTuple_GET_ITEM(plan, 2);
+    if (!PyTuple_Check(names) || !PyTuple_Check(order) ||
+        PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(order)) {
+        PyErr_SetString(PyExc_TypeError, "names and order: tuples of one length");
+        goto fail;
+    }
+    dict = PyDict_New();
+    if (dict == NULL) goto fail;
+    for (i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(order, i));
+        if (at == -1 && PyErr_Occurred()) goto fail;
+        if (at < 0 || at >= count) {
+            PyErr_SetString(PyExc_IndexError, "a field's place is out of range");
+            goto fail;
+        }
+        if (PyDict_SetItem(dict, PyTuple_GET_ITEM(names, i), PyTuple_GET_ITEM(values, at)) < 0)
+            goto fail;
+    }
+    set = PySet_New(PyTuple_GET_ITEM(plan, 3));
+    if (set == NULL) goto fail;
+    model = PyObject_CallOneArg(PyTuple_GET_ITEM(plan, 4), PyTuple_GET_ITEM(plan, 0));
+    if (model == NULL || set_slot(PyTuple_GET_ITEM(plan, 5), model, dict) < 0 ||
+        set_slot(PyTuple_GET_ITEM(plan, 6), model, set) < 0 ||
+        set_slot(PyTuple_GET_ITEM(plan, 7), model, Py_None) < 0 ||
+        set_slot(PyTuple_GET_ITEM(plan, 8), model, Py_None) < 0)
+        goto fail;
+    Py_DECREF(values);
+    Py_DECREF(dict);
+    Py_DECREF(set);
+    return model;
+fail:
+    Py_XDECREF(model);
+    Py_XDECREF(dict);
+    Py_XDECREF(set);
+    Py_DECREF(values);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"read", (PyCFunction)(void (*)(void))flat_read, METH_FASTCALL,
      "read(value, start, program) -> the flat record's values, or raise Defer."},
+    {"read_model", (PyCFunction)(void (*)(void))flat_read_model, METH_FASTCALL,
+     "read_model(program, checks, plan, start, value) -> the checked model, or raise Defer."},
     {NULL, NULL, 0, NULL},
 };
 

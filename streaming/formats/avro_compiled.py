@@ -17,9 +17,10 @@ did. So a compiled reader changes how fast a valid event is read, never what any
 becomes.
 
 Where the C extension streaming.formats._avro_flat is built (``C_READER``; setup.py builds
-it at install, optional where no compiler is found) the generated code hands the byte reading
-to it: one call reads every field into a tuple, about 0.3 us for the fraud event against 2.4
-us in generated Python, with the same answers and the same deferrals (the tests run both).
+it at install, optional where no compiler is found) it does the byte reading: one call reads
+every field into a tuple, about 0.3 us for the fraud event against 2.4 us in generated
+Python, with the same answers and the same deferrals (the tests run both). A model reader is
+then one C call that reads, tests and builds.
 
 A model reader (``compile_model_reader``) goes one step further for a pipeline whose pydantic
 model has plain constraints only (streaming.formats.model_checks): it tests each value as
@@ -34,12 +35,19 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
 
 from streaming.formats.framing import HEADER_BYTES
-from streaming.formats.model_checks import FieldCheck, builder_lines, builder_scope, field_checks
+from streaming.formats.model_checks import (
+    FieldCheck,
+    builder_lines,
+    builder_plan,
+    builder_scope,
+    field_checks,
+)
 
 try:
     from streaming.formats import _avro_flat as C_READER
@@ -102,7 +110,8 @@ def compile_model_reader(
     pydantic would (streaming.formats.model_checks), and the model built when every test
     passes; None when the writer's fields are not the model's (the same names, each of a type
     the model's check takes as it is) or the model's validation is more than such tests.
-    ``native``: the bytes read by the C extension (the default where it is built).
+    ``native``: read, tested and built by the C extension in one call (the default where it
+    is built); else by generated Python.
 
     It raises on any value it does not certainly answer (a value fastavro would read
     otherwise, or one pydantic might refuse): the caller then reads and validates the value
@@ -111,35 +120,47 @@ def compile_model_reader(
     fields = _flat_fields(writer)
     if checks is None or fields is None or {n for n, _ in fields} != set(checks):
         return None
+    if native:
+        return _native_model_reader(fields, checks, model)
     scope = builder_scope(model)
     body: list[str] = []
     tests: list[str] = []
-    ops: list[tuple[Any, ...]] = []
     for i, (name, kind) in enumerate(fields):
         check, out = checks[name], f"v{i}"
-        if native:
-            found = _checked_op(kind, check, out, i, scope)
-            if found is None:
-                return None
-            ops.append(found[0])
-            tests += found[1]
-        else:
-            lines = _checked_field(kind, check, out, i, scope)
-            if lines is None:
-                return None
-            body += lines
+        lines = _checked_field(kind, check, out, i, scope)
+        if lines is None:
+            return None
+        body += lines
         if check.test:
             tests.append(check.test.replace("{v}", out))
-    if native:
-        scope["_prog"] = tuple(ops)
-        body = _native_read([f"v{i}" for i in range(len(fields))])
     if tests:
         body += [f"if not ({' and '.join(tests)}):", "    raise Defer"]
     index = {name: i for i, (name, _) in enumerate(fields)}
     names = list(checks)
     build = builder_lines(names, [f"v{index[n]}" for n in names])
-    ends = [] if native else _ENDS_HERE  # the C reader checks the end itself
-    return _compile(writer, [*body, *ends, *build], scope)
+    return _compile(writer, [*body, *_ENDS_HERE, *build], scope)
+
+
+def _native_model_reader(
+    fields: list[tuple[str, Any]], checks: dict[str, FieldCheck], model: type[BaseModel]
+) -> ModelReader | None:
+    """The model reader as one C call: read, check and build (``read_model``)."""
+    ops: list[tuple[Any, ...]] = []
+    tests: list[tuple[Any, ...] | None] = []
+    for name, kind in fields:
+        found = _checked_op(kind, checks[name])
+        if found is None:
+            return None
+        op, allowed = found
+        bounds = checks[name].bounds
+        ops.append(op)
+        if bounds is None and allowed is None:
+            tests.append(None)
+        else:
+            tests.append((*(bounds or (False, None, False, None, False, False)), allowed))
+    index = {name: i for i, (name, _) in enumerate(fields)}
+    plan = builder_plan(model, [index[n] for n in model.model_fields])
+    return partial(C_READER.read_model, tuple(ops), tuple(tests), plan, HEADER_BYTES)
 
 
 _ENDS_HERE = ["if p != len(buf):", "    raise Defer"]
@@ -204,27 +225,24 @@ def _checked_field(
 
 
 def _checked_op(
-    kind: Any, check: FieldCheck, out: str, i: int, scope: dict[str, Any]
-) -> tuple[tuple[Any, ...], list[str]] | None:
-    """The C reader's op for a field the model checks, and the tests it leaves to Python;
-    the same cases as ``_checked_field``."""
+    kind: Any, check: FieldCheck
+) -> tuple[tuple[Any, ...], frozenset[str] | None] | None:
+    """The C reader's op for a field the model checks, and the values an enum must be one
+    of (a str literal read from an enum); the same cases as ``_checked_field``."""
     if isinstance(kind, dict) and "logicalType" not in kind and kind.get("type") != "enum":
         kind = kind.get("type")
     if check.kind == "literal":
         if kind == "string":
             pairs = tuple((c.encode(), c) for c in check.choices)
-            return (C_READER.LITERAL, pairs), []
+            return (C_READER.LITERAL, pairs), None
         if isinstance(kind, dict) and kind.get("type") == "enum":
             op = _op(kind)
-            if op is None:
-                return None
-            scope[f"_set{i}"] = frozenset(check.choices)
-            return op, [f"{out} in _set{i}"]
+            return None if op is None else (op, frozenset(check.choices))
         return None
     if kind not in _TAKES[check.kind]:
         return None
     op = _op(kind)
-    return None if op is None else (op, [])
+    return None if op is None else (op, None)
 
 
 def _op(kind: Any) -> tuple[Any, ...] | None:

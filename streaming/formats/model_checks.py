@@ -50,6 +50,9 @@ class FieldCheck(NamedTuple):
     pydantic accepts the value as it is ('' when every value of the type is accepted)."""
     choices: tuple[str, ...] = ()
     """A literal's allowed strings."""
+    bounds: tuple[bool, Any, bool, Any, bool, bool] | None = None
+    """The same test as data, for the C reader: (by_length, lo, lo_strict, hi, hi_strict,
+    finite), lo and hi None when unbounded; None when every value passes."""
 
 
 def field_checks(model: type[BaseModel]) -> dict[str, FieldCheck] | None:
@@ -87,6 +90,16 @@ def builder_scope(model: type[BaseModel]) -> dict[str, Any]:
         "_set_private": setters[3],
         "_names": set(model.model_fields),
     }
+
+
+def builder_plan(model: type[BaseModel], order: list[int]) -> tuple[Any, ...]:
+    """What the C reader's ``read_model`` builds the model with (streaming/formats/
+    _avro_flat.c): the class, the field names in the model's order, each one's place among
+    the values read (``order``), their frozenset, ``object.__new__`` and the four slot
+    descriptors pydantic-core sets, as ``builder_scope`` gives them to generated Python."""
+    names = tuple(model.model_fields)
+    slots = tuple(BaseModel.__dict__[slot] for slot in _SLOTS)
+    return (model, names, tuple(order), frozenset(names), object.__new__, *slots)
 
 
 def builder_lines(names: list[str], values: list[str]) -> list[str]:
@@ -137,7 +150,8 @@ def _check(schema: Any) -> FieldCheck | None:
         lo, hi = schema.get("min_length"), schema.get("max_length")
         if not all(b is None or type(b) is int for b in (lo, hi)):
             return None
-        return FieldCheck("str", _between("len({v})", lo, "<=", hi, "<="))
+        test = _between("len({v})", lo, "<=", hi, "<=")
+        return FieldCheck("str", test, bounds=(True, lo, False, hi, False, False) if test else None)
     if kind == "int":
         return _number("int", schema, (int,))
     if kind == "float":
@@ -148,7 +162,11 @@ def _check(schema: Any) -> FieldCheck | None:
         if lower and (schema.get("lt") is not None or schema.get("le") is not None):
             return check  # finite bounds on both sides: inf and nan fail them already
         finite = "{v} - {v} == 0.0"  # false for inf and nan only
-        return check._replace(test=f"{check.test} and {finite}" if check.test else finite)
+        by_length, lo, lo_strict, hi, hi_strict, _ = check.bounds or (False, None, 0, None, 0, 0)
+        return check._replace(
+            test=f"{check.test} and {finite}" if check.test else finite,
+            bounds=(by_length, lo, bool(lo_strict), hi, bool(hi_strict), True),
+        )
     if kind == "bool":
         return FieldCheck("bool", "")
     expected = schema.get("expected")
@@ -174,7 +192,9 @@ def _number(kind: str, schema: dict[str, Any], types: tuple[type, ...]) -> Field
         return None  # both: pydantic checks each; not worth a case
     if bounds["lt"] is not None and bounds["le"] is not None:
         return None
-    return FieldCheck(kind, _between("{v}", lo, lo_op, hi, hi_op))
+    test = _between("{v}", lo, lo_op, hi, hi_op)
+    data = (False, lo, lo_op == "<", hi, hi_op == "<", False)
+    return FieldCheck(kind, test, bounds=data if test else None)
 
 
 def _between(value: str, lo: Any, lo_op: str, hi: Any, hi_op: str) -> str:
