@@ -167,36 +167,60 @@ static PyObject *read_op(Cursor *c, PyObject *op) {
     return read_coded(c, code, code >= OP_ENUM ? PyTuple_GET_ITEM(op, 1) : NULL);
 }
 
-static PyObject *flat_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+/* Every field of ``program`` from value[start:] into out[0..fields) (new references); -1 with
+ * an exception set (Defer or another) and nothing left in out. */
+static int read_fields(PyObject *value, PyObject *start, PyObject *program, PyObject **out) {
     Cursor c;
-    PyObject *program, *out;
-    Py_ssize_t i, fields;
+    Py_ssize_t i, j, fields = PyTuple_GET_SIZE(program);
+    c.buf = (const unsigned char *)PyBytes_AS_STRING(value);
+    c.len = PyBytes_GET_SIZE(value);
+    c.p = PyLong_AsSsize_t(start);
+    if (c.p == -1 && PyErr_Occurred()) return -1;
+    if (c.p < 0 || c.p > c.len) {
+        defer();
+        return -1;
+    }
+    for (i = 0; i < fields; i++) {
+        out[i] = read_op(&c, PyTuple_GET_ITEM(program, i));
+        if (out[i] == NULL) break;
+    }
+    if (i == fields && c.p == c.len) return 0;
+    if (i == fields) defer(); /* bytes left over */
+    for (j = 0; j < i; j++) Py_DECREF(out[j]);
+    return -1;
+}
+
+static PyObject *flat_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *out;
+    Py_ssize_t i;
     if (nargs != 3 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "read(value: bytes, start: int, program: tuple)");
         return NULL;
     }
-    c.buf = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    c.len = PyBytes_GET_SIZE(args[0]);
-    c.p = PyLong_AsSsize_t(args[1]);
-    if (c.p == -1 && PyErr_Occurred()) return NULL;
-    if (c.p < 0 || c.p > c.len) return defer();
-    program = args[2];
-    fields = PyTuple_GET_SIZE(program);
-    out = PyTuple_New(fields);
+    out = PyTuple_New(PyTuple_GET_SIZE(args[2]));
     if (out == NULL) return NULL;
-    for (i = 0; i < fields; i++) {
-        PyObject *v = read_op(&c, PyTuple_GET_ITEM(program, i));
-        if (v == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(out, i, v);
-    }
-    if (c.p != c.len) {
+    if (read_fields(args[0], args[1], args[2], &PyTuple_GET_ITEM(out, 0)) < 0) {
+        for (i = 0; i < PyTuple_GET_SIZE(out); i++) PyTuple_SET_ITEM(out, i, NULL);
         Py_DECREF(out);
-        return defer();
+        return NULL;
     }
     return out;
+}
+
+/* a <= b (or a < b when strict), as Python compares them: floats and ints that fit 64 bits
+ * compared in C, anything else by Python's comparison. 1, 0, or -1 on an error. */
+static int below(PyObject *a, PyObject *b, int strict) {
+    if (PyFloat_CheckExact(a) && PyFloat_CheckExact(b)) {
+        double x = PyFloat_AS_DOUBLE(a), y = PyFloat_AS_DOUBLE(b);
+        return strict ? x < y : x <= y; /* nan: false, as in Python */
+    }
+    if (PyLong_CheckExact(a) && PyLong_CheckExact(b)) {
+        int over_a, over_b;
+        long long x = PyLong_AsLongLongAndOverflow(a, &over_a);
+        long long y = PyLong_AsLongLongAndOverflow(b, &over_b);
+        if (!over_a && !over_b) return strict ? x < y : x <= y;
+    }
+    return PyObject_RichCompareBool(a, b, strict ? Py_LT : Py_LE);
 }
 
 /* 1 when the value passes its check, 0 when not, -1 on an error. */
@@ -219,13 +243,11 @@ static int passes(PyObject *value, PyObject *check) {
     lo = PyTuple_GET_ITEM(check, 1);
     hi = PyTuple_GET_ITEM(check, 3);
     if (lo != Py_None) {
-        cmp = PyObject_RichCompareBool(lo, measured,
-                                       PyTuple_GET_ITEM(check, 2) == Py_True ? Py_LT : Py_LE);
+        cmp = below(lo, measured, PyTuple_GET_ITEM(check, 2) == Py_True);
         if (cmp <= 0) ok = cmp;
     }
     if (ok == 1 && hi != Py_None) {
-        cmp = PyObject_RichCompareBool(measured, hi,
-                                       PyTuple_GET_ITEM(check, 4) == Py_True ? Py_LT : Py_LE);
+        cmp = below(measured, hi, PyTuple_GET_ITEM(check, 4) == Py_True);
         if (cmp <= 0) ok = cmp;
     }
     Py_DECREF(measured);
@@ -248,42 +270,37 @@ static int set_slot(PyObject *descr, PyObject *obj, PyObject *value) {
     return set(descr, obj, value);
 }
 
+#define MAX_FIELDS 256
+
 static PyObject *flat_read_model(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    PyObject *values, *checks, *plan, *names, *order, *model = NULL, *dict = NULL, *set = NULL;
-    PyObject *read_args[3];
+    PyObject *values[MAX_FIELDS];
+    PyObject *checks, *plan, *names, *order, *model = NULL, *dict = NULL, *set = NULL;
     Py_ssize_t i, count;
-    if (nargs != 5 || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2]) ||
-        PyTuple_GET_SIZE(args[2]) != 9) {
+    if (nargs != 5 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[1]) ||
+        !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) != 9 || !PyBytes_Check(args[4])) {
         PyErr_SetString(PyExc_TypeError,
-                        "read_model(program, checks: tuple, plan: 9-tuple, start, value)");
+                        "read_model(program, checks: tuple, plan: 9-tuple, start, value: bytes)");
         return NULL;
     }
-    read_args[0] = args[4];
-    read_args[1] = args[3];
-    read_args[2] = args[0];
-    values = flat_read(module, read_args, 3);
-    if (values == NULL) return NULL;
+    count = PyTuple_GET_SIZE(args[0]);
     checks = args[1];
     plan = args[2];
-    count = PyTuple_GET_SIZE(values);
-    if (PyTuple_GET_SIZE(checks) != count) {
-        PyErr_SetString(PyExc_TypeError, "one check per field");
-        goto fail;
-    }
-    for (i = 0; i < count; i++) {
-        int ok = passes(PyTuple_GET_ITEM(values, i), PyTuple_GET_ITEM(checks, i));
-        if (ok < 0) goto fail;
-        if (!ok) {
-            PyErr_SetNone(Defer);
-            goto fail;
-        }
-    }
     names = PyTuple_GET_ITEM(plan, 1);
     order = PyTuple_GET_ITEM(plan, 2);
-    if (!PyTuple_Check(names) || !PyTuple_Check(order) ||
-        PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(order)) {
-        PyErr_SetString(PyExc_TypeError, "names and order: tuples of one length");
-        goto fail;
+    if (count > MAX_FIELDS || PyTuple_GET_SIZE(checks) != count || !PyTuple_Check(names) ||
+        !PyTuple_Check(order) || PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(order)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "at most 256 fields, one check per field, names and order of one length");
+        return NULL;
+    }
+    if (read_fields(args[4], args[3], args[0], values) < 0) return NULL;
+    for (i = 0; i < count; i++) {
+        int ok = passes(values[i], PyTuple_GET_ITEM(checks, i));
+        if (ok < 0) goto fail;
+        if (!ok) {
+            defer();
+            goto fail;
+        }
     }
     dict = PyDict_New();
     if (dict == NULL) goto fail;
@@ -294,8 +311,7 @@ static PyObject *flat_read_model(PyObject *module, PyObject *const *args, Py_ssi
             PyErr_SetString(PyExc_IndexError, "a field's place is out of range");
             goto fail;
         }
-        if (PyDict_SetItem(dict, PyTuple_GET_ITEM(names, i), PyTuple_GET_ITEM(values, at)) < 0)
-            goto fail;
+        if (PyDict_SetItem(dict, PyTuple_GET_ITEM(names, i), values[at]) < 0) goto fail;
     }
     set = PySet_New(PyTuple_GET_ITEM(plan, 3));
     if (set == NULL) goto fail;
@@ -305,7 +321,7 @@ static PyObject *flat_read_model(PyObject *module, PyObject *const *args, Py_ssi
         set_slot(PyTuple_GET_ITEM(plan, 7), model, Py_None) < 0 ||
         set_slot(PyTuple_GET_ITEM(plan, 8), model, Py_None) < 0)
         goto fail;
-    Py_DECREF(values);
+    for (i = 0; i < count; i++) Py_DECREF(values[i]);
     Py_DECREF(dict);
     Py_DECREF(set);
     return model;
@@ -313,7 +329,7 @@ fail:
     Py_XDECREF(model);
     Py_XDECREF(dict);
     Py_XDECREF(set);
-    Py_DECREF(values);
+    for (i = 0; i < count; i++) Py_DECREF(values[i]);
     return NULL;
 }
 

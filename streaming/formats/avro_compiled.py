@@ -153,6 +153,11 @@ def _native_model_reader(
             return None
         op, allowed = found
         bounds = checks[name].bounds
+        if bounds is not None and checks[name].kind == "float":
+            # a float field's int bounds are exact as floats (model_checks): compared in C
+            by_length, lo, lo_strict, hi, hi_strict, finite = bounds
+            lo, hi = (None if b is None else float(b) for b in (lo, hi))
+            bounds = (by_length, lo, lo_strict, hi, hi_strict, finite)
         ops.append(op)
         if bounds is None and allowed is None:
             tests.append(None)
