@@ -689,6 +689,107 @@ exit_noplan:
     return result;
 }
 
+/* ------------------------------------------------------------------ the changelog's records */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* codec.encode_rows: a key's record, its codes' entries taken from ``labels`` (codec.Labels:
+ * code -> b"code US value"; its __missing__ makes an entry, or raises when a value is not
+ * plain text, and the caller then writes the table as JSON in Python). */
+static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
+    PyObject *rows_obj, *coded, *labels, *fast = NULL, **entries = NULL, *result = NULL;
+    Py_ssize_t stride, n, ncoded, i, c, k, nused = 0, size;
+    long long applied;
+    Py_buffer view = {0};
+    double *used = NULL;
+    char *w;
+    if (!PyArg_ParseTuple(args, "OOnOL", &rows_obj, &coded, &stride, &labels, &applied))
+        return NULL;
+    if (PyObject_GetBuffer(rows_obj, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (view.itemsize != 8 || view.format == NULL || strcmp(view.format, "d") != 0 ||
+        stride < 1 || (view.len / 8) % stride) {
+        PyErr_SetString(PyExc_ValueError, "rows: an array('d') of whole rows");
+        goto exit;
+    }
+    n = view.len / 8 / stride;
+    fast = PySequence_Fast(coded, "coded: a sequence of row positions");
+    if (fast == NULL) goto exit;
+    ncoded = PySequence_Fast_GET_SIZE(fast);
+    used = PyMem_Malloc(sizeof(double) * (n * ncoded > 0 ? n * ncoded : 1));
+    if (used == NULL) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (c = 0; c < ncoded; c++) {
+        Py_ssize_t col = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(fast, c));
+        if (col == -1 && PyErr_Occurred()) goto exit;
+        if (col < 0 || col >= stride) {
+            PyErr_SetString(PyExc_ValueError, "coded: a position outside the row");
+            goto exit;
+        }
+        for (i = 0; i < n; i++) used[nused++] = ((double *)view.buf)[i * stride + col];
+    }
+    qsort(used, nused, sizeof(double), cmp_double);
+    for (i = k = 0; i < nused; i++) /* codes are whole numbers: no NaN to keep apart */
+        if (k == 0 || used[i] != used[k - 1]) used[k++] = used[i];
+    nused = k;
+    entries = PyMem_Calloc(nused ? nused : 1, sizeof(PyObject *));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    size = 12 + 1 + (nused ? nused - 1 : 0) + view.len;
+    for (i = 0; i < nused; i++) {
+        PyObject *code = PyFloat_FromDouble(used[i]), *entry;
+        if (code == NULL) goto exit;
+        entry = PyDict_GetItemWithError(labels, code); /* borrowed */
+        if (entry != NULL)
+            Py_INCREF(entry);
+        else if (!PyErr_Occurred())
+            entry = PyObject_GetItem(labels, code); /* __missing__ */
+        Py_DECREF(code);
+        if (entry == NULL) goto exit;
+        entries[i] = entry;
+        if (!PyBytes_Check(entry)) {
+            PyErr_SetString(PyExc_TypeError, "labels: entries are bytes");
+            goto exit;
+        }
+        size += PyBytes_GET_SIZE(entry);
+    }
+    if (size - 12 - view.len > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "a code table past 4 GiB");
+        goto exit;
+    }
+    result = PyBytes_FromStringAndSize(NULL, size);
+    if (result == NULL) goto exit;
+    w = PyBytes_AS_STRING(result);
+    {
+        uint64_t a = (uint64_t)applied;
+        uint32_t head = (uint32_t)(size - 12 - view.len);
+        for (i = 0; i < 8; i++) *w++ = (char)(a >> (8 * i));
+        for (i = 0; i < 4; i++) *w++ = (char)(head >> (8 * i));
+    }
+    *w++ = 'S';
+    for (i = 0; i < nused; i++) {
+        if (i) *w++ = '\x1e';
+        memcpy(w, PyBytes_AS_STRING(entries[i]), PyBytes_GET_SIZE(entries[i]));
+        w += PyBytes_GET_SIZE(entries[i]);
+    }
+    memcpy(w, view.buf, view.len); /* little-endian hosts only: codec.py checks */
+exit:
+    if (entries != NULL) {
+        for (i = 0; i < nused; i++) Py_XDECREF(entries[i]);
+        PyMem_Free(entries);
+    }
+    PyMem_Free(used);
+    Py_XDECREF(fast);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* ------------------------------------------------------------------ module */
 
 /* The declared struct against a real array('d'): ImportError on any difference. */
@@ -717,6 +818,7 @@ static int check_layout(void) {
 
 static PyMethodDef methods[] = {
     {"apply", py_apply, METH_VARARGS, "One partition run of events: features, then state."},
+    {"encode_rows", py_encode_rows, METH_VARARGS, "codec.encode_rows, plain-text tables."},
     {"fsum", py_fsum, METH_O, "math.fsum over a sequence of floats (for the tests)."},
     {NULL, NULL, 0, NULL},
 };
