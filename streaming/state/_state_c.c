@@ -699,15 +699,13 @@ static int cmp_double(const void *a, const void *b) {
 /* codec.encode_rows: a key's record, its codes' entries taken from ``labels`` (codec.Labels:
  * code -> b"code US value"; its __missing__ makes an entry, or raises when a value is not
  * plain text, and the caller then writes the table as JSON in Python). */
-static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
-    PyObject *rows_obj, *coded, *labels, *fast = NULL, **entries = NULL, *result = NULL;
-    Py_ssize_t stride, n, ncoded, i, c, k, nused = 0, size;
-    long long applied;
+static PyObject *encode_one(PyObject *rows_obj, PyObject *fast, Py_ssize_t stride,
+                            PyObject *labels, long long applied) {
+    PyObject **entries = NULL, *result = NULL;
+    Py_ssize_t n, ncoded, i, c, k, nused = 0, size;
     Py_buffer view = {0};
     double *used = NULL;
     char *w;
-    if (!PyArg_ParseTuple(args, "OOnOL", &rows_obj, &coded, &stride, &labels, &applied))
-        return NULL;
     if (PyObject_GetBuffer(rows_obj, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     if (view.itemsize != 8 || view.format == NULL || strcmp(view.format, "d") != 0 ||
         stride < 1 || (view.len / 8) % stride) {
@@ -715,8 +713,6 @@ static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
         goto exit;
     }
     n = view.len / 8 / stride;
-    fast = PySequence_Fast(coded, "coded: a sequence of row positions");
-    if (fast == NULL) goto exit;
     ncoded = PySequence_Fast_GET_SIZE(fast);
     used = PyMem_Malloc(sizeof(double) * (n * ncoded > 0 ? n * ncoded : 1));
     if (used == NULL) {
@@ -785,8 +781,92 @@ exit:
         PyMem_Free(entries);
     }
     PyMem_Free(used);
-    Py_XDECREF(fast);
     PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
+    PyObject *rows_obj, *coded, *labels, *fast, *result;
+    Py_ssize_t stride;
+    long long applied;
+    if (!PyArg_ParseTuple(args, "OOnOL", &rows_obj, &coded, &stride, &labels, &applied))
+        return NULL;
+    fast = PySequence_Fast(coded, "coded: a sequence of row positions");
+    if (fast == NULL) return NULL;
+    result = encode_one(rows_obj, fast, stride, labels, applied);
+    Py_DECREF(fast);
+    return result;
+}
+
+/* changelog.StateChangelog.begin's loop over the changed keys: each held key's record
+ * encoded (encode_one; ``fallback(rows)`` where it raises ``not_text``) and handed to
+ * ``produce(topic, value, key, partition, on_delivery=done)`` (the producer's own produce:
+ * no Python frame per record), ``wait()`` and again while its queue is full (BufferError).
+ * A key that is not bytes goes as ``key_bytes(key)``; None keys and keys no longer held are
+ * skipped. Returns how many records went. */
+static PyObject *py_write_keys(PyObject *self, PyObject *args) {
+    PyObject *held, *dirty, *coded, *labels, *produce, *topic, *part, *done, *wait, *fallback;
+    PyObject *not_text, *key_bytes, *fast, *it = NULL, *key, *kwnames = NULL, *result = NULL;
+    Py_ssize_t stride, sent = 0;
+    long long applied;
+    if (!PyArg_ParseTuple(args, "O!OOnOLOOOOOOOO", &PyDict_Type, &held, &dirty, &coded, &stride,
+                          &labels, &applied, &produce, &topic, &part, &done, &wait, &fallback,
+                          &not_text, &key_bytes))
+        return NULL;
+    fast = PySequence_Fast(coded, "coded: a sequence of row positions");
+    if (fast == NULL) return NULL;
+    kwnames = Py_BuildValue("(s)", "on_delivery");
+    if (kwnames == NULL || (it = PyObject_GetIter(dirty)) == NULL) goto exit;
+    while ((key = PyIter_Next(it)) != NULL) {
+        PyObject *rows = PyDict_GetItemWithError(held, key), *value, *kb, *r;
+        PyObject *argv[5];
+        if (rows == NULL || key == Py_None) {
+            Py_DECREF(key);
+            if (PyErr_Occurred()) goto exit;
+            continue;
+        }
+        value = encode_one(rows, fast, stride, labels, applied);
+        if (value == NULL && PyErr_ExceptionMatches(not_text)) {
+            PyErr_Clear();
+            value = PyObject_CallOneArg(fallback, rows);
+        }
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto exit;
+        }
+        if (PyBytes_CheckExact(key)) {
+            kb = key;
+            Py_INCREF(kb);
+        } else
+            kb = PyObject_CallOneArg(key_bytes, key);
+        Py_DECREF(key);
+        if (kb == NULL) {
+            Py_DECREF(value);
+            goto exit;
+        }
+        argv[0] = topic;
+        argv[1] = value;
+        argv[2] = kb;
+        argv[3] = part;
+        argv[4] = done;
+        while ((r = PyObject_Vectorcall(produce, argv, 4, kwnames)) == NULL &&
+               PyErr_ExceptionMatches(PyExc_BufferError)) {
+            PyObject *w;
+            PyErr_Clear();
+            if ((w = PyObject_CallNoArgs(wait)) == NULL) break;
+            Py_DECREF(w);
+        }
+        Py_DECREF(value);
+        Py_DECREF(kb);
+        if (r == NULL) goto exit;
+        Py_DECREF(r);
+        sent++;
+    }
+    if (!PyErr_Occurred()) result = PyLong_FromSsize_t(sent);
+exit:
+    Py_XDECREF(it);
+    Py_XDECREF(kwnames);
+    Py_DECREF(fast);
     return result;
 }
 
@@ -819,6 +899,7 @@ static int check_layout(void) {
 static PyMethodDef methods[] = {
     {"apply", py_apply, METH_VARARGS, "One partition run of events: features, then state."},
     {"encode_rows", py_encode_rows, METH_VARARGS, "codec.encode_rows, plain-text tables."},
+    {"write_keys", py_write_keys, METH_VARARGS, "The changed keys' records, produced."},
     {"fsum", py_fsum, METH_O, "math.fsum over a sequence of floats (for the tests)."},
     {NULL, NULL, 0, NULL},
 };

@@ -30,11 +30,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from streaming.state.codec import META_KEY, Labels, encode_meta, encode_rows
+from streaming.state.codec import META_KEY, NATIVE, Labels, NotText, encode_meta, encode_rows
 from streaming.state.stage import StateStage
+from streaming.state.store import C_STATE
 
 Produce = Callable[[str, bytes | None, bytes, int, Callable[[Any, Any], None]], None]
 """``produce(topic, value, key, partition, on_delivery)``."""
+RawProduce = tuple[Callable[..., Any], Callable[[], object]]
+"""A producer's own ``produce(topic, value, key, partition, on_delivery=...)``, which raises
+BufferError while its queue is full, and the wait before trying again."""
 
 
 class Snapshot:
@@ -89,8 +93,13 @@ class StateChangelog:
         topic: str,
         produce: Produce,
         written: Callable[[int], object] | None = None,
+        raw: RawProduce | None = None,
     ) -> None:
         self._stage = stage
+        self._raw = raw if NATIVE else None
+        """With the C extension, the changed keys' records are encoded and produced by one C
+        call per partition through the producer's own produce (the same records, in the same
+        order, as the Python loop's through ``produce``)."""
         self._count = written
         """Told how many records each write sent (the metric: one call, not one a record)."""
         self.topic = topic
@@ -121,13 +130,28 @@ class StateChangelog:
                 if key is not None and key not in held:
                     produce(topic, None, _key_bytes(key), part, done)
                     sent += 1
-            for key in state.dirty:
-                rows = held.get(key)
-                if rows is None or key is None:  # expired since, or no key to compact by
-                    continue
-                value = encode_rows(rows, coded, stride, labels, applied)
-                produce(topic, value, key if type(key) is bytes else _key_bytes(key), part, done)
-                sent += 1
+            if self._raw is not None:
+                sent += C_STATE.write_keys(
+                    held,
+                    state.dirty,
+                    coded,
+                    stride,
+                    labels,
+                    applied,
+                    *(self._raw[0], topic, part, done, self._raw[1]),
+                    lambda r, c=coded, s=stride, a=applied: encode_rows(r, c, s, labels, a, False),
+                    NotText,
+                    _key_bytes,
+                )
+            else:
+                for key in state.dirty:
+                    rows = held.get(key)
+                    if rows is None or key is None:  # expired since, or no key to compact by
+                        continue
+                    value = encode_rows(rows, coded, stride, labels, applied)
+                    key_b = key if type(key) is bytes else _key_bytes(key)
+                    produce(topic, value, key_b, part, done)
+                    sent += 1
             state.dirty.clear()
             state.gone.clear()
             if self._written.get(tp) != applied:  # as of now, sent after the keys

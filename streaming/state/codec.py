@@ -30,7 +30,7 @@ whose keys might is told at start, see streaming.state.changelog)."""
 _HEAD = struct.Struct("<qI")
 """A key record's head: the applied offset of its snapshot, the length of its code table."""
 _SWAP = sys.byteorder != "little"
-_NATIVE = C_STATE is not None and not _SWAP
+NATIVE = C_STATE is not None and not _SWAP
 """encode_rows in C (it writes the host's doubles as they are: little-endian hosts only)."""
 _US, _RS = "\x1f", "\x1e"
 _RS_B = _RS.encode()
@@ -47,13 +47,13 @@ class Labels(dict[float, bytes]):
     def __missing__(self, code: float) -> bytes:
         value = self._values[int(code)]
         if type(value) is not str or _US in value or _RS in value:
-            raise _NotText
+            raise NotText
         entry = self[code] = f"{int(code)}{_US}{value}".encode()
         return entry
 
 
-class _NotText(Exception):
-    """A value that is not plain text: the record's table goes as JSON."""
+class NotText(Exception):
+    """A value that is not plain text: the record's table goes as JSON (from Python)."""
 
 
 def encode_rows(
@@ -64,17 +64,17 @@ def encode_rows(
     they use (in code order): the remapping is the restore's (rare) work, not each commit's.
     ``native``: by the C extension where it is built (the same bytes; a table that is not
     plain text is written by the Python below)."""
-    if native and _NATIVE:
+    if native and NATIVE:
         try:
             return C_STATE.encode_rows(rows, coded, stride, labels, applied)
-        except _NotText:
+        except NotText:
             pass
     used: set[float] = set()
     for col in coded:
         used.update(rows[col::stride])
     try:
         head = b"S" + _RS_B.join(map(labels.__getitem__, sorted(used)))
-    except _NotText:
+    except NotText:
         values = labels._values
         pairs = [(int(c), values[int(c)]) for c in sorted(used)]
         head = b"J" + json.dumps(pairs, separators=(",", ":")).encode()

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streaming.state import Aggregate, PartitionState, StateSpec, StateStage
+from streaming.state.changelog import StateChangelog
 from streaming.state.codec import Labels, decode_rows, encode_rows
 from streaming.state.store import C_STATE, Vocabulary
 
@@ -243,3 +244,50 @@ def test_a_changelog_record_is_the_same_bytes_from_c_and_python(
     assert got[0] == got[1]
     back = [decode_rows(g, coded, stride, Vocabulary()).tobytes() for g in got]
     assert back[0] == back[1]
+
+
+def test_the_changelog_writes_the_same_records_through_c_as_through_python() -> None:
+    """StateChangelog.begin with the producer's own produce (write_keys in C) and with the
+    Python loop: the same records (each in its set's order of the changed keys); str keys
+    as UTF-8, a value that is not plain text as a JSON table, a full queue (BufferError)
+    waited out and tried again."""
+    rng = np.random.default_rng(3)
+    stage = StateStage(SPEC)
+    stage.codes[7]  # a distinct-only value that is not text: its keys' tables go as JSON
+    for p in (0, 1):
+        state = stage.partition("in", p)
+        for o in range(300):
+            key = f"k{rng.integers(0, 40)}" if o % 3 else b"b%d" % rng.integers(0, 40)
+            shop = 7 if o == 150 else str(rng.integers(0, 9))
+            state.apply(key, o, 1_700_000_000_000 + 500 * o, [float(o), shop])
+    plain: list = []
+    raw: list = []
+    full = {"left": 3, "waits": 0}
+
+    def produce(topic, value, key, partition, on_delivery=None):  # type: ignore[no-untyped-def]
+        if full["left"] and len(raw) % 50 == 49:
+            full["left"] -= 1
+            raise BufferError("queue full")
+        raw.append((topic, value, key, partition))
+
+    def wait() -> None:
+        full["waits"] += 1
+
+    copy = StateStage(SPEC)
+    copy.codes.update(stage.codes)
+    copy.codes.values[:] = stage.codes.values
+    for tp, state in stage.partitions.items():
+        twin = copy.partition(*tp)
+        twin.keys = {k: array("d", v) for k, v in state.keys.items()}
+        twin.dirty, twin.applied, twin.wm = set(state.dirty), state.applied, state.wm
+    StateChangelog(stage, "s", lambda t, v, k, p, d: plain.append((t, v, k, p))).begin()
+    order = [
+        k if type(k) is bytes else k.encode() for s in copy.partitions.values() for k in s.dirty
+    ]
+    StateChangelog(copy, "s", lambda *a: None, raw=(produce, wait)).begin()
+    assert full["waits"] == 3
+    assert len(raw) == len(plain) > 60
+    assert [k for _t, _v, k, _p in raw] == order  # as its set of changed keys goes
+    assert sorted(raw) == sorted(plain)
+    assert any(v[12:13] == b"J" for _t, v, _k, _p in raw)  # the JSON table went too
+    assert {type(k) for _t, _v, k, _p in raw} == {bytes}
