@@ -689,6 +689,43 @@ exit_noplan:
     return result;
 }
 
+/* ------------------------------------------------------------------ the vocabulary */
+
+/* [vocabulary[v] for v in column] for a store.Vocabulary: a value not seen yet gets the next
+ * code, len(vocabulary), and is appended to ``values`` (its __missing__, without the call). */
+static PyObject *py_code(PyObject *self, PyObject *args) {
+    PyObject *vocab, *values, *column, *fast, *out;
+    Py_ssize_t i, n;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyDict_Type, &vocab, &PyList_Type, &values, &column))
+        return NULL;
+    fast = PySequence_Fast(column, "a column");
+    if (fast == NULL) return NULL;
+    n = PySequence_Fast_GET_SIZE(fast);
+    out = PyList_New(n);
+    if (out == NULL) goto error;
+    for (i = 0; i < n; i++) {
+        PyObject *v = PySequence_Fast_GET_ITEM(fast, i), *c = PyDict_GetItemWithError(vocab, v);
+        if (c != NULL)
+            Py_INCREF(c);
+        else {
+            if (PyErr_Occurred()) goto error;
+            c = PyLong_FromSsize_t(PyDict_GET_SIZE(vocab));
+            if (c == NULL) goto error;
+            if (PyDict_SetItem(vocab, v, c) < 0 || PyList_Append(values, v) < 0) {
+                Py_DECREF(c);
+                goto error;
+            }
+        }
+        PyList_SET_ITEM(out, i, c);
+    }
+    Py_DECREF(fast);
+    return out;
+error:
+    Py_XDECREF(out);
+    Py_DECREF(fast);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ the changelog's records */
 
 static int cmp_double(const void *a, const void *b) {
@@ -699,8 +736,38 @@ static int cmp_double(const void *a, const void *b) {
 /* codec.encode_rows: a key's record, its codes' entries taken from ``labels`` (codec.Labels:
  * code -> b"code US value"; its __missing__ makes an entry, or raises when a value is not
  * plain text, and the caller then writes the table as JSON in Python). */
+/* codec.Labels.__missing__ for a plain-text value, made here (the labels' values list is
+ * ``values``); for anything else (not a str, a separator inside, not UTF-8-encodable, a code
+ * outside the list) Labels.__missing__ itself answers, or raises. */
+static PyObject *label_entry(PyObject *labels, PyObject *values, PyObject *code, double c) {
+    PyObject *value, *entry;
+    const char *text;
+    char digits[32];
+    Py_ssize_t size, nd;
+    if (values == NULL || !PyList_Check(values) || c < 0 || c >= PyList_GET_SIZE(values) ||
+        c != (double)(Py_ssize_t)c)
+        return PyObject_GetItem(labels, code);
+    value = PyList_GET_ITEM(values, (Py_ssize_t)c);
+    if (!PyUnicode_CheckExact(value)) return PyObject_GetItem(labels, code);
+    text = PyUnicode_AsUTF8AndSize(value, &size);
+    if (text == NULL || memchr(text, 0x1f, size) != NULL || memchr(text, 0x1e, size) != NULL) {
+        PyErr_Clear();
+        return PyObject_GetItem(labels, code);
+    }
+    nd = snprintf(digits, sizeof digits, "%zd\x1f", (Py_ssize_t)c);
+    entry = PyBytes_FromStringAndSize(NULL, nd + size);
+    if (entry == NULL) return NULL;
+    memcpy(PyBytes_AS_STRING(entry), digits, nd);
+    memcpy(PyBytes_AS_STRING(entry) + nd, text, size);
+    if (PyDict_SetItem(labels, code, entry) < 0) {
+        Py_DECREF(entry);
+        return NULL;
+    }
+    return entry;
+}
+
 static PyObject *encode_one(PyObject *rows_obj, PyObject *fast, Py_ssize_t stride,
-                            PyObject *labels, long long applied) {
+                            PyObject *labels, PyObject *values, long long applied) {
     PyObject **entries = NULL, *result = NULL;
     Py_ssize_t n, ncoded, i, c, k, nused = 0, size;
     Py_buffer view = {0};
@@ -745,7 +812,7 @@ static PyObject *encode_one(PyObject *rows_obj, PyObject *fast, Py_ssize_t strid
         if (entry != NULL)
             Py_INCREF(entry);
         else if (!PyErr_Occurred())
-            entry = PyObject_GetItem(labels, code); /* __missing__ */
+            entry = label_entry(labels, values, code, used[i]);
         Py_DECREF(code);
         if (entry == NULL) goto exit;
         entries[i] = entry;
@@ -789,11 +856,15 @@ static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
     PyObject *rows_obj, *coded, *labels, *fast, *result;
     Py_ssize_t stride;
     long long applied;
+    PyObject *values;
     if (!PyArg_ParseTuple(args, "OOnOL", &rows_obj, &coded, &stride, &labels, &applied))
         return NULL;
     fast = PySequence_Fast(coded, "coded: a sequence of row positions");
     if (fast == NULL) return NULL;
-    result = encode_one(rows_obj, fast, stride, labels, applied);
+    values = PyObject_GetAttrString(labels, "_values");
+    PyErr_Clear();
+    result = encode_one(rows_obj, fast, stride, labels, values, applied);
+    Py_XDECREF(values);
     Py_DECREF(fast);
     return result;
 }
@@ -807,6 +878,7 @@ static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
 static PyObject *py_write_keys(PyObject *self, PyObject *args) {
     PyObject *held, *dirty, *coded, *labels, *produce, *topic, *part, *done, *wait, *fallback;
     PyObject *not_text, *key_bytes, *fast, *it = NULL, *key, *kwnames = NULL, *result = NULL;
+    PyObject *values;
     Py_ssize_t stride, sent = 0;
     long long applied;
     if (!PyArg_ParseTuple(args, "O!OOnOLOOOOOOOO", &PyDict_Type, &held, &dirty, &coded, &stride,
@@ -815,6 +887,8 @@ static PyObject *py_write_keys(PyObject *self, PyObject *args) {
         return NULL;
     fast = PySequence_Fast(coded, "coded: a sequence of row positions");
     if (fast == NULL) return NULL;
+    values = PyObject_GetAttrString(labels, "_values");
+    PyErr_Clear();
     kwnames = Py_BuildValue("(s)", "on_delivery");
     if (kwnames == NULL || (it = PyObject_GetIter(dirty)) == NULL) goto exit;
     while ((key = PyIter_Next(it)) != NULL) {
@@ -825,7 +899,7 @@ static PyObject *py_write_keys(PyObject *self, PyObject *args) {
             if (PyErr_Occurred()) goto exit;
             continue;
         }
-        value = encode_one(rows, fast, stride, labels, applied);
+        value = encode_one(rows, fast, stride, labels, values, applied);
         if (value == NULL && PyErr_ExceptionMatches(not_text)) {
             PyErr_Clear();
             value = PyObject_CallOneArg(fallback, rows);
@@ -864,6 +938,7 @@ static PyObject *py_write_keys(PyObject *self, PyObject *args) {
     }
     if (!PyErr_Occurred()) result = PyLong_FromSsize_t(sent);
 exit:
+    Py_XDECREF(values);
     Py_XDECREF(it);
     Py_XDECREF(kwnames);
     Py_DECREF(fast);
@@ -899,6 +974,7 @@ static int check_layout(void) {
 static PyMethodDef methods[] = {
     {"apply", py_apply, METH_VARARGS, "One partition run of events: features, then state."},
     {"encode_rows", py_encode_rows, METH_VARARGS, "codec.encode_rows, plain-text tables."},
+    {"code", py_code, METH_VARARGS, "A column coded in a store.Vocabulary."},
     {"write_keys", py_write_keys, METH_VARARGS, "The changed keys' records, produced."},
     {"fsum", py_fsum, METH_O, "math.fsum over a sequence of floats (for the tests)."},
     {NULL, NULL, 0, NULL},

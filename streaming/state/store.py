@@ -164,6 +164,12 @@ class PartitionState:
 
     def coded(self, columns: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
         """The columns with the distinct-only ones as vocabulary codes."""
+        if self.native and type(self.codes) is Vocabulary:
+            vocabulary, values = self.codes, self.codes.values
+            return [
+                C_STATE.code(vocabulary, values, col) if coded else col
+                for coded, col in zip(self._coded, columns, strict=True)
+            ]
         code = self.codes.__getitem__  # C speed; a new value is coded by __missing__
         return [
             list(map(code, col)) if coded else col

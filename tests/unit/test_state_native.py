@@ -70,6 +70,7 @@ def _state_of(state: PartitionState) -> dict:
         "dirty": state.dirty,
         "gone": state.gone,
         "since_expiry": state._since_expiry,
+        "codes": (list(state.codes.items()), state.codes.values),
     }
 
 
@@ -234,14 +235,21 @@ def test_a_changelog_record_is_the_same_bytes_from_c_and_python(
     """Key records (codec.encode_rows) from both paths, with codes in two columns of plain-text
     values and of others (a JSON table, which Python writes on both paths); they decode
     alike."""
-    values: list = ["DE", "m-000001", "é", "GB", "FR", "US", "a", "b", "c", "x\x1fy", 7, None]
-    labels = Labels(values)
+    values: list = ["DE", "m-000001", "é", "GB", "FR", "US", "a", "b", "\udcff", "x\x1fy", 7, None]
     rows = array("d")
     for i, (ts, amount, a, b) in enumerate(rows_in):
         rows.extend([float(ts), float(i), float(a), amount, float(b)])
     coded, stride = [2, 4], 5
-    got = [encode_rows(rows, coded, stride, labels, applied, native) for native in (True, False)]
+    got = []
+    for native in (True, False):
+        labels = Labels(values)  # each path makes its own entries
+        try:
+            got.append(encode_rows(rows, coded, stride, labels, applied, native))
+        except UnicodeEncodeError:  # a lone surrogate cannot be written, on either path
+            got.append(None)
     assert got[0] == got[1]
+    if got[0] is None:
+        return
     back = [decode_rows(g, coded, stride, Vocabulary()).tobytes() for g in got]
     assert back[0] == back[1]
 
