@@ -766,12 +766,46 @@ static PyObject *label_entry(PyObject *labels, PyObject *values, PyObject *code,
     return entry;
 }
 
+/* A code's entry: from ``by_code`` (codec.Labels.by_code, the entries by int code, kept
+ * here: no float made, nothing hashed), else from the labels dict or label_entry, then kept
+ * in ``by_code``. */
+static PyObject *entry_of(PyObject *labels, PyObject *values, PyObject *by_code, double c) {
+    Py_ssize_t i = (Py_ssize_t)c;
+    int whole = c >= 0 && c == (double)i && by_code != NULL && PyList_Check(by_code);
+    PyObject *code, *entry;
+    if (whole && i < PyList_GET_SIZE(by_code) && PyList_GET_ITEM(by_code, i) != Py_None) {
+        entry = PyList_GET_ITEM(by_code, i);
+        Py_INCREF(entry);
+        return entry;
+    }
+    code = PyFloat_FromDouble(c);
+    if (code == NULL) return NULL;
+    entry = PyDict_GetItemWithError(labels, code); /* borrowed */
+    if (entry != NULL)
+        Py_INCREF(entry);
+    else if (!PyErr_Occurred())
+        entry = label_entry(labels, values, code, c);
+    Py_DECREF(code);
+    if (entry == NULL || !whole || !PyBytes_Check(entry)) return entry;
+    while (PyList_GET_SIZE(by_code) <= i)
+        if (PyList_Append(by_code, Py_None) < 0) {
+            Py_DECREF(entry);
+            return NULL;
+        }
+    Py_INCREF(entry);
+    PyList_SetItem(by_code, i, entry); /* steals; the None it replaces goes */
+    return entry;
+}
+
+#define SMALL 64
+
 static PyObject *encode_one(PyObject *rows_obj, PyObject *fast, Py_ssize_t stride,
-                            PyObject *labels, PyObject *values, long long applied) {
-    PyObject **entries = NULL, *result = NULL;
+                            PyObject *labels, PyObject *values, PyObject *by_code,
+                            long long applied) {
+    PyObject **entries = NULL, *result = NULL, *entries_small[SMALL];
     Py_ssize_t n, ncoded, i, c, k, nused = 0, size;
     Py_buffer view = {0};
-    double *used = NULL;
+    double *used = NULL, used_small[SMALL];
     char *w;
     if (PyObject_GetBuffer(rows_obj, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     if (view.itemsize != 8 || view.format == NULL || strcmp(view.format, "d") != 0 ||
@@ -781,7 +815,7 @@ static PyObject *encode_one(PyObject *rows_obj, PyObject *fast, Py_ssize_t strid
     }
     n = view.len / 8 / stride;
     ncoded = PySequence_Fast_GET_SIZE(fast);
-    used = PyMem_Malloc(sizeof(double) * (n * ncoded > 0 ? n * ncoded : 1));
+    used = n * ncoded <= SMALL ? used_small : PyMem_Malloc(sizeof(double) * n * ncoded);
     if (used == NULL) {
         PyErr_NoMemory();
         goto exit;
@@ -799,21 +833,15 @@ static PyObject *encode_one(PyObject *rows_obj, PyObject *fast, Py_ssize_t strid
     for (i = k = 0; i < nused; i++) /* codes are whole numbers: no NaN to keep apart */
         if (k == 0 || used[i] != used[k - 1]) used[k++] = used[i];
     nused = k;
-    entries = PyMem_Calloc(nused ? nused : 1, sizeof(PyObject *));
+    entries = nused <= SMALL ? entries_small : PyMem_Malloc(sizeof(PyObject *) * nused);
     if (entries == NULL) {
         PyErr_NoMemory();
         goto exit;
     }
+    memset(entries, 0, sizeof(PyObject *) * (nused <= SMALL ? SMALL : nused));
     size = 12 + 1 + (nused ? nused - 1 : 0) + view.len;
     for (i = 0; i < nused; i++) {
-        PyObject *code = PyFloat_FromDouble(used[i]), *entry;
-        if (code == NULL) goto exit;
-        entry = PyDict_GetItemWithError(labels, code); /* borrowed */
-        if (entry != NULL)
-            Py_INCREF(entry);
-        else if (!PyErr_Occurred())
-            entry = label_entry(labels, values, code, used[i]);
-        Py_DECREF(code);
+        PyObject *entry = entry_of(labels, values, by_code, used[i]);
         if (entry == NULL) goto exit;
         entries[i] = entry;
         if (!PyBytes_Check(entry)) {
@@ -845,9 +873,9 @@ static PyObject *encode_one(PyObject *rows_obj, PyObject *fast, Py_ssize_t strid
 exit:
     if (entries != NULL) {
         for (i = 0; i < nused; i++) Py_XDECREF(entries[i]);
-        PyMem_Free(entries);
+        if (entries != entries_small) PyMem_Free(entries);
     }
-    PyMem_Free(used);
+    if (used != used_small) PyMem_Free(used);
     PyBuffer_Release(&view);
     return result;
 }
@@ -856,14 +884,16 @@ static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
     PyObject *rows_obj, *coded, *labels, *fast, *result;
     Py_ssize_t stride;
     long long applied;
-    PyObject *values;
+    PyObject *values, *by_code;
     if (!PyArg_ParseTuple(args, "OOnOL", &rows_obj, &coded, &stride, &labels, &applied))
         return NULL;
     fast = PySequence_Fast(coded, "coded: a sequence of row positions");
     if (fast == NULL) return NULL;
     values = PyObject_GetAttrString(labels, "_values");
+    by_code = values ? PyObject_GetAttrString(labels, "by_code") : NULL;
     PyErr_Clear();
-    result = encode_one(rows_obj, fast, stride, labels, values, applied);
+    result = encode_one(rows_obj, fast, stride, labels, values, by_code, applied);
+    Py_XDECREF(by_code);
     Py_XDECREF(values);
     Py_DECREF(fast);
     return result;
@@ -871,14 +901,15 @@ static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
 
 /* changelog.StateChangelog.begin's loop over the changed keys: each held key's record
  * encoded (encode_one; ``fallback(rows)`` where it raises ``not_text``) and handed to
- * ``produce(topic, value, key, partition, on_delivery=done)`` (the producer's own produce:
- * no Python frame per record), ``wait()`` and again while its queue is full (BufferError).
+ * ``produce(topic, value, key, partition, done)`` (the producer's own produce, whose fifth
+ * positional parameter is on_delivery: no Python frame per record), ``wait()`` and again
+ * while its queue is full (BufferError).
  * A key that is not bytes goes as ``key_bytes(key)``; None keys and keys no longer held are
  * skipped. Returns how many records went. */
 static PyObject *py_write_keys(PyObject *self, PyObject *args) {
     PyObject *held, *dirty, *coded, *labels, *produce, *topic, *part, *done, *wait, *fallback;
-    PyObject *not_text, *key_bytes, *fast, *it = NULL, *key, *kwnames = NULL, *result = NULL;
-    PyObject *values;
+    PyObject *not_text, *key_bytes, *fast, *it = NULL, *key, *result = NULL;
+    PyObject *values, *by_code;
     Py_ssize_t stride, sent = 0;
     long long applied;
     if (!PyArg_ParseTuple(args, "O!OOnOLOOOOOOOO", &PyDict_Type, &held, &dirty, &coded, &stride,
@@ -888,9 +919,9 @@ static PyObject *py_write_keys(PyObject *self, PyObject *args) {
     fast = PySequence_Fast(coded, "coded: a sequence of row positions");
     if (fast == NULL) return NULL;
     values = PyObject_GetAttrString(labels, "_values");
+    by_code = values ? PyObject_GetAttrString(labels, "by_code") : NULL;
     PyErr_Clear();
-    kwnames = Py_BuildValue("(s)", "on_delivery");
-    if (kwnames == NULL || (it = PyObject_GetIter(dirty)) == NULL) goto exit;
+    if ((it = PyObject_GetIter(dirty)) == NULL) goto exit;
     while ((key = PyIter_Next(it)) != NULL) {
         PyObject *rows = PyDict_GetItemWithError(held, key), *value, *kb, *r;
         PyObject *argv[5];
@@ -899,7 +930,7 @@ static PyObject *py_write_keys(PyObject *self, PyObject *args) {
             if (PyErr_Occurred()) goto exit;
             continue;
         }
-        value = encode_one(rows, fast, stride, labels, values, applied);
+        value = encode_one(rows, fast, stride, labels, values, by_code, applied);
         if (value == NULL && PyErr_ExceptionMatches(not_text)) {
             PyErr_Clear();
             value = PyObject_CallOneArg(fallback, rows);
@@ -923,7 +954,7 @@ static PyObject *py_write_keys(PyObject *self, PyObject *args) {
         argv[2] = kb;
         argv[3] = part;
         argv[4] = done;
-        while ((r = PyObject_Vectorcall(produce, argv, 4, kwnames)) == NULL &&
+        while ((r = PyObject_Vectorcall(produce, argv, 5, NULL)) == NULL &&
                PyErr_ExceptionMatches(PyExc_BufferError)) {
             PyObject *w;
             PyErr_Clear();
@@ -938,9 +969,9 @@ static PyObject *py_write_keys(PyObject *self, PyObject *args) {
     }
     if (!PyErr_Occurred()) result = PyLong_FromSsize_t(sent);
 exit:
+    Py_XDECREF(by_code);
     Py_XDECREF(values);
     Py_XDECREF(it);
-    Py_XDECREF(kwnames);
     Py_DECREF(fast);
     return result;
 }

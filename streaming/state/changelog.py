@@ -37,8 +37,8 @@ from streaming.state.store import C_STATE
 Produce = Callable[[str, bytes | None, bytes, int, Callable[[Any, Any], None]], None]
 """``produce(topic, value, key, partition, on_delivery)``."""
 RawProduce = tuple[Callable[..., Any], Callable[[], object]]
-"""A producer's own ``produce(topic, value, key, partition, on_delivery=...)``, which raises
-BufferError while its queue is full, and the wait before trying again."""
+"""A producer's own ``produce(topic, value, key, partition, on_delivery)`` (positional), which
+raises BufferError while its queue is full, and the wait before trying again."""
 
 
 class Snapshot:

@@ -43,6 +43,8 @@ class Labels(dict[float, bytes]):
     def __init__(self, values: list[Any]) -> None:
         super().__init__()
         self._values = values
+        self.by_code: list[bytes | None] = []
+        """The same entries by int code, kept by the C encoder (no float made per lookup)."""
 
     def __missing__(self, code: float) -> bytes:
         value = self._values[int(code)]
