@@ -63,7 +63,7 @@ typedef struct {
 
 static PyObject *Unsupported;
 static PyObject *ArrayType;
-static PyObject *TypecodeD;
+static const DescrHead *DescrD; /* array('d')'s type descriptor, taken at import */
 
 /* ------------------------------------------------------------------ math.fsum */
 
@@ -419,9 +419,13 @@ static int array_resize(ArrayObject *a, Py_ssize_t size) {
     return 0;
 }
 
+/* array('d', row) as the array module makes an empty one (newarrayobject: tp_alloc zeroes
+ * it, the descriptor of 'd' set), without parsing arguments, then sized. */
 static ArrayObject *new_rows(const double *row, Py_ssize_t stride) {
-    ArrayObject *a = (ArrayObject *)PyObject_CallOneArg(ArrayType, TypecodeD);
+    PyTypeObject *type = (PyTypeObject *)ArrayType;
+    ArrayObject *a = (ArrayObject *)type->tp_alloc(type, 0);
     if (a == NULL) return NULL;
+    a->ob_descr = DescrD;
     if (array_resize(a, stride) < 0) {
         Py_DECREF(a);
         return NULL;
@@ -687,6 +691,40 @@ exit_noplan:
     Py_XDECREF(fast_off);
     Py_XDECREF(fast_cols);
     return result;
+}
+
+/* ------------------------------------------------------------------ expiry */
+
+/* store.expire's scan: the keys whose rows are empty or whose newest event is at or before
+ * ``limit``. Unsupported (nothing else happens) for a limit past +-2**52 or a value that is
+ * not an array('d') of whole rows: the Python scan answers. */
+static PyObject *py_expired(PyObject *self, PyObject *args) {
+    PyObject *held, *key, *value, *out;
+    Py_ssize_t stride, pos = 0;
+    long long limit;
+    if (!PyArg_ParseTuple(args, "O!nL", &PyDict_Type, &held, &stride, &limit)) return NULL;
+    if (stride < 1 || limit > EXACT_LIMIT || limit < -EXACT_LIMIT) {
+        PyErr_SetString(Unsupported, "limit outside the exact range");
+        return NULL;
+    }
+    if ((out = PyList_New(0)) == NULL) return NULL;
+    while (PyDict_Next(held, &pos, &key, &value)) {
+        ArrayObject *a = (ArrayObject *)value;
+        Py_ssize_t n;
+        if (Py_TYPE(value) != (PyTypeObject *)ArrayType || a->ob_descr->typecode != 'd' ||
+            Py_SIZE(a) % stride) {
+            Py_DECREF(out);
+            PyErr_SetString(Unsupported, "a key's state that is not an array('d') of rows");
+            return NULL;
+        }
+        n = Py_SIZE(a);
+        if ((n == 0 || ((double *)a->ob_item)[n - stride] <= (double)limit) &&
+            PyList_Append(out, key) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
 }
 
 /* ------------------------------------------------------------------ the vocabulary */
@@ -989,7 +1027,9 @@ static int check_layout(void) {
         Py_DECREF(a);
         return -1;
     }
+    DescrD = arr->ob_descr;
     ok = Py_SIZE(arr) == 3 && arr->ob_item == view.buf && arr->allocated >= 3 &&
+         arr->weakreflist == NULL &&
          arr->ob_descr->typecode == 'd' && arr->ob_descr->itemsize == 8 &&
          arr->ob_exports == 1 && ((double *)view.buf)[2] == 3.5;
     PyBuffer_Release(&view);
@@ -1005,6 +1045,7 @@ static int check_layout(void) {
 static PyMethodDef methods[] = {
     {"apply", py_apply, METH_VARARGS, "One partition run of events: features, then state."},
     {"encode_rows", py_encode_rows, METH_VARARGS, "codec.encode_rows, plain-text tables."},
+    {"expired", py_expired, METH_VARARGS, "The keys an expiry pass drops."},
     {"code", py_code, METH_VARARGS, "A column coded in a store.Vocabulary."},
     {"write_keys", py_write_keys, METH_VARARGS, "The changed keys' records, produced."},
     {"fsum", py_fsum, METH_O, "math.fsum over a sequence of floats (for the tests)."},
@@ -1020,8 +1061,7 @@ PyMODINIT_FUNC PyInit__state_c(void) {
     ArrayType = PyObject_GetAttrString(array_mod, "array");
     Py_DECREF(array_mod);
     if (ArrayType == NULL) return NULL;
-    TypecodeD = PyUnicode_FromString("d");
-    if (TypecodeD == NULL || check_layout() < 0) return NULL;
+    if (check_layout() < 0) return NULL;
     m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Unsupported = PyErr_NewException("streaming.state._state_c.Unsupported", NULL, NULL);

@@ -48,6 +48,7 @@ import math
 from array import array
 from bisect import bisect_right
 from collections.abc import Hashable, Sequence
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
@@ -342,7 +343,12 @@ class PartitionState:
             return 0
         limit = self.wm - self._horizon
         stride = self._stride
-        gone = [key for key, rows in self.keys.items() if not rows or rows[-stride] <= limit]
+        gone = None
+        if self.native:
+            with suppress(C_STATE.Unsupported):  # then the scan below answers
+                gone = C_STATE.expired(self.keys, stride, limit)
+        if gone is None:
+            gone = [key for key, rows in self.keys.items() if not rows or rows[-stride] <= limit]
         for key in gone:
             del self.keys[key]
         self.dirty.difference_update(gone)

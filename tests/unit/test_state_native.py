@@ -303,3 +303,24 @@ def test_the_changelog_writes_the_same_records_through_c_as_through_python() -> 
     assert sorted(raw) == sorted(plain)
     assert any(v[12:13] == b"J" for _t, v, _k, _p in raw)  # the JSON table went too
     assert {type(k) for _t, _v, k, _p in raw} == {bytes}
+
+
+def test_an_expiry_pass_drops_the_same_keys_on_both_paths_at_the_limit() -> None:
+    """Keys whose newest event is exactly the horizon behind the partition's event time go
+    (at or before the limit), one a millisecond newer stays, on both paths."""
+    horizon = SPEC.horizon_ms
+    t = 1_700_000_000_000
+    cols = (
+        [b"at", b"before", b"after", b"now"],
+        [t, t - 1, t + 1, t + horizon],
+        [0, 1, 2, 3],
+        [1.0, 2.0, 3.0, 4.0],
+        ["x", "y", "x", "y"],
+    )
+    states = [PartitionState(SPEC, native=True), PartitionState(SPEC, native=False)]
+    for state in states:
+        _feed(state, cols, 0, 4, 4)
+        assert state.expire() == 2
+        assert set(state.keys) == {b"after", b"now"}
+        assert state.gone == {b"at", b"before"}
+    assert _state_of(states[0]) == _state_of(states[1])
