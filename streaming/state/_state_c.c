@@ -1014,6 +1014,99 @@ exit:
     return result;
 }
 
+/* ------------------------------------------------------------------ acks */
+
+/* changelog.Snapshot's count of delivery reports, as a C callable: the producer calls it once
+ * per record on the delivery thread (no Python frame each time). Acks(on_all): called as
+ * on_delivery(err, msg) it keeps the first error's text and counts; seal(records) says how
+ * many there are; on_all() is called once the count reaches them after the seal (it may be
+ * called twice, as Snapshot's Event.set may). The GIL orders the calls. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t acked, records;
+    int sealed;
+    PyObject *error;
+    PyObject *on_all;
+} Acks;
+
+static int acks_init(Acks *self, PyObject *args, PyObject *kwds) {
+    PyObject *on_all;
+    if (!PyArg_ParseTuple(args, "O:Acks", &on_all)) return -1;
+    Py_INCREF(on_all);
+    Py_XSETREF(self->on_all, on_all);
+    return 0;
+}
+
+static void acks_dealloc(Acks *self) {
+    Py_XDECREF(self->error);
+    Py_XDECREF(self->on_all);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int acks_complete(Acks *self) {
+    PyObject *r;
+    if (!self->sealed || self->acked < self->records || self->on_all == NULL) return 0;
+    r = PyObject_CallNoArgs(self->on_all);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *acks_call(Acks *self, PyObject *args, PyObject *kwds) {
+    PyObject *err, *msg;
+    if (!PyArg_ParseTuple(args, "OO", &err, &msg)) return NULL;
+    if (err != Py_None && self->error == NULL) {
+        self->error = PyObject_Str(err);
+        if (self->error == NULL) return NULL;
+    }
+    self->acked++;
+    if (acks_complete(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *acks_seal(Acks *self, PyObject *arg) {
+    Py_ssize_t records = PyLong_AsSsize_t(arg);
+    if (records == -1 && PyErr_Occurred()) return NULL;
+    self->records = records;
+    self->sealed = 1;
+    if (acks_complete(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *acks_get_error(Acks *self, void *closure) {
+    PyObject *e = self->error ? self->error : Py_None;
+    Py_INCREF(e);
+    return e;
+}
+
+static PyObject *acks_get_acked(Acks *self, void *closure) {
+    return PyLong_FromSsize_t(self->acked);
+}
+
+static PyMethodDef acks_methods[] = {
+    {"seal", (PyCFunction)acks_seal, METH_O, "No more records than this many."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef acks_getset[] = {
+    {"error", (getter)acks_get_error, NULL, "The first failed delivery's error, or None.", NULL},
+    {"acked", (getter)acks_get_acked, NULL, "Delivery reports so far.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject AcksType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "streaming.state._state_c.Acks",
+    .tp_basicsize = sizeof(Acks),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Delivery reports of one changelog snapshot, counted.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)acks_init,
+    .tp_dealloc = (destructor)acks_dealloc,
+    .tp_call = (ternaryfunc)acks_call,
+    .tp_methods = acks_methods,
+    .tp_getset = acks_getset,
+};
+
 /* ------------------------------------------------------------------ module */
 
 /* The declared struct against a real array('d'): ImportError on any difference. */
@@ -1062,8 +1155,11 @@ PyMODINIT_FUNC PyInit__state_c(void) {
     Py_DECREF(array_mod);
     if (ArrayType == NULL) return NULL;
     if (check_layout() < 0) return NULL;
+    if (PyType_Ready(&AcksType) < 0) return NULL;
     m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    Py_INCREF(&AcksType);
+    if (PyModule_AddObject(m, "Acks", (PyObject *)&AcksType) < 0) return NULL;
     Unsupported = PyErr_NewException("streaming.state._state_c.Unsupported", NULL, NULL);
     if (Unsupported == NULL || PyModule_AddObject(m, "Unsupported", Unsupported) < 0) return NULL;
     Py_INCREF(Unsupported);

@@ -44,25 +44,39 @@ raises BufferError while its queue is full, and the wait before trying again."""
 class Snapshot:
     """The records of one commit's changes, and whether the broker has them all.
 
-    Written by the delivery thread (``_acked``) and read by the main thread (``done``, ``ok``,
-    ``wait``): the count and the error are set before the event, which is the only signal."""
+    Written by the delivery thread (``on_delivery``) and read by the main thread (``done``,
+    ``error``, ``wait``): the count and the error are set before the event, which is the only
+    signal. With the C extension ``on_delivery`` is a C callable (C_STATE.Acks), so a record's
+    delivery report runs no Python frame on the delivery thread; the same counts otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, native: bool = C_STATE is not None) -> None:
         self.records = 0
-        self._acked = 0
-        self.error: str | None = None
         self._all = threading.Event()
+        self._acks = C_STATE.Acks(self._all.set) if native else None
+        self.on_delivery: Callable[[Any, Any], object] = (
+            self._acks if self._acks is not None else self._on_delivery
+        )
+        self._acked = 0
+        self._error: str | None = None
         self._sealed = False
 
-    def on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is not None and self.error is None:
-            self.error = str(err)
+    @property
+    def error(self) -> str | None:
+        """The first failed delivery's error."""
+        return self._acks.error if self._acks is not None else self._error
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None and self._error is None:
+            self._error = str(err)
         self._acked += 1
         if self._sealed and self._acked >= self.records:
             self._all.set()
 
     def seal(self) -> Snapshot:
         """No more records: from here the last ack completes it."""
+        if self._acks is not None:
+            self._acks.seal(self.records)
+            return self
         self._sealed = True
         if self._acked >= self.records:
             self._all.set()

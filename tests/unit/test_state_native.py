@@ -10,12 +10,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import KafkaError, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streaming.state import Aggregate, PartitionState, StateSpec, StateStage
-from streaming.state.changelog import StateChangelog
+from streaming.state.changelog import Snapshot, StateChangelog
 from streaming.state.codec import Labels, decode_rows, encode_rows
 from streaming.state.store import C_STATE, Vocabulary
 
@@ -324,3 +324,26 @@ def test_an_expiry_pass_drops_the_same_keys_on_both_paths_at_the_limit() -> None
         assert set(state.keys) == {b"after", b"now"}
         assert state.gone == {b"at", b"before"}
     assert _state_of(states[0]) == _state_of(states[1])
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+def test_a_snapshot_counts_its_delivery_reports_on_both_paths(native: bool) -> None:
+    """Done once every record is acked after the seal, whichever comes last; the first
+    error is kept."""
+    early = Snapshot(native)
+    early.records = 2
+    early.on_delivery(None, None)
+    early.on_delivery(None, None)
+    assert not early.done  # not sealed: more records may come
+    assert early.seal().done and early.error is None
+
+    late = Snapshot(native)
+    late.records = 3
+    late.on_delivery(None, None)
+    assert not late.seal().done
+    late.on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+    assert not late.done
+    late.on_delivery(KafkaError(KafkaError._ALL_BROKERS_DOWN), None)
+    assert late.done and late.wait(0)
+    assert late.error == str(KafkaError(KafkaError._MSG_TIMED_OUT))
+    assert Snapshot(native).seal().done  # no records: done at once
