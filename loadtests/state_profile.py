@@ -31,6 +31,7 @@ from pipelines.fraud.generator import make_generator
 from pipelines.fraud.schema import Transaction
 from streaming.state.changelog import StateChangelog
 from streaming.state.stage import StateStage
+from streaming.state.store import C_STATE
 
 _PARTITIONS = 4
 _POLL = 2_000
@@ -130,6 +131,9 @@ def main() -> None:
     batches = make_batches(args.events, seed)
     print(f"{args.events:,} events (seed {seed}) in {len(batches)} poll batches")
     paths = {"both": ["python", "native"], "python": ["python"], "native": ["native"]}[args.path]
+    if C_STATE is None and "native" in paths:  # it would run the Python path under its name
+        print("  the C extension is not built (pip install -e .): the Python path only")
+        paths = ["python"]
     for path in [*paths, "python-parts"] if "python" in paths else paths:
         gc.collect()
         clock = _Clock()
