@@ -618,8 +618,8 @@ static PyObject *py_apply(PyObject *self, PyObject *args) {
             continue;
         }
         applied = offset;
-        rows_obj = PyDict_GetItemWithError(held, key);
-        if (rows_obj == NULL && PyErr_Occurred()) goto exit;
+        /* The key's rows are looked up after the calls that may run Python code (a key's
+         * __hash__ or __eq__) and used before any other: a borrowed reference stays valid. */
         if (ts < wm - p.grace) { /* late: as of wm, not kept */
             PyObject *t = PyLong_FromLongLong(wm);
             int rc;
@@ -627,6 +627,8 @@ static PyObject *py_apply(PyObject *self, PyObject *args) {
             rc = PyDict_SetItem(late, PySequence_Fast_GET_ITEM(fast_off, start + i), t);
             Py_DECREF(t);
             if (rc < 0) goto exit;
+            rows_obj = PyDict_GetItemWithError(held, key);
+            if (rows_obj == NULL && PyErr_Occurred()) goto exit;
             if (rows_obj == NULL) {
                 memcpy(feat, p.empty, sizeof(double) * p.width);
                 continue;
@@ -637,6 +639,8 @@ static PyObject *py_apply(PyObject *self, PyObject *args) {
         }
         if (ts > wm) wm = ts;
         if (PySet_Add(dirty, key) < 0) goto exit;
+        rows_obj = PyDict_GetItemWithError(held, key);
+        if (rows_obj == NULL && PyErr_Occurred()) goto exit;
         if (rows_obj == NULL) { /* a key's first event: nothing to aggregate */
             ArrayObject *a = new_rows(row, s);
             int rc;
@@ -968,11 +972,13 @@ static PyObject *py_write_keys(PyObject *self, PyObject *args) {
             if (PyErr_Occurred()) goto exit;
             continue;
         }
+        Py_INCREF(rows); /* Labels.__missing__ runs Python code */
         value = encode_one(rows, fast, stride, labels, values, by_code, applied);
         if (value == NULL && PyErr_ExceptionMatches(not_text)) {
             PyErr_Clear();
             value = PyObject_CallOneArg(fallback, rows);
         }
+        Py_DECREF(rows);
         if (value == NULL) {
             Py_DECREF(key);
             goto exit;
