@@ -1,8 +1,10 @@
-"""The one compiled part: streaming.formats._avro_flat, flat Avro records read in C.
+"""The compiled parts: streaming.formats._avro_flat, flat Avro records read in C, and
+streaming.state._state_c, the state stage's hot path in C.
 
 Everything else is in pyproject.toml. ``optional``: where no C compiler is found the install
-still succeeds and the Avro decoder reads with its generated Python instead (the same answers,
-slower); ``streaming.formats.avro_compiled.C_READER`` says which one runs.
+still succeeds and each part runs its Python instead (the same answers, slower):
+``streaming.formats.avro_compiled.C_READER`` and ``streaming.state.store.C_STATE`` say which
+one runs.
 """
 
 from setuptools import Extension, setup
@@ -14,6 +16,12 @@ setup(
             ["streaming/formats/_avro_flat.c"],
             extra_compile_args=["-O2", "-Wall"],
             optional=True,
-        )
+        ),
+        Extension(
+            "streaming.state._state_c",
+            ["streaming/state/_state_c.c"],
+            extra_compile_args=["-O2", "-Wall"],
+            optional=True,
+        ),
     ]
 )

@@ -30,35 +30,53 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from streaming.state.codec import META_KEY, Labels, encode_meta, encode_rows
+from streaming.state.codec import META_KEY, NATIVE, Labels, NotText, encode_meta, encode_rows
 from streaming.state.stage import StateStage
+from streaming.state.store import C_STATE
 
 Produce = Callable[[str, bytes | None, bytes, int, Callable[[Any, Any], None]], None]
 """``produce(topic, value, key, partition, on_delivery)``."""
+RawProduce = tuple[Callable[..., Any], Callable[[], object]]
+"""A producer's own ``produce(topic, value, key, partition, on_delivery)`` (positional), which
+raises BufferError while its queue is full, and the wait before trying again."""
 
 
 class Snapshot:
     """The records of one commit's changes, and whether the broker has them all.
 
-    Written by the delivery thread (``_acked``) and read by the main thread (``done``, ``ok``,
-    ``wait``): the count and the error are set before the event, which is the only signal."""
+    Written by the delivery thread (``on_delivery``) and read by the main thread (``done``,
+    ``error``, ``wait``): the count and the error are set before the event, which is the only
+    signal. With the C extension ``on_delivery`` is a C callable (C_STATE.Acks), so a record's
+    delivery report runs no Python frame on the delivery thread; the same counts otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, native: bool = C_STATE is not None) -> None:
         self.records = 0
-        self._acked = 0
-        self.error: str | None = None
         self._all = threading.Event()
+        self._acks = C_STATE.Acks(self._all.set) if native else None
+        self.on_delivery: Callable[[Any, Any], object] = (
+            self._acks if self._acks is not None else self._on_delivery
+        )
+        self._acked = 0
+        self._error: str | None = None
         self._sealed = False
 
-    def on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is not None and self.error is None:
-            self.error = str(err)
+    @property
+    def error(self) -> str | None:
+        """The first failed delivery's error."""
+        return self._acks.error if self._acks is not None else self._error
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None and self._error is None:
+            self._error = str(err)
         self._acked += 1
         if self._sealed and self._acked >= self.records:
             self._all.set()
 
     def seal(self) -> Snapshot:
         """No more records: from here the last ack completes it."""
+        if self._acks is not None:
+            self._acks.seal(self.records)
+            return self
         self._sealed = True
         if self._acked >= self.records:
             self._all.set()
@@ -89,8 +107,13 @@ class StateChangelog:
         topic: str,
         produce: Produce,
         written: Callable[[int], object] | None = None,
+        raw: RawProduce | None = None,
     ) -> None:
         self._stage = stage
+        self._raw = raw if NATIVE else None
+        """With the C extension, the changed keys' records are encoded and produced by one C
+        call per partition through the producer's own produce (the same records, in the same
+        order, as the Python loop's through ``produce``)."""
         self._count = written
         """Told how many records each write sent (the metric: one call, not one a record)."""
         self.topic = topic
@@ -121,13 +144,28 @@ class StateChangelog:
                 if key is not None and key not in held:
                     produce(topic, None, _key_bytes(key), part, done)
                     sent += 1
-            for key in state.dirty:
-                rows = held.get(key)
-                if rows is None or key is None:  # expired since, or no key to compact by
-                    continue
-                value = encode_rows(rows, coded, stride, labels, applied)
-                produce(topic, value, key if type(key) is bytes else _key_bytes(key), part, done)
-                sent += 1
+            if self._raw is not None:
+                sent += C_STATE.write_keys(
+                    held,
+                    state.dirty,
+                    coded,
+                    stride,
+                    labels,
+                    applied,
+                    *(self._raw[0], topic, part, done, self._raw[1]),
+                    lambda r, c=coded, s=stride, a=applied: encode_rows(r, c, s, labels, a, False),
+                    NotText,
+                    _key_bytes,
+                )
+            else:
+                for key in state.dirty:
+                    rows = held.get(key)
+                    if rows is None or key is None:  # expired since, or no key to compact by
+                        continue
+                    value = encode_rows(rows, coded, stride, labels, applied)
+                    key_b = key if type(key) is bytes else _key_bytes(key)
+                    produce(topic, value, key_b, part, done)
+                    sent += 1
             state.dirty.clear()
             state.gone.clear()
             if self._written.get(tp) != applied:  # as of now, sent after the keys

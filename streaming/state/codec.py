@@ -21,7 +21,7 @@ import sys
 from array import array
 from typing import Any
 
-from streaming.state.store import PartitionState, Vocabulary
+from streaming.state.store import C_STATE, PartitionState, Vocabulary
 
 META_KEY = b"\x00streaming.state.partition"
 """The partition record's key (no card key starts with a NUL byte in practice; a pipeline
@@ -30,6 +30,8 @@ whose keys might is told at start, see streaming.state.changelog)."""
 _HEAD = struct.Struct("<qI")
 """A key record's head: the applied offset of its snapshot, the length of its code table."""
 _SWAP = sys.byteorder != "little"
+NATIVE = C_STATE is not None and not _SWAP
+"""encode_rows in C (it writes the host's doubles as they are: little-endian hosts only)."""
 _US, _RS = "\x1f", "\x1e"
 _RS_B = _RS.encode()
 
@@ -41,31 +43,42 @@ class Labels(dict[float, bytes]):
     def __init__(self, values: list[Any]) -> None:
         super().__init__()
         self._values = values
+        self.by_code: list[bytes | None] = []
+        """The same entries by int code, kept by the C encoder (no float made per lookup)."""
 
     def __missing__(self, code: float) -> bytes:
         value = self._values[int(code)]
         if type(value) is not str or _US in value or _RS in value:
-            raise _NotText
+            raise NotText
         entry = self[code] = f"{int(code)}{_US}{value}".encode()
         return entry
 
 
-class _NotText(Exception):
-    """A value that is not plain text: the record's table goes as JSON."""
+class NotText(Exception):
+    """A value that is not plain text: the record's table goes as JSON (from Python)."""
 
 
-def encode_rows(rows: array, coded: list[int], stride: int, labels: Labels, applied: int) -> bytes:
+def encode_rows(
+    rows: array, coded: list[int], stride: int, labels: Labels, applied: int, native: bool = True
+) -> bytes:
     """A key's rows as bytes, written in the snapshot of ``applied``; ``coded`` are the row
     positions of distinct-only columns. The rows go as they are, with the values of the codes
-    they use: the remapping is the restore's (rare) work, not each commit's."""
+    they use (in code order): the remapping is the restore's (rare) work, not each commit's.
+    ``native``: by the C extension where it is built (the same bytes; a table that is not
+    plain text is written by the Python below)."""
+    if native and NATIVE:
+        try:
+            return C_STATE.encode_rows(rows, coded, stride, labels, applied)
+        except NotText:
+            pass
     used: set[float] = set()
     for col in coded:
         used.update(rows[col::stride])
     try:
-        head = b"S" + _RS_B.join(map(labels.__getitem__, used))
-    except _NotText:
+        head = b"S" + _RS_B.join(map(labels.__getitem__, sorted(used)))
+    except NotText:
         values = labels._values
-        pairs = [(int(c), values[int(c)]) for c in used]
+        pairs = [(int(c), values[int(c)]) for c in sorted(used)]
         head = b"J" + json.dumps(pairs, separators=(",", ":")).encode()
     data = rows.tobytes() if not _SWAP else _swapped(rows)
     return _HEAD.pack(applied, len(head)) + head + data

@@ -14,14 +14,16 @@ from typing import Any
 import numpy as np
 
 from streaming.state.spec import StateSpec
-from streaming.state.store import PartitionState, Vocabulary
+from streaming.state.store import C_STATE, PartitionState, Vocabulary
 
 
 class StateStage:
     """Features per event from the state of its partition and key."""
 
-    def __init__(self, spec: StateSpec) -> None:
+    def __init__(self, spec: StateSpec, native: bool = C_STATE is not None) -> None:
         self.spec = spec
+        self.native = native
+        """Partitions run the C path (store.C_STATE; the default where it is built)."""
         self._ts = attrgetter(spec.ts_field)
         self._fields = [attrgetter(f) for f in spec.fields]
         self.codes = Vocabulary()
@@ -32,7 +34,9 @@ class StateStage:
         """The partition's state (created empty when first seen)."""
         state = self.partitions.get((topic, partition))
         if state is None:
-            state = self.partitions[(topic, partition)] = PartitionState(self.spec, self.codes)
+            state = self.partitions[(topic, partition)] = PartitionState(
+                self.spec, self.codes, native=self.native
+            )
         return state
 
     def drop(self, topic: str, partition: int) -> None:
@@ -55,6 +59,13 @@ class StateStage:
         parts = [m.partition() for m in msgs]
         topic = msgs[0].topic()
         first = self.partition(topic, parts[0])
+        if first.native:  # one C call per partition run, into the matrix handed on
+            matrix = np.empty((n, width), dtype=np.float64)
+            coded = first.coded(columns)
+            for start, end in [(0, n)] if parts.count(parts[0]) == n else _runs(parts):
+                state = self.partition(topic, parts[start])
+                state.apply_columns(keys, ts, offsets, coded, start, end, matrix)
+            return matrix
         rows = first.rows(ts, offsets, columns)  # the vocabulary is the stage's: any state
         out: list[float] = []
         if parts.count(parts[0]) == n:
@@ -81,6 +92,20 @@ class StateStage:
     def keys(self) -> int:
         """Keys held over all partitions (for the metric and the soak)."""
         return sum(len(s) for s in self.partitions.values())
+
+
+def _runs(parts: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of each run of one partition (a poll returns runs: fetches are per
+    partition)."""
+    runs = []
+    start = 0
+    while start < len(parts):
+        end = start + 1
+        while end < len(parts) and parts[end] == parts[start]:
+            end += 1
+        runs.append((start, end))
+        start = end
+    return runs
 
 
 def history_features(spec: StateSpec, keys: Sequence[Any], records: Sequence[Any]) -> np.ndarray:

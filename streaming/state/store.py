@@ -29,6 +29,15 @@ traverse): with a Python object and a list per column for each key, the collecto
 over the state of 50,000 cards were 70% of the stage's cost. Fields only counted distinct are
 stored as codes of the partition's vocabulary.
 
+Two paths give the same answers to the last bit: the C extension streaming.state._state_c
+(``C_STATE``; setup.py builds it, optional where no compiler is found) runs ``apply_many``'s
+loop and the aggregates for a whole partition run in one call, writing the features into a
+float64 buffer; the Python below is the fallback and the reference (``native=False``), and
+takes any run the C path does not answer for (``C_STATE.Unsupported``: a time or an offset
+past 2**52, a value that is not a number). Both keep the same rows, marks and offsets, so the
+changelog, its codec and the restore do not know which one ran. The C path's new arrays are
+not tracked by the cyclic collector (they hold no objects).
+
 Threads: a PartitionState is owned by the feeding thread (the engine's submit); the
 changelog writer reads serialized copies only.
 """
@@ -39,9 +48,17 @@ import math
 from array import array
 from bisect import bisect_right
 from collections.abc import Hashable, Sequence
+from contextlib import suppress
 from typing import Any
 
+import numpy as np
+
 from streaming.state.spec import StateSpec
+
+try:
+    from streaming.state import _state_c as C_STATE
+except ImportError:  # built without a C compiler (or another array layout): Python alone
+    C_STATE = None  # type: ignore[assignment]
 
 _NO_TIME = -(2**62)
 """The partition's event time before its first event (no event is late then)."""
@@ -82,6 +99,8 @@ class _Plan:
                 empty.append(a.default)
         self.windows = sorted(windows.items())
         self.empty = empty
+        self.native = _native_plan(spec, self.windows, empty)
+        """The plan as the C path reads it (None without the extension)."""
         numeric = {a.field for a in spec.aggregates if a.kind != "distinct"}
         self.coded = [f not in numeric for f in spec.fields]
         self.stride = 2 + len(spec.fields)
@@ -92,7 +111,9 @@ class _Plan:
 class PartitionState:
     """Per key state of one partition; ``apply`` returns an event's features and adds it."""
 
-    def __init__(self, spec: StateSpec, codes: Vocabulary | None = None) -> None:
+    def __init__(
+        self, spec: StateSpec, codes: Vocabulary | None = None, native: bool = C_STATE is not None
+    ) -> None:
         self.spec = spec
         self._grace = spec.grace_ms
         self._horizon = spec.horizon_ms  # bound once: properties cost on the hot path
@@ -102,6 +123,9 @@ class PartitionState:
         self._coded = plan.coded
         self._stride = plan.stride
         self.coded_columns = plan.coded_columns
+        self._native_plan = plan.native if native else None
+        self.native = self._native_plan is not None
+        """The C path runs (``native``, the default where the extension is built)."""
         self.stride = plan.stride
         """Values per row: (ts, offset, field...); the changelog's codec reads rows by it."""
         self.codes = Vocabulary() if codes is None else codes
@@ -137,20 +161,83 @@ class PartitionState:
         """Input rows for ``apply_many`` from columns: (ts, offset, field...) per event, the
         fields only counted distinct as vocabulary codes. Column-wise, so that the per-event
         work is a few C calls."""
+        return list(zip(ts, offsets, *self.coded(columns)))  # noqa: B905 - one length
+
+    def coded(self, columns: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+        """The columns with the distinct-only ones as vocabulary codes."""
+        if self.native and type(self.codes) is Vocabulary:
+            vocabulary, values = self.codes, self.codes.values
+            return [
+                C_STATE.code(vocabulary, values, col) if coded else col
+                for coded, col in zip(self._coded, columns, strict=True)
+            ]
         code = self.codes.__getitem__  # C speed; a new value is coded by __missing__
-        cols = [
+        return [
             list(map(code, col)) if coded else col
             for coded, col in zip(self._coded, columns, strict=True)
         ]
-        return list(zip(ts, offsets, *cols))  # noqa: B905 - one length
+
+    def apply_columns(
+        self,
+        keys: Sequence[Hashable],
+        ts: Sequence[int],
+        offsets: Sequence[int],
+        columns: Sequence[Sequence[Any]],
+        start: int,
+        end: int,
+        out: np.ndarray,
+    ) -> None:
+        """``apply_many`` for events ``start:end`` of a poll batch given by columns (``coded``),
+        event i's features written to row i of the float64 matrix ``out``. The C path when
+        it runs and answers for the run; the Python path otherwise."""
+        if self._native_plan is not None:
+            try:
+                wm, applied, replays = C_STATE.apply(
+                    self._native_plan,
+                    self.keys,
+                    self.dirty,
+                    self.late,
+                    keys,
+                    ts,
+                    offsets,
+                    columns,
+                    start,
+                    end,
+                    out,
+                    _NO_TIME if self.wm is None else self.wm,
+                    self.applied,
+                )
+            except C_STATE.Unsupported:
+                pass  # nothing changed: the Python path answers
+            else:
+                self.wm = None if wm == _NO_TIME else wm
+                self.applied = applied
+                self._expire_after(end - start - replays)
+                return
+        flat: list[float] = []
+        run = [c[start:end] for c in (ts, offsets, *columns)]
+        self._apply_python(keys[start:end], list(zip(*run)), flat)  # noqa: B905 - one length
+        out[start:end] = np.array(flat, dtype=np.float64).reshape(end - start, -1)
 
     def apply_many(
         self, keys: Sequence[Hashable], rows_in: Sequence[tuple[Any, ...]], out: list[float]
     ) -> None:
         """``apply`` for a run of events of this partition in offset order (``rows_in`` from
-        ``rows``); each event's features are appended to the flat ``out``. One loop with the
-        hot names bound to locals: the stage's cost is per event, and attribute lookups and a
-        list per event were a good share of it."""
+        ``rows``); each event's features are appended to the flat ``out``."""
+        if self._native_plan is None or not rows_in:
+            self._apply_python(keys, rows_in, out)
+            return
+        ts, offsets, *columns = zip(*rows_in)  # noqa: B905 - rows of one width
+        matrix = np.empty((len(rows_in), len(self._empty)), dtype=np.float64)
+        self.apply_columns(keys, ts, offsets, columns, 0, len(rows_in), matrix)
+        out.extend(matrix.ravel().tolist())
+
+    def _apply_python(
+        self, keys: Sequence[Hashable], rows_in: Sequence[tuple[Any, ...]], out: list[float]
+    ) -> None:
+        """The Python path of ``apply_many``. One loop with the hot names bound to locals:
+        the stage's cost is per event, and attribute lookups and a list per event were a
+        good share of it."""
         extend = out.extend
         state = self.keys
         get = state.get
@@ -195,7 +282,11 @@ class PartitionState:
                 del rows[: bisect_right(rows[0::stride], limit) * stride]
         self.wm = None if wm == _NO_TIME else wm
         self.applied = applied
-        self._since_expiry += len(keys) - replays
+        self._expire_after(len(keys) - replays)
+
+    def _expire_after(self, applied: int) -> None:
+        """Count events applied (replays are not); an expiry pass when enough were."""
+        self._since_expiry += applied
         if self._since_expiry >= self._expire_every:
             self.expire()
 
@@ -252,7 +343,12 @@ class PartitionState:
             return 0
         limit = self.wm - self._horizon
         stride = self._stride
-        gone = [key for key, rows in self.keys.items() if not rows or rows[-stride] <= limit]
+        gone = None
+        if self.native:
+            with suppress(C_STATE.Unsupported):  # then the scan below answers
+                gone = C_STATE.expired(self.keys, stride, limit)
+        if gone is None:
+            gone = [key for key, rows in self.keys.items() if not rows or rows[-stride] <= limit]
         for key in gone:
             del self.keys[key]
         self.dirty.difference_update(gone)
@@ -264,3 +360,31 @@ class PartitionState:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def _native_plan(
+    spec: StateSpec, windows: list[tuple[int, list[tuple[int, str, int, int]]]], empty: list
+) -> tuple | None:
+    """The plan as ``C_STATE.apply`` reads it: (stride, grace, horizon, empty, windows) with
+    kinds as the extension's codes; None without the extension."""
+    if C_STATE is None:
+        return None
+    kind = {
+        "count": C_STATE.COUNT,
+        "since_last": C_STATE.SINCE_LAST,
+        "sum": C_STATE.SUM,
+        "mean": C_STATE.MEAN,
+        "distinct": C_STATE.DISTINCT,
+        "max": C_STATE.MAX,
+        "last": C_STATE.LAST,
+    }
+    return (
+        2 + len(spec.fields),
+        spec.grace_ms,
+        spec.horizon_ms,
+        tuple(float(v) for v in empty),
+        tuple(
+            (window, tuple((slot, kind[k], col, cap) for slot, k, col, cap in aggs))
+            for window, aggs in windows
+        ),
+    )

@@ -62,4 +62,4 @@ def attach_state(
             )
 
     source.on_assigning.append(restore_assigned)
-    return StateChangelog(stage, topic, produce, written.inc)
+    return StateChangelog(stage, topic, produce, written.inc, sink.partition_producer())

@@ -395,6 +395,12 @@ def check_state_check(ctx: Ctx) -> None:
     assert "OK: 120,000/120,000 features equal" in done.stdout, done.stdout
 
 
+def check_state_profile(ctx: Ctx) -> None:
+    done = run(ctx, swap(ctx.argv, "--events", "4000"), timeout=120)
+    for part in ("python: compute", "native: compute", "native: changelog at commit"):
+        assert part in done.stdout, done.stdout
+
+
 def check_state_soak(ctx: Ctx) -> None:
     done = run(ctx, [*ctx.argv, "--cards", "5000", "--every", "5000"], timeout=120)
     assert "of 5,000 cards; vocabulary" in done.stdout, done.stdout
@@ -667,10 +673,14 @@ COMMANDS: dict[str, Check] = {
         "costs is a benchmark's figure, not a test's",
         help_lists("--records", "--rounds"),
     ),
-    ".venv/bin/python -m loadtests.state_cost": Check(
+    ".venv/bin/python -m loadtests.state_cost --events 100000 --pairs 8": Check(
         "--help only: drains with the state stage are tests/integration/test_state.py's, the "
         "pairing drain_ratio's bounded run",
         help_lists("--events", "--pairs"),
+    ),
+    ".venv/bin/python -m loadtests.state_profile --events 200000": Check(
+        "bounded: --events 4000 (in process, no broker; ~1 min in full): both paths' parts",
+        check_state_profile,
     ),
     ".venv/bin/python -m loadtests.state_check --events 1000000": Check(
         "bounded: --events 20000 (the full run takes ~2 min): every feature equal",
