@@ -59,26 +59,20 @@ class StateStage:
         parts = [m.partition() for m in msgs]
         topic = msgs[0].topic()
         first = self.partition(topic, parts[0])
+        # a poll returns runs of one partition (fetches are per partition): a call each
+        runs = [(0, n)] if parts.count(parts[0]) == n else _runs(parts)
         if first.native:  # one C call per partition run, into the matrix handed on
             matrix = np.empty((n, width), dtype=np.float64)
             coded = first.coded(columns)
-            for start, end in [(0, n)] if parts.count(parts[0]) == n else _runs(parts):
+            for start, end in runs:
                 state = self.partition(topic, parts[start])
                 state.apply_columns(keys, ts, offsets, coded, start, end, matrix)
             return matrix
         rows = first.rows(ts, offsets, columns)  # the vocabulary is the stage's: any state
         out: list[float] = []
-        if parts.count(parts[0]) == n:
-            first.apply_many(keys, rows, out)
-        else:  # a poll returns runs of one partition (fetches are per partition): a call each
-            start = 0
-            while start < n:
-                part = parts[start]
-                end = start + 1
-                while end < n and parts[end] == part:
-                    end += 1
-                self.partition(topic, part).apply_many(keys[start:end], rows[start:end], out)
-                start = end
+        for start, end in runs:
+            state = self.partition(topic, parts[start])
+            state.apply_many(keys[start:end], rows[start:end], out)
         return np.array(out, dtype=np.float64).reshape(n, width)
 
     def compute_one(
