@@ -58,5 +58,5 @@ format: $(STAMP)  ## ruff format and import sorting
 	$(BIN)/ruff check --fix --select I .
 	$(BIN)/ruff format .
 
-clean:  ## remove the venv, caches and built models
-	rm -rf $(VENV) .pytest_cache .ruff_cache models/*/v*/ *.egg-info .demo-broker.log
+clean:  ## remove the venv, caches, built models and the compiled extensions
+	rm -rf $(VENV) .pytest_cache .ruff_cache models/*/v*/ *.egg-info .demo-broker.log build streaming/*/*.so
