@@ -205,49 +205,55 @@ def _compile(writer: dict[str, Any], body: list[str], scope: dict[str, Any]) -> 
     return scope["read"]
 
 
-def _checked_field(
-    kind: Any, check: FieldCheck, out: str, i: int, scope: dict[str, Any]
-) -> list[str] | None:
-    """Lines that read one value for a field the model checks, when the Avro type gives
-    exactly the Python type the check takes (a str Literal read from a string is looked up
-    by its bytes: a miss raises KeyError, which defers)."""
+def _checked_case(kind: Any, check: FieldCheck) -> tuple[Any, str] | None:
+    """How a field the model checks is read, when the Avro type gives exactly the Python type
+    the check takes: (the type, "literal-string" | "literal-enum" | "plain"); None when it is
+    not compiled. The one decision both readers (generated Python and C) follow."""
     if isinstance(kind, dict) and "logicalType" not in kind and kind.get("type") != "enum":
         kind = kind.get("type")
     if check.kind == "literal":
         if kind == "string":
-            scope[f"_lit{i}"] = {c.encode(): c for c in check.choices}
-            return _string(out, f"_lit{i}[buf[p:e]]")
+            return kind, "literal-string"
         if isinstance(kind, dict) and kind.get("type") == "enum":
-            scope[f"_set{i}"] = frozenset(check.choices)
-            lines = _field(kind, out)
-            if lines is None:
-                return None
-            return [*lines, f"if {out} not in _set{i}:", "    raise Defer"]
+            return kind, "literal-enum"
         return None
-    if kind not in _TAKES[check.kind]:
+    return (kind, "plain") if kind in _TAKES[check.kind] else None
+
+
+def _checked_field(
+    kind: Any, check: FieldCheck, out: str, i: int, scope: dict[str, Any]
+) -> list[str] | None:
+    """Lines that read one value for a field the model checks (a str Literal read from a
+    string is looked up by its bytes: a miss raises KeyError, which defers)."""
+    found = _checked_case(kind, check)
+    if found is None:
         return None
-    return _field(kind, out)
+    kind, case = found
+    if case == "literal-string":
+        scope[f"_lit{i}"] = {c.encode(): c for c in check.choices}
+        return _string(out, f"_lit{i}[buf[p:e]]")
+    lines = _field(kind, out)
+    if lines is None or case == "plain":
+        return lines
+    scope[f"_set{i}"] = frozenset(check.choices)
+    return [*lines, f"if {out} not in _set{i}:", "    raise Defer"]
 
 
 def _checked_op(
     kind: Any, check: FieldCheck
 ) -> tuple[tuple[Any, ...], frozenset[str] | None] | None:
     """The C reader's op for a field the model checks, and the values an enum must be one
-    of (a str literal read from an enum); the same cases as ``_checked_field``."""
-    if isinstance(kind, dict) and "logicalType" not in kind and kind.get("type") != "enum":
-        kind = kind.get("type")
-    if check.kind == "literal":
-        if kind == "string":
-            pairs = tuple((c.encode(), c) for c in check.choices)
-            return (C_READER.LITERAL, pairs), None
-        if isinstance(kind, dict) and kind.get("type") == "enum":
-            op = _op(kind)
-            return None if op is None else (op, frozenset(check.choices))
+    of (a str literal read from an enum)."""
+    found = _checked_case(kind, check)
+    if found is None:
         return None
-    if kind not in _TAKES[check.kind]:
-        return None
+    kind, case = found
+    if case == "literal-string":
+        return (C_READER.LITERAL, tuple((c.encode(), c) for c in check.choices)), None
     op = _op(kind)
-    return None if op is None else (op, None)
+    if op is None:
+        return None
+    return op, (frozenset(check.choices) if case == "literal-enum" else None)
 
 
 def _op(kind: Any) -> tuple[Any, ...] | None:

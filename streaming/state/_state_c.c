@@ -922,6 +922,19 @@ exit:
     return result;
 }
 
+/* What both encoders take from their arguments: the coded row positions as a fast sequence
+ * (-1 with the exception set when not a sequence), and the labels' ``_values`` and
+ * ``by_code`` (NULL each when the labels have none: then encode_one asks the labels). */
+static int encoder_inputs(PyObject *coded, PyObject *labels, PyObject **fast, PyObject **values,
+                          PyObject **by_code) {
+    *fast = PySequence_Fast(coded, "coded: a sequence of row positions");
+    if (*fast == NULL) return -1;
+    *values = PyObject_GetAttrString(labels, "_values");
+    *by_code = *values ? PyObject_GetAttrString(labels, "by_code") : NULL;
+    PyErr_Clear();
+    return 0;
+}
+
 static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
     PyObject *rows_obj, *coded, *labels, *fast, *result;
     Py_ssize_t stride;
@@ -929,11 +942,7 @@ static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
     PyObject *values, *by_code;
     if (!PyArg_ParseTuple(args, "OOnOL", &rows_obj, &coded, &stride, &labels, &applied))
         return NULL;
-    fast = PySequence_Fast(coded, "coded: a sequence of row positions");
-    if (fast == NULL) return NULL;
-    values = PyObject_GetAttrString(labels, "_values");
-    by_code = values ? PyObject_GetAttrString(labels, "by_code") : NULL;
-    PyErr_Clear();
+    if (encoder_inputs(coded, labels, &fast, &values, &by_code) < 0) return NULL;
     result = encode_one(rows_obj, fast, stride, labels, values, by_code, applied);
     Py_XDECREF(by_code);
     Py_XDECREF(values);
@@ -958,11 +967,7 @@ static PyObject *py_write_keys(PyObject *self, PyObject *args) {
                           &labels, &applied, &produce, &topic, &part, &done, &wait, &fallback,
                           &not_text, &key_bytes))
         return NULL;
-    fast = PySequence_Fast(coded, "coded: a sequence of row positions");
-    if (fast == NULL) return NULL;
-    values = PyObject_GetAttrString(labels, "_values");
-    by_code = values ? PyObject_GetAttrString(labels, "by_code") : NULL;
-    PyErr_Clear();
+    if (encoder_inputs(coded, labels, &fast, &values, &by_code) < 0) return NULL;
     if ((it = PyObject_GetIter(dirty)) == NULL) goto exit;
     while ((key = PyIter_Next(it)) != NULL) {
         PyObject *rows = PyDict_GetItemWithError(held, key), *value, *kb, *r;
