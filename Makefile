@@ -13,8 +13,9 @@ TORCH  ?= torch==2.13.0
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-# setup.py builds the C Avro reader (streaming/formats/_avro_flat.c) and the state stage's hot
-# path (streaming/state/_state_c.c): a changed source rebuilds them.
+# setup.py builds the C Avro reader (streaming/formats/_avro_flat.c), the state stage's hot
+# path (streaming/state/_state_c.c) and the explainer's integrated gradients
+# (streaming/explain/_relu_ig.c): a changed source rebuilds them.
 $(STAMP): pyproject.toml setup.py $(wildcard streaming/*/*.c)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
