@@ -14,8 +14,9 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 # setup.py builds the C Avro reader (streaming/formats/_avro_flat.c), the state stage's hot
-# path (streaming/state/_state_c.c) and the explainer's integrated gradients
-# (streaming/explain/_relu_ig.c): a changed source rebuilds them.
+# path (streaming/state/_state_c.c), the explainer's integrated gradients
+# (streaming/explain/_relu_ig.c) and the prediction encoder (streaming/engine/_encode.c): a
+# changed source rebuilds them.
 $(STAMP): pyproject.toml setup.py $(wildcard streaming/*/*.c)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
