@@ -191,6 +191,12 @@ class ReasonsConfig(Strict):
     rows forward and backward)."""
     max_steps: int = Field(default=512, ge=1, le=65_536)
     """Integrated gradients: the finest grid a row is refined to (doubling from ``steps``)."""
+    when: Literal["auto", "in-batch", "deferred"] = "auto"
+    """When rows are explained. ``in-batch``: in their own batch, before it is published (one
+    publish, nothing held). ``deferred``: after it, the rows to explain and the later rows of
+    their keys held back until one explainer call serves several batches. ``auto``: in-batch
+    where the explainer is cheap (exact-linear, and integrated gradients of a two-hidden-layer
+    ReLU network in C: tens of microseconds a batch), deferred otherwise."""
 
     @field_validator("codes")
     @classmethod

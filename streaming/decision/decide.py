@@ -46,7 +46,8 @@ class Decided:
     """Per model and challenger node: its score, NaN on rows it did not score (a switch's
     other branch). None without a graph."""
     rule_reasons: dict[int, list[ReasonLike]] | None = None
-    """Row -> the rules that fired on it (rows with none are absent)."""
+    """Row -> the rules that fired on it (rows with none are absent); with an in-batch
+    explainer, its explained rows' reasons merged in (streaming.engine.explained)."""
 
     def part(self, start: int, stop: int) -> Decided:
         """The rows start..stop, renumbered from 0."""

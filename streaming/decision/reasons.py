@@ -52,6 +52,8 @@ class Explanations:
 
     explainer: Explainer
     reason_codes: ReasonCodes
+    in_batch: bool = False
+    """Rows are explained in their own batch (``reasons.when``), not held for a later call."""
 
     def reasons(self, features: np.ndarray) -> list[list[Any]]:
         """Reasons for each row of ``features`` (the rows to explain only)."""
@@ -87,7 +89,9 @@ def make_explanations(cfg: PipelineConfig, version: ModelVersion) -> Explanation
         codes = ReasonCodes.from_config(cfg.reasons, version.preprocessor.feature_names)
     except (ExplainError, ConfigError) as exc:
         raise StartupError(f"{where}: {exc}") from None
-    return Explanations(explainer, codes)
+    when = cfg.reasons.when
+    cheap = bool(getattr(explainer, "cheap", False))
+    return Explanations(explainer, codes, when == "in-batch" or (when == "auto" and cheap))
 
 
 def merge(rules: Sequence[ReasonLike], explained: Sequence[ReasonLike]) -> list[ReasonLike]:

@@ -1,8 +1,9 @@
-"""The rows a batch publishes after its explainer ran: which rows wait, keeping them in the
-version's backlog (streaming.engine.explain_backlog), and, when it is due, one explainer call
-for all of them, their reasons merged with the rules', and their publication in the order they
-were held (streaming.decision.reasons.held_rows: a row to explain holds every later row of its
-key, so a key's predictions stay in input order).
+"""Explained rows: in their own batch where the explainer is cheap (``reasons.when``), else
+published after the batch's other rows: which rows wait, keeping them in the version's backlog
+(streaming.engine.explain_backlog), and, when it is due, one explainer call for all of them,
+their reasons merged with the rules', and their publication in the order they were held
+(streaming.decision.reasons.held_rows: a row to explain holds every later row of its key, so a
+key's predictions stay in input order).
 
 An explainer error costs the reasons from attributions, never the predictions.
 
@@ -63,6 +64,33 @@ class ExplainedRows:
         """The version's backlog, made as its inference thread starts."""
         backlog = self.backlogs[version] = ExplainBacklog()
         return backlog
+
+    def explain_in_batch(
+        self, version: ModelVersion, features: np.ndarray, decided: Decided, finite: np.ndarray
+    ) -> bool:
+        """With an in-batch explainer (``Explanations.in_batch``): the batch's rows at or above
+        review explained now, their reasons merged into ``decided.rule_reasons``, and True (the
+        batch is then published whole, nothing held). False: explain by ``held`` and ``hold``,
+        or not at all. An explainer error costs the reasons from attributions, never the
+        predictions."""
+        decide = self._decide()
+        explanations = decide.explanations_for(version.name)
+        if explanations is None or not explanations.in_batch:
+            return False
+        rows = np.flatnonzero(finite & (decided.score >= decide.review))
+        if not rows.size:
+            return True
+        try:
+            found = explanations.reasons(features[rows])
+        except Exception:  # reasons are best effort; the decision stands
+            log.exception("%s: the explainer failed on a batch", version.name)
+            return True
+        rules = decided.rule_reasons or {}
+        merged = dict(rules)
+        for i, given in zip(rows.tolist(), found, strict=True):
+            merged[i] = merge_reasons(rules.get(i, ()), given)
+        decided.rule_reasons = merged
+        return True
 
     def held(
         self, version: ModelVersion, chunks: list[Chunk], decided: Decided, finite: np.ndarray

@@ -140,7 +140,7 @@ def _encode_native(
         event_ids if type(event_ids) is list else list(event_ids),
         ts_ms if type(ts_ms) is list else list(ts_ms),
         np.ascontiguousarray(scores, dtype=np.float64),
-        np.ascontiguousarray(codes.clip(-1, 3), dtype=np.int8),
+        codes if codes.dtype == np.int8 else np.ascontiguousarray(codes.clip(-1, 3), dtype=np.int8),
         float(threshold),
         why,
         keys,

@@ -5,9 +5,10 @@ shadow, see streaming.engine.output_variants): published, or refused with a reas
 error, non-finite score, open breaker, passed deadline). It also writes the version's
 telemetry, and its decision and reason counts (``totals``).
 
-With an explainer, a batch is published in two steps: first every row that needs no
-explanation and is not behind a held row of its key, then, once the explainer ran on the rows
-at or above review, those rows and the ones they held back, in input order
+With a cheap explainer (``reasons.when``), the batch's rows at or above review are explained
+before it is published. With another, a batch is published in two steps: first every row that
+needs no explanation and is not behind a held row of its key, then, once the explainer ran on
+the rows at or above review, those rows and the ones they held back, in input order
 (streaming.engine.explained). The held rows of several batches may wait for one explainer call
 while rows wait in the lane (streaming.engine.explain_backlog); their keys stay held
 meanwhile, so a key's predictions stay in input order.
@@ -233,8 +234,12 @@ class Scorer:
         finite = np.isfinite(scores)
         version.interval.add_scores(scores, cfg.model.threshold, finite)
         all_finite = bool(finite.all())
+        primary = out is self._primary
+        in_batch = primary and self._explained.explain_in_batch(version, features, decided, finite)
         held = (
-            self._explained.held(version, chunks, decided, finite) if out is self._primary else None
+            self._explained.held(version, chunks, decided, finite)
+            if primary and not in_batch
+            else None
         )
         later: list[tuple[Chunk, int, list[int]]] = []
         start = 0

@@ -14,6 +14,8 @@ class ExactLinear:
     """Attributions of a model whose logit is ``coef . x + intercept``."""
 
     method = "exact-linear"
+    cheap = True
+    """A few numpy calls a batch: explained in the batch (``reasons.when: auto``)."""
 
     def __init__(self, coef: np.ndarray, intercept: float, baseline: np.ndarray) -> None:
         self.coef = np.asarray(coef, dtype=np.float64).reshape(-1)

@@ -82,6 +82,11 @@ class PiecewiseLinearIG:
                 for a in (w1, self._z0, w2.T, c2, (w2 * w3[0][:, None]).T, self.baseline)
             )
 
+    @property
+    def cheap(self) -> bool:
+        """In C (about 11 us a row, no GIL): explained in the batch (``reasons.when: auto``)."""
+        return self._native is not None
+
     def attributions(self, features: np.ndarray) -> np.ndarray:
         """(n, d) -> (n, d) float64 attributions in logit space."""
         if self._native is not None:

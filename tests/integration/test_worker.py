@@ -121,12 +121,19 @@ def test_clean_run_one_output_per_event_with_the_right_stage(broker, models_buil
     assert fraud and sum(fraud) / len(fraud) > 2 * sum(legit) / len(legit)
 
 
-def test_predictions_for_one_key_keep_input_order(broker, models_built, tmp_path):
+@pytest.mark.parametrize("when", ["auto", "deferred"])
+def test_predictions_for_one_key_keep_input_order(broker, models_built, tmp_path, when):
+    """Explained rows in their batch (auto: the C explainer) and held back for a later
+    explainer call (deferred: each held row holds its key's later rows): in order either way."""
     # Few cards, many events each, so every key has a long history to keep in order.
     path, cfg = write_config(
         tmp_path,
         broker.bootstrap,
-        **{"batching.max_batch_size": 32, "batching.preferred_batch_sizes": [8]},
+        **{
+            "batching.max_batch_size": 32,
+            "batching.preferred_batch_sizes": [8],
+            "reasons.when": when,
+        },
     )
     create_topics(cfg)
     produced = ProduceResult()
@@ -155,6 +162,8 @@ def test_predictions_for_one_key_keep_input_order(broker, models_built, tmp_path
     assert len(expected) == 40
     for key, ids in expected.items():
         assert seen[key] == ids, f"order broken for {key!r}"
+    explained = [json.loads(r.value) for r in preds]
+    assert sum(1 for p in explained if p["reasons"]) >= 20  # explanations did run
 
 
 def _kcat_env(tmp_path: Path) -> dict[str, str]:
