@@ -104,11 +104,8 @@ class ReasonCodes:
         order = np.argsort(-w, axis=1, kind="stable")[:, :k]
         picked = np.take_along_axis(w, order, axis=1)
         codes, texts = self.codes, self.texts
+        # one tolist per matrix, not two per row (the rows of a batch are a handful)
         return [
-            [
-                Reason(codes[c], texts[c], float(v))
-                for c, v in zip(row_order.tolist(), row_w.tolist(), strict=True)
-                if v > 0
-            ]
-            for row_order, row_w in zip(order, picked, strict=True)
+            [Reason(codes[c], texts[c], v) for c, v in zip(row_order, row_w, strict=True) if v > 0]
+            for row_order, row_w in zip(order.tolist(), picked.tolist(), strict=True)
         ]
