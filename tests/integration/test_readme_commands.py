@@ -695,6 +695,14 @@ COMMANDS: dict[str, Check] = {
         "the pairing drain_ratio's bounded run",
         help_lists("--events", "--pairs"),
     ),
+    ".venv/bin/python -m loadtests.explain_drain --pairs 16": Check(
+        "--help only: the same command with more pairs (~5 min)",
+        help_lists("--events", "--pairs"),
+    ),
+    ".venv/bin/python -m loadtests.decision_cost --pairs 10": Check(
+        "--help only: the same command with more pairs; its bounded run is the entry above",
+        help_lists("--events", "--pairs"),
+    ),
     ".venv/bin/python -m loadtests.explain_cost": Check(
         "bounded: --events 2560 --rounds 1 --methods auto,grad-x-input (the grid method alone "
         "takes ~1 s a round): both methods' costs reported",
