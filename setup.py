@@ -12,31 +12,22 @@ runs.
 
 from setuptools import Extension, setup
 
+
+def c_extension(module: str) -> Extension:
+    """``streaming.x._y`` built from ``streaming/x/_y.c``; optional (see above)."""
+    return Extension(
+        module,
+        [module.replace(".", "/") + ".c"],
+        extra_compile_args=["-O2", "-Wall"],
+        optional=True,
+    )
+
+
 setup(
     ext_modules=[
-        Extension(
-            "streaming.formats._avro_flat",
-            ["streaming/formats/_avro_flat.c"],
-            extra_compile_args=["-O2", "-Wall"],
-            optional=True,
-        ),
-        Extension(
-            "streaming.state._state_c",
-            ["streaming/state/_state_c.c"],
-            extra_compile_args=["-O2", "-Wall"],
-            optional=True,
-        ),
-        Extension(
-            "streaming.engine._encode",
-            ["streaming/engine/_encode.c"],
-            extra_compile_args=["-O2", "-Wall"],
-            optional=True,
-        ),
-        Extension(
-            "streaming.explain._relu_ig",
-            ["streaming/explain/_relu_ig.c"],
-            extra_compile_args=["-O2", "-Wall"],
-            optional=True,
-        ),
+        c_extension("streaming.formats._avro_flat"),
+        c_extension("streaming.state._state_c"),
+        c_extension("streaming.engine._encode"),
+        c_extension("streaming.explain._relu_ig"),
     ]
 )
