@@ -140,7 +140,8 @@ def _encode_native(
         event_ids if type(event_ids) is list else list(event_ids),
         ts_ms if type(ts_ms) is list else list(ts_ms),
         np.ascontiguousarray(scores, dtype=np.float64),
-        codes if codes.dtype == np.int8 else np.ascontiguousarray(codes.clip(-1, 3), dtype=np.int8),
+        # int8 as the C reads it; a wider code outside -1..3 stays out of range (the Python's)
+        np.ascontiguousarray(codes if codes.dtype == np.int8 else codes.clip(-1, 3), np.int8),
         float(threshold),
         why,
         keys,
