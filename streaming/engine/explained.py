@@ -88,7 +88,9 @@ class ExplainedRows:
         rules = decided.rule_reasons or {}
         merged = dict(rules)
         for i, given in zip(rows.tolist(), found, strict=True):
-            merged[i] = merge_reasons(rules.get(i, ()), given)
+            fired = rules.get(i)
+            # the explainer's own list is already merged: distinct codes, largest first
+            merged[i] = merge_reasons(fired, given) if fired else given
         decided.rule_reasons = merged
         return True
 

@@ -96,16 +96,16 @@ class ReasonCodes:
         largest first. A row with none gets an empty list."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        w = np.round(self.weights(attributions), WEIGHT_DECIMALS)
+        w = self.weights(attributions).round(WEIGHT_DECIMALS)
         if not len(w):
             return []
         k = min(k, w.shape[1])
         # stable sort on -w: ties keep the config's order, so equal weights list the same way
         order = np.argsort(-w, axis=1, kind="stable")[:, :k]
-        picked = np.take_along_axis(w, order, axis=1)
         codes, texts = self.codes, self.texts
-        # one tolist per matrix, not two per row (the rows of a batch are a handful)
+        # one tolist per matrix, not two per row, and the weights picked from the row's list
+        # (take_along_axis cost more than the rest of this for the few rows of a batch)
         return [
-            [Reason(codes[c], texts[c], v) for c, v in zip(row_order, row_w, strict=True) if v > 0]
-            for row_order, row_w in zip(order.tolist(), picked.tolist(), strict=True)
+            [Reason(codes[c], texts[c], row_w[c]) for c in row_order if row_w[c] > 0]
+            for row_order, row_w in zip(order.tolist(), w.tolist(), strict=True)
         ]
