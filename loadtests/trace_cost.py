@@ -104,10 +104,11 @@ def _measure(args: argparse.Namespace, endpoint: str) -> None:
         on: dict[str, object] = {"tracing.enabled": True, "tracing.endpoint": endpoint}
         if args.new_trace_header:
             on["tracing.new_trace_header"] = True
+        header = True if args.new_trace_header else cfg.tracing.new_trace_header
         print(
             f"backlog of {args.events:,} events; tracing on = ratio "
             f"{cfg.tracing.ratio:g}, slow_ms {cfg.tracing.slow_ms}, max_per_s "
-            f"{cfg.tracing.max_per_s:g}, new_trace_header {args.new_trace_header}, "
+            f"{cfg.tracing.max_per_s:g}, new_trace_header {header}, "
             f"to {endpoint}",
             flush=True,
         )

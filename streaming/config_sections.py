@@ -127,12 +127,16 @@ class TracingConfig(Strict):
     service_name: str | None = None
     """The ``service.name`` resource attribute; unset: ``OTEL_SERVICE_NAME``, else
     ``streaming-<pipeline name>``."""
-    new_trace_header: bool = False
-    """Also write a ``traceparent`` into the predictions of events that came without one (dead
-    letters always get one). Off, the prediction's ``event_id`` names the trace all the same:
-    its trace id is the MD5 of the event id. A header on every prediction costs librdkafka and
-    the broker ~2-3 us of CPU per record here (measured: 4.2 -> 7.4 us per produced record),
-    which alone put tracing's drain cost past 5% (README, Traces)."""
+    new_trace_header: bool | Literal["traced"] = "traced"
+    """Which predictions of events that came without a ``traceparent`` carry the one the
+    worker starts (dead letters always do). ``traced``: those of the events picked as they
+    are queued, by ``ratio`` or for being slower than the threshold already, flagged sampled
+    (about ``max_per_s`` a second at most); an event found slow only at the ack has none.
+    ``true``: every prediction (flags 00: sampled later). ``false``: none. Whatever the
+    header, the prediction's ``event_id`` names the trace: its trace id is the MD5 of the
+    event id. A header on every prediction costs librdkafka and the broker ~2-3 us of CPU per
+    record here (measured: 4.2 -> 7.4 us per produced record), which alone put tracing's
+    drain cost past 5% (README, Traces)."""
     max_per_s: float = Field(default=100.0, gt=0)
     """Slow and ratio-sampled events traced per second at most (dead letters and events
     sampled upstream are always traced). A backlog makes every event slower than the last

@@ -267,7 +267,7 @@ def _headers(chunk: Chunk, i: int) -> Any:
     """Row ``i``'s input headers, plus the traceparent the worker started for it (tracing: a
     dead letter always says which trace is its own, even where predictions do not)."""
     made = chunk.new_traceparents
-    if made is not None:
+    if made is not None and made[i] is not None:
         return with_traceparent(chunk.headers[i], made[i])
     flags = chunk.trace_flags
     if chunk.times is None or (flags is not None and flags[i] & UPSTREAM):

@@ -52,6 +52,7 @@ from streaming.rollout.control import RoutingUpdate, describe
 from streaming.state import StateStage
 from streaming.tracing.stamps import (
     ChunkTimes,
+    picked_traceparents,
     refused_row,
     stamp_traceparents,
     undecoded_row,
@@ -292,9 +293,13 @@ class Engine:
         chunk = self._chunk(feats.matrix, msgs, records, ledgers, enqueued)
         if times is not None:
             chunk.times = ChunkTimes(times.polled, times.decoded, time.time())
-            chunk.trace_flags, chunk.new_traceparents = stamp_traceparents(
-                chunk.headers, chunk.event_ids if self.config.tracing.new_trace_header else None
-            )
+            every = self.config.tracing.new_trace_header is True
+            flags, made = stamp_traceparents(chunk.headers, chunk.event_ids if every else None)
+            picks = self.tracer.picks if self.tracer is not None else None
+            if picks is not None:  # tracing.new_trace_header: traced
+                flags = picks.pick(chunk.ts_ms, flags, chunk.times.queued * 1000.0)
+                made = picked_traceparents(chunk.event_ids, flags)
+            chunk.trace_flags, chunk.new_traceparents = flags, made
         if not version.lane.put(chunk):  # the version hung: its lane takes nothing more
             assert version.watch.hung is not None
             self.dead_letters.rows(chunk, range(len(chunk)), version.watch.hung)

@@ -27,6 +27,10 @@ UPSTREAM = 1
 """Flag bit: the event came with its own traceparent (its span is our root's parent)."""
 SAMPLED = 2
 """Flag bit: that traceparent's sampled flag was set (the event is always kept)."""
+PICKED = 4
+"""Flag bit: picked to be traced as its chunk was queued (streaming.tracing.sampler.QueuePicks),
+by the ratio or, with ``PICKED_SLOW``, for being slow already; its outputs carry its trace."""
+PICKED_SLOW = 8
 
 
 @dataclass(slots=True)
@@ -122,6 +126,25 @@ def stamp_traceparents(
         trace = md5(event_ids[i].encode(), usedforsecurity=False).hexdigest()
         made[i] = f"00-{trace}-{spans[16 * k : 16 * k + 16]}-00".encode()
     return flags, made
+
+
+def picked_traceparents(
+    event_ids: list[str], flags: np.ndarray | None
+) -> list[bytes | None] | None:
+    """The traceparents of the rows picked as their chunk was queued (``PICKED``) that came
+    without one: the worker's root span of the trace (``trace_id_of`` the event id), flags 01
+    (it is sampled: the ack will keep it). None where no such row (the common chunk)."""
+    if flags is None:
+        return None
+    rows = np.flatnonzero((flags & (PICKED | UPSTREAM)) == PICKED)
+    if not rows.size:
+        return None
+    made: list[bytes | None] = [None] * len(event_ids)
+    spans = os.urandom(8 * rows.size).hex()
+    for k, i in enumerate(rows.tolist()):
+        trace = md5(event_ids[i].encode(), usedforsecurity=False).hexdigest()
+        made[i] = f"00-{trace}-{spans[16 * k : 16 * k + 16]}-01".encode()
+    return made
 
 
 def with_traceparent(headers: Headers | None, tp: bytes | None) -> Headers | None:

@@ -42,7 +42,7 @@ from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
 from streaming.tracing import otlp
 from streaming.tracing.export import SpanExport
-from streaming.tracing.sampler import TailSampler
+from streaming.tracing.sampler import QueuePicks, TailSampler
 from streaming.tracing.senders import make_sender
 from streaming.tracing.stamps import (
     UPSTREAM,
@@ -90,6 +90,13 @@ class Tracer:
             why: metrics.traces.labels(cfg.name, why)
             for why in ("slow", "sampled", "ratio", "dead_letter", "over_budget")
         }
+        self.picks = (
+            QueuePicks(self.sampler, self._counts["over_budget"].inc)
+            if t.new_trace_header == "traced"
+            else None
+        )
+        """The feeding thread's: picks the ratio (and the already slow) as chunks are queued,
+        so that their predictions carry their trace (``tracing.new_trace_header: traced``)."""
         attrs: dict[str, Any] = {"streaming.pipeline": cfg.name}
         if t.service_name is not None:
             attrs["service.name"] = t.service_name
@@ -120,20 +127,20 @@ class Tracer:
         times = c.times
         if times is None or len(latencies_ms) != len(rows):
             return  # refused rows were handed to the dead letters, which trace them
-        flags = c.trace_flags  # None: no row came with a traceparent (the common chunk)
+        flags = c.trace_flags  # None: no row came with a traceparent, none picked (common)
+        queued = self.picks is not None  # the ratio was picked as the chunk was queued
         if flags is None and self.sampler.spent():  # a drain, mostly: only count the skipped
-            skipped = self.sampler.qualifying(latencies_ms)
+            skipped = self.sampler.qualifying(latencies_ms, queued)
             if skipped:
                 self._count("over_budget", skipped)
             return
         if flags is not None:
             flags = flags[rows.start : rows.stop] if isinstance(rows, range) else flags[rows]
         made = c.new_traceparents
-        slow, sampled, lucky = self.sampler.keep(latencies_ms, flags)
-        for why, picked in (("slow", slow), ("sampled", sampled), ("ratio", lucky)):
+        for why, picked, budgeted in self.sampler.keep(latencies_ms, flags, queued):
             if picked.size == 0:
                 continue
-            if why != "sampled":
+            if not budgeted:
                 allowed = self.sampler.within_budget(picked)
                 if allowed.size < picked.size:
                     self._count("over_budget", picked.size - allowed.size)

@@ -147,9 +147,10 @@ def test_kept_events_have_every_stage_span_joined_to_their_traceparent(
             assert root.duration_ns > SLOW_MS * MS
         if t["upstream"]:
             assert (root.trace_id, root.parent_span_id) == t["upstream"]
-        else:  # a new trace: the prediction's event id says which (no header per prediction)
-            assert "traceparent" not in preds[event_id].headers
+        else:  # a new trace, named by the event id, and (slow already when queued) by a header
             assert root.trace_id == _md5(json.loads(preds[event_id].value)["event_id"])
+            tp = preds[event_id].headers["traceparent"].decode()
+            assert tp == f"00-{root.trace_id}-{root.span_id}-01"
         (inference,) = [s for s in traces[root.trace_id] if s.name == "inference"]
         assert inference.attributes["model.version"] == "v2"
         (link,) = inference.links
@@ -188,6 +189,16 @@ def test_kept_events_have_every_stage_span_joined_to_their_traceparent(
     assert all(roots[k].attributes["event.kept"] == "ratio" for k in ordinary if k in roots)
     n = len(ordinary)
     assert abs(kept - n * RATIO) <= 4 * math.sqrt(n * RATIO * (1 - RATIO)), (kept, n)
+    # tracing.new_trace_header: traced (the default): a prediction of an event that came
+    # without a traceparent carries the worker's exactly when its trace was kept
+    for k in ordinary:
+        if valid[k]["upstream"]:
+            continue
+        header = preds[k].headers.get("traceparent")
+        if k in roots:
+            assert header == f"00-{roots[k].trace_id}-{roots[k].span_id}-01".encode(), k
+        else:
+            assert header is None, k
 
 
 def _md5(event_id: str) -> str:

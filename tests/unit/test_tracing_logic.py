@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from streaming.config import PipelineConfig, TracingConfig
-from streaming.tracing.sampler import AUTO_MIN_SAMPLES, Budget, TailSampler
+from streaming.tracing.sampler import AUTO_MIN_SAMPLES, Budget, QueuePicks, TailSampler
 from streaming.tracing.stamps import (
+    PICKED,
+    PICKED_SLOW,
     SAMPLED,
     UPSTREAM,
     has_traceparent,
     parse_traceparent,
+    picked_traceparents,
     stamp_traceparents,
     trace_id_of,
     with_traceparent,
@@ -21,6 +24,14 @@ from streaming.tracing.stamps import (
 )
 
 UP = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _kept(decided: list[tuple[str, np.ndarray, bool]]) -> dict[str, list[int]]:
+    """``TailSampler.keep``'s answer by why, the positions of each in order."""
+    out: dict[str, list[int]] = {}
+    for why, rows, _budgeted in decided:
+        out[why] = sorted(out.get(why, []) + rows.tolist())
+    return out
 
 
 def _md5(event_id: str) -> str:
@@ -67,12 +78,12 @@ def test_sampler_keeps_slow_and_upstream_sampled_rows_and_a_ratio_of_the_rest():
     lat = np.array([5.0] * 40_000 + [150.0, 101.0])
     flags = np.zeros(lat.size, dtype=np.uint8)
     flags[:10] = UPSTREAM | SAMPLED
-    slow, sampled, lucky = sampler.keep(lat, flags)
-    assert slow.tolist() == [40_000, 40_001]
-    assert sampled.tolist() == list(range(10))
-    assert not set(lucky) & set(range(10))
+    kept = _kept(sampler.keep(lat, flags))
+    assert kept["slow"] == [40_000, 40_001]
+    assert kept["sampled"] == list(range(10))
+    assert not set(kept["ratio"]) & set(range(10))
     n = 40_000 - 10
-    assert abs(lucky.size - n * 0.25) <= 4 * np.sqrt(n * 0.25 * 0.75)
+    assert abs(len(kept["ratio"]) - n * 0.25) <= 4 * np.sqrt(n * 0.25 * 0.75)
 
 
 def test_auto_threshold_follows_the_current_p99_once_there_are_enough_samples():
@@ -83,8 +94,8 @@ def test_auto_threshold_follows_the_current_p99_once_there_are_enough_samples():
     state[0] = (AUTO_MIN_SAMPLES, 50.0)
     now[0] = 2.0
     assert sampler.slow_ms == 50.0
-    slow, _, lucky = sampler.keep(np.array([10.0, 60.0]), None)
-    assert slow.tolist() == [1] and lucky.size == 0
+    kept = _kept(sampler.keep(np.array([10.0, 60.0]), None))
+    assert kept["slow"] == [1] and kept["ratio"] == []
 
 
 def test_the_budget_bounds_traced_events_per_second_whatever_qualifies():
@@ -104,6 +115,59 @@ def test_the_budget_bounds_traced_events_per_second_whatever_qualifies():
     assert TailSampler(0.0, 1.0).qualifying(np.array([0.5, 2.0, 3.0])) == 2  # the slow ones
     now[0] += 0.3
     assert not sampler.spent()  # 0.3 s at 5 a second: one more may go
+
+
+def test_queue_picks_take_the_ratio_and_the_already_slow_and_the_ack_keeps_them():
+    sampler = TailSampler(ratio=0.01, slow_ms=100.0, seed=5)
+    picks = QueuePicks(sampler, seed=7)
+    n = 50_000
+    now = 1_000_000.0
+    ts = [int(now) - 5] * n  # 5 ms old when queued
+    ts[17] = ts[40_000] = int(now) - 250  # already slow when queued
+    flags = np.zeros(n, dtype=np.uint8)
+    flags[:20] = UPSTREAM | SAMPLED  # sampled upstream: kept anyway, never picked
+    flags[20:30] = UPSTREAM  # a traceparent of its own, not sampled: may be picked
+    got = picks.pick(ts, flags, now)
+    assert got is not flags and flags[17] == UPSTREAM | SAMPLED  # the input is not written
+    picked = np.flatnonzero(got & PICKED)
+    assert not set(picked.tolist()) & set(range(20))
+    assert np.flatnonzero(got & PICKED_SLOW).tolist() == [40_000]
+    ratio = picked.size - 1
+    assert abs(ratio - (n - 20) * 0.01) <= 4 * np.sqrt((n - 20) * 0.01 * 0.99)
+    # only picked rows that came without a traceparent get the worker's, flagged sampled
+    ids = [f"e{i}" for i in range(n)]
+    made = picked_traceparents(ids, got)
+    with_made = [i for i, tp in enumerate(made) if tp is not None]
+    assert with_made == [i for i in picked.tolist() if not got[i] & UPSTREAM]
+    i = with_made[0]
+    trace, _span = parse_traceparent([("traceparent", made[i])])
+    assert f"{trace:032x}" == _md5(ids[i]) and made[i].endswith(b"-01")
+    # the ack: the picks as picked, the upstream-sampled, and what turned slow since
+    lat = np.full(n, 20.0)
+    lat[40_000] = lat[17] = 300.0
+    lat[33] = 150.0  # slow only by the time it was acked
+    decided = sampler.keep(lat, got, picked=True)
+    kept = _kept(decided)
+    assert kept["sampled"] == [i for i in range(17)] + [18, 19]  # 17 is slow: kept as slow
+    assert set(kept["slow"]) == {17, 33, 40_000}
+    assert set(kept["ratio"]) == set(picked.tolist()) - {40_000, 33}
+    budgeted = {why: b for why, rows, b in decided if 33 in rows.tolist()}
+    assert budgeted == {"slow": False}  # found at the ack: it takes from the budget then
+    assert picked_traceparents(ids[:3], None) is None
+
+
+def test_queue_picks_stay_within_the_shared_budget_slow_rows_first():
+    now = [0.0]
+    sampler = TailSampler(ratio=0.5, slow_ms=100.0, max_per_s=3, clock=lambda: now[0], seed=1)
+    skipped = []
+    picks = QueuePicks(sampler, skipped.append, seed=2)
+    ts = [0] * 6 + [900] * 20  # at 1,000 ms: six already slow, twenty fresh
+    got = picks.pick(ts, None, 1_000.0)
+    assert np.flatnonzero(got & PICKED).tolist() == [0, 1, 2]  # the budget: 3, slow first
+    assert sum(skipped) >= 3  # the rest of the slow ones at least, and the ratio's
+    assert sampler.spent()  # the ack shares the budget: nothing more this second
+    assert picks.pick([900] * 10, None, 1_000.0) is None  # none granted: nothing marked
+    assert sampler.qualifying(np.array([5.0, 200.0]), picked=True) == 1  # the ratio was drawn
 
 
 def test_tracing_is_off_by_default_and_a_bad_value_names_its_field():
@@ -199,7 +263,8 @@ def test_spans_encoded_by_hand_decode_as_otlp_field_for_field():
 
 
 def test_without_new_trace_headers_no_row_gets_one():
-    assert TracingConfig().new_trace_header is False  # the default: no header per prediction
+    assert TracingConfig().new_trace_header == "traced"  # the default: the traced rows only
+    assert TracingConfig(new_trace_header="false").new_trace_header is False
     flags, made = stamp_traceparents([None, [("traceparent", UP)]])
     assert made is None and flags.tolist() == [0, UPSTREAM | SAMPLED]
 
