@@ -38,11 +38,13 @@ COPY pipelines ./pipelines
 COPY loadtests ./loadtests
 # No dev extras. The sources are installed as packages; the folder is then dropped. gcc only
 # for the install: it builds the C Avro reader, the state stage's C path, the explainer's
-# integrated gradients and the prediction encoder (setup.py), which the build checks are there.
+# integrated gradients and reason codes, and the prediction encoder (setup.py), which the build
+# checks are there.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install . \
     && python -c "import streaming.formats._avro_flat, streaming.state._state_c" \
-    && python -c "import streaming.explain._relu_ig, streaming.engine._encode" \
+    && python -c "import streaming.explain._relu_ig, streaming.explain._top_codes" \
+    && python -c "import streaming.engine._encode" \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /app \
     && cp -r pipelines /app/pipelines \

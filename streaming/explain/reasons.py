@@ -1,6 +1,9 @@
 """Reason codes: attributions summed over the features of each code, the strongest first.
 
-Pure numpy over a whole batch: one (n, d) x (d, codes) product, one sort per batch.
+In numpy over a whole batch (one (n, d) x (d, codes) product, one sort), or where it is built
+(``C_TOP``, streaming/explain/_top_codes.c) in one C call: a batch explains a handful of rows,
+and there numpy's per-call costs were most of the time. The numpy stays as the fallback and
+the reference the tests hold the C to.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ import numpy as np
 from streaming.config import ConfigError
 from streaming.config_sections import ReasonsConfig
 from streaming.explain.types import Reason
+
+try:  # built by setup.py where a compiler is found
+    from streaming.explain import _top_codes as C_TOP
+except ImportError:  # pragma: no cover - the numpy below gives the same reasons
+    C_TOP = None  # type: ignore[assignment]
 
 WEIGHT_DECIMALS = 4
 """Weights are logits; 1e-4 is far below what separates two reasons, and keeps records short."""
@@ -35,6 +43,12 @@ class ReasonCodes:
                 f"membership {self.membership.shape} for {len(self.feature_names)} features and "
                 f"{len(self.codes)} codes"
             )
+        if (self.membership.sum(axis=1) > 1).any():
+            raise ValueError("membership: a feature belongs to one code at most")
+        self._owner = np.where(
+            self.membership.any(axis=1), self.membership.argmax(axis=1), -1
+        ).astype(np.int64)
+        """(d,) the code of each feature, -1 for none: what the C sums by."""
 
     @classmethod
     def from_config(cls, config: Any, feature_names: Sequence[str]) -> ReasonCodes:
@@ -91,11 +105,26 @@ class ReasonCodes:
             )
         return attr @ self.membership
 
-    def top(self, attributions: np.ndarray, k: int = 4) -> list[list[Reason]]:
+    def top(
+        self, attributions: np.ndarray, k: int = 4, native: bool = True
+    ) -> list[list[Reason]]:
         """Per row: at most ``k`` codes with a positive weight (towards a positive score),
         largest first. A row with none gets an empty list."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if C_TOP is not None and native and self.codes:
+            attr = attributions
+            if type(attr) is not np.ndarray or attr.dtype != np.float64:
+                attr = np.asarray(attr, dtype=np.float64)
+            if attr.ndim == 2 and attr.shape[1] == len(self.feature_names):
+                return C_TOP.top(
+                    attr if attr.flags.c_contiguous else np.ascontiguousarray(attr),
+                    self._owner,
+                    k,
+                    Reason,
+                    self.codes,
+                    self.texts,
+                )
         w = self.weights(attributions).round(WEIGHT_DECIMALS)
         if not len(w):
             return []
