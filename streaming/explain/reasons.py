@@ -105,9 +105,7 @@ class ReasonCodes:
             )
         return attr @ self.membership
 
-    def top(
-        self, attributions: np.ndarray, k: int = 4, native: bool = True
-    ) -> list[list[Reason]]:
+    def top(self, attributions: np.ndarray, k: int = 4, native: bool = True) -> list[list[Reason]]:
         """Per row: at most ``k`` codes with a positive weight (towards a positive score),
         largest first. A row with none gets an empty list."""
         if k < 1:
