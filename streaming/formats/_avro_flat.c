@@ -30,8 +30,16 @@
  *         the frozenset of the names, object.__new__ and the four slot descriptors that
  *         pydantic-core sets (streaming.formats.model_checks.builder_scope).
  *
+ * read_batch(messages, limit, readers) -> (indexes, records, rest): a poll batch's framed
+ * values through their readers in one call, the loop streaming.formats.framed runs in Python
+ * otherwise (its per-message bookkeeping cost about as much as the read itself):
+ *   readers: dict schema id (int) -> a callable taking the framed value (a model reader);
+ *   a message whose value() is not bytes of 5 to limit bytes framed with magic byte 0, whose
+ *   id is not in readers, or whose reader raises (Defer, or any other Exception), is left in
+ *   rest, in order, for the caller's loop to say what it is. indexes and rest are ascending.
+ *
  * No state but the module's Defer class; the GIL is held throughout (each call is a few
- * hundred nanoseconds).
+ * hundred nanoseconds a value).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -333,11 +341,115 @@ fail:
     return NULL;
 }
 
+/* messages[i].value() as bytes, or NULL (no error set) where it is not bytes; -1 on an error
+ * that is not an Exception (which the caller must pass on). */
+static int message_value(PyObject *msg, PyObject *name, PyObject **out) {
+    PyObject *args[1] = {msg};
+    PyObject *value =
+        PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    *out = NULL;
+    if (value == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if (!PyBytes_CheckExact(value)) {
+        Py_DECREF(value);
+        return 0;
+    }
+    *out = value;
+    return 0;
+}
+
+static int append_index(PyObject *list, Py_ssize_t i) {
+    PyObject *n = PyLong_FromSsize_t(i);
+    if (n == NULL) return -1;
+    int rc = PyList_Append(list, n);
+    Py_DECREF(n);
+    return rc;
+}
+
+static PyObject *flat_read_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    static PyObject *value_name = NULL;
+    if (nargs != 3 || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "read_batch(messages, limit: int, readers: dict)");
+        return NULL;
+    }
+    if (value_name == NULL && (value_name = PyUnicode_InternFromString("value")) == NULL)
+        return NULL;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    PyObject *seq = PySequence_Fast(args[0], "read_batch: messages must be a sequence");
+    if (seq == NULL) return NULL;
+    PyObject *readers = args[2], *indexes = PyList_New(0), *records = PyList_New(0),
+             *rest = PyList_New(0), *result = NULL;
+    PyObject *reader = NULL; /* readers[last_id], or NULL where it has none */
+    long long last_id = -1;
+    if (indexes == NULL || records == NULL || rest == NULL) goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value, *record = NULL;
+        if (message_value(PySequence_Fast_GET_ITEM(seq, i), value_name, &value) < 0) goto done;
+        if (value != NULL) {
+            const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(value);
+            Py_ssize_t size = PyBytes_GET_SIZE(value);
+            if (size >= 5 && size <= limit && b[0] == 0) {
+                long long id = ((long long)b[1] << 24) | (b[2] << 16) | (b[3] << 8) | b[4];
+                if (id != last_id) {
+                    PyObject *key = PyLong_FromLongLong(id);
+                    if (key == NULL) {
+                        Py_DECREF(value);
+                        goto done;
+                    }
+                    Py_CLEAR(reader);
+                    reader = PyDict_GetItemWithError(readers, key);
+                    Py_DECREF(key);
+                    if (reader == NULL && PyErr_Occurred()) {
+                        Py_DECREF(value);
+                        goto done;
+                    }
+                    Py_XINCREF(reader);
+                    last_id = id;
+                }
+                if (reader != NULL) {
+                    record = PyObject_CallOneArg(reader, value);
+                    if (record == NULL) {
+                        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                            Py_DECREF(value);
+                            goto done;
+                        }
+                        PyErr_Clear(); /* not certain: the caller's loop says what it is */
+                    }
+                }
+            }
+            Py_DECREF(value);
+        }
+        if (record != NULL) {
+            int rc = PyList_Append(records, record);
+            Py_DECREF(record);
+            if (rc < 0 || append_index(indexes, i) < 0) goto done;
+        } else if (append_index(rest, i) < 0) {
+            goto done;
+        }
+    }
+    result = PyTuple_Pack(3, indexes, records, rest);
+done:
+    Py_XDECREF(reader);
+    Py_DECREF(seq);
+    Py_XDECREF(indexes);
+    Py_XDECREF(records);
+    Py_XDECREF(rest);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"read", (PyCFunction)(void (*)(void))flat_read, METH_FASTCALL,
      "read(value, start, program) -> the flat record's values, or raise Defer."},
     {"read_model", (PyCFunction)(void (*)(void))flat_read_model, METH_FASTCALL,
      "read_model(program, checks, plan, start, value) -> the checked model, or raise Defer."},
+    {"read_batch", (PyCFunction)(void (*)(void))flat_read_batch, METH_FASTCALL,
+     "read_batch(messages, limit, readers) -> (indexes, records, rest): each framed value "
+     "through the reader of its schema id; the values left in rest are the caller's."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -10,6 +10,11 @@ record itself, tried first for the values of that writer schema; a value it is n
 then takes the way above, so it changes how fast a valid event is decoded, never what any
 event becomes.
 
+Where the C reader is built, a poll batch goes through the model readers in one call
+(``read_batch``, streaming/formats/_avro_flat.c): the Python loop's bookkeeping per message cost
+about as much as the read. The values it is not certain of (any that is not a known schema's
+valid record) take the loop below, which says what each is.
+
 Threads: used by the engine's feeding thread only.
 """
 
@@ -23,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from streaming.engine.decode import explain_validation_error, too_large
 from streaming.engine.types import STAGE_DECODE, Rejection, SourceMessage
+from streaming.formats.avro_compiled import C_READER
 from streaming.formats.framing import HEADER_BYTES, FramingError, frame, schema_id_of
 from streaming.formats.registry import SchemaSource
 
@@ -46,6 +52,9 @@ class FramedDecoder:
         self._fast: dict[bytes, Callable[[bytes], BaseModel]] = {}
         """A framed value's header (magic byte and schema id) -> the format's reader that
         builds the validated record itself (``_model_reader``), tried before all else."""
+        self._fast_ids: dict[int, Callable[[bytes], BaseModel]] = {}
+        """The same readers by schema id: what the C loop (``read_batch``) looks up."""
+        self._batch = C_READER.read_batch if C_READER is not None else None
 
     def close(self) -> None:
         """Close the registry client's connections."""
@@ -55,12 +64,29 @@ class FramedDecoder:
         self, messages: Sequence[SourceMessage]
     ) -> tuple[list[int], list[BaseModel], list[tuple[int, Rejection]]]:
         """Return (indexes of valid messages, their records, (index, rejection) of the rest)."""
+        if self._batch is None or not self._fast_ids:
+            return self._each(messages, range(len(messages)))
+        good_idx, records, rest = self._batch(messages, self._max, self._fast_ids)
+        if not rest:
+            return good_idx, records, []
+        more_idx, more, bad = self._each(messages, rest)
+        if not more_idx:
+            return good_idx, records, bad
+        # two ascending runs: the sort merges them in one pass
+        merged = sorted(zip(good_idx + more_idx, records + more, strict=True), key=_first)
+        return [i for i, _ in merged], [r for _, r in merged], bad
+
+    def _each(
+        self, messages: Sequence[SourceMessage], indexes: Sequence[int]
+    ) -> tuple[list[int], list[BaseModel], list[tuple[int, Rejection]]]:
+        """The messages at ``indexes`` one at a time, in Python: what ``decode`` returns."""
         validate, limit, writers, read = self._validate, self._max, self._writers, self._read
         fast = self._fast
         good_idx: list[int] = []
         records: list[BaseModel] = []
         bad: list[tuple[int, Rejection]] = []
-        for i, msg in enumerate(messages):
+        for i in indexes:
+            msg = messages[i]
             value = msg.value()
             if value is not None and len(value) <= limit:
                 build = fast.get(value[:HEADER_BYTES])
@@ -123,6 +149,7 @@ class FramedDecoder:
             build = self._model_reader(out)
             if build is not None:
                 self._fast[frame(schema_id, b"")] = build
+                self._fast_ids[schema_id] = build
         self._writers[schema_id] = out
         return out
 
@@ -140,3 +167,7 @@ class FramedDecoder:
         """One framed value (its payload starts at framing.HEADER_BYTES) -> a dict to
         validate, or a Rejection."""
         raise NotImplementedError
+
+
+def _first(pair: tuple[int, BaseModel]) -> int:
+    return pair[0]

@@ -8,6 +8,7 @@ import functools
 import io
 import json
 import math
+import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -378,3 +379,80 @@ def _body(schema: Any, record: dict[str, Any]) -> bytes:
     out = io.BytesIO()
     fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
     return out.getvalue()
+
+
+def test_a_poll_batch_in_one_c_call_decodes_as_the_loop_does(registry: str) -> None:
+    """``read_batch`` reads the valid values of known schemas; every other value is left to
+    the loop, so the records and the dead letters are the loop's, in the same order."""
+    assert C_READER is not None
+    avsc = load_avsc(PIPELINE.avro_schema or "")
+    events = [json.loads(e.value) for e in PIPELINE.make_generator(9).batch(400, 1_760_000_000_000)]
+    with registry_client(SchemaRegistryConfig(url=registry), None) as client:
+        fraud_id = client.register_schema(
+            f"test-{uuid.uuid4().hex[:8]}-value",
+            Schema(Path(PIPELINE.avro_schema or "").read_text(), "AVRO"),
+        )
+        rng = random.Random(5)
+        mixed: list[_Msg] = []
+        for event in events:
+            value: bytes | None = frame(fraud_id, _body(avsc, event))
+            roll = rng.random()
+            if roll < 0.04:
+                value = None  # a tombstone
+            elif roll < 0.08:
+                value = b"\x01" + value[1:]  # wrong magic byte
+            elif roll < 0.12:
+                value = frame(fraud_id + 9_999, value[5:])  # an id the registry does not know
+            elif roll < 0.16:
+                value = value[:-3]  # truncated
+            elif roll < 0.20:
+                value += b"\x00"  # a byte left over
+            elif roll < 0.22:
+                value = value[:3]  # shorter than the header
+            elif roll < 0.24:
+                value += b"x" * 70_000  # past max_event_bytes
+            mixed.append(_Msg(value))
+        source = SchemaSource(client, registry)
+        batch, loop = (AvroDecoder(Transaction, 65_536, source, avsc) for _ in range(2))
+        loop._batch = None
+        for decoder in (batch, loop):  # the first value makes the schema's reader
+            decoder.decode([_Msg(frame(fraud_id, _body(avsc, events[0])))])
+        assert list(batch._fast_ids) == [fraud_id]
+        seen: list[int] = []
+        each = batch._each
+        batch._each = lambda msgs, idx: (seen.extend(idx), each(msgs, idx))[1]  # type: ignore[method-assign]
+        good, records, bad = batch.decode(mixed)
+        want_good, want_records, want_bad = loop.decode(mixed)
+    assert good == want_good and bad == want_bad
+    assert all(_identical(a, b) for a, b in zip(records, want_records, strict=True))
+    assert len(bad) > 60 and len(good) > 250
+    assert seen == sorted(i for i, _ in bad)  # the loop saw the values C was not certain of only
+
+
+def test_read_batch_leaves_what_it_is_not_certain_of_and_passes_interrupts_on() -> None:
+    assert C_READER is not None
+
+    class Raising:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        def value(self) -> bytes:
+            raise self.exc
+
+    def reader(value: bytes) -> str:
+        if value[5:] == b"bad":
+            raise ValueError("not certain")
+        if value[5:] == b"stop":
+            raise KeyboardInterrupt
+        return value[5:].decode()
+
+    msgs = [_Msg(frame(3, b"a")), Raising(ValueError()), _Msg(frame(3, b"bad")), _Msg(b"x")]
+    msgs += [_Msg(frame(4, b"b")), _Msg(frame(3, b"c")), _Msg(frame(3, b"d" * 40))]
+    indexes, records, rest = C_READER.read_batch(msgs, 20, {3: reader})
+    assert (indexes, records, rest) == ([0, 5], ["a", "c"], [1, 2, 3, 4, 6])
+    with pytest.raises(KeyboardInterrupt):
+        C_READER.read_batch([Raising(KeyboardInterrupt())], 20, {3: reader})
+    with pytest.raises(KeyboardInterrupt):
+        C_READER.read_batch([_Msg(frame(3, b"stop"))], 20, {3: reader})
+    with pytest.raises(TypeError, match="readers"):
+        C_READER.read_batch(msgs, 20, [reader])
