@@ -766,6 +766,11 @@ COMMANDS: dict[str, Check] = {
         "Avro drain is tests/integration/test_formats.py): the decode comparison reported",
         check_formats_bench,
     ),
+    ".venv/bin/python -m loadtests.formats --events 100000 --pairs 12": Check(
+        "--help only: the same command with more pairs (~3 min); its bounded run is the entry "
+        "above",
+        help_lists("--events", "--pairs"),
+    ),
 }
 
 
