@@ -52,9 +52,7 @@ from streaming.rollout.control import RoutingUpdate, describe
 from streaming.state import StateStage
 from streaming.tracing.stamps import (
     ChunkTimes,
-    picked_traceparents,
     refused_row,
-    stamp_traceparents,
     undecoded_row,
 )
 
@@ -291,15 +289,9 @@ class Engine:
         if version.sketch is not None:
             version.sketch.add(records, self._state_columns(state))
         chunk = self._chunk(feats.matrix, msgs, records, ledgers, enqueued)
-        if times is not None:
+        if times is not None and self.tracer is not None:
             chunk.times = ChunkTimes(times.polled, times.decoded, time.time())
-            every = self.config.tracing.new_trace_header is True
-            flags, made = stamp_traceparents(chunk.headers, chunk.event_ids if every else None)
-            picks = self.tracer.picks if self.tracer is not None else None
-            if picks is not None:  # tracing.new_trace_header: traced
-                flags = picks.pick(chunk.ts_ms, flags, chunk.times.queued * 1000.0)
-                made = picked_traceparents(chunk.event_ids, flags)
-            chunk.trace_flags, chunk.new_traceparents = flags, made
+            self.tracer.stamp(chunk)
         if not version.lane.put(chunk):  # the version hung: its lane takes nothing more
             assert version.watch.hung is not None
             self.dead_letters.rows(chunk, range(len(chunk)), version.watch.hung)

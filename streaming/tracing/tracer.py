@@ -2,7 +2,8 @@
 
 Imported only when ``tracing.enabled`` (it imports OpenTelemetry). Called on the delivery
 thread (predictions acked, dead letters acked), which owns the sampler and the batch-span
-memory; spans go to ``SpanExport``, which never blocks.
+memory; spans go to ``SpanExport``, which never blocks. ``stamp`` alone is called on the
+feeding thread, as each chunk is queued: the picks made there are that thread's.
 
 One trace per kept event, its root ``event`` span from the event's own time to its last
 output's ack, with one child per stage it went through, end to end without gaps:
@@ -50,6 +51,8 @@ from streaming.tracing.stamps import (
     ChunkTimes,
     TraceRow,
     parse_traceparent,
+    picked_traceparents,
+    stamp_traceparents,
     trace_id_of,
     with_traceparent,
 )
@@ -90,6 +93,7 @@ class Tracer:
             why: metrics.traces.labels(cfg.name, why)
             for why in ("slow", "sampled", "ratio", "dead_letter", "over_budget")
         }
+        self._new_trace_header = t.new_trace_header
         self.picks = (
             QueuePicks(self.sampler, self._counts["over_budget"].inc)
             if t.new_trace_header == "traced"
@@ -121,6 +125,17 @@ class Tracer:
         """Events traced, by why (delivery thread)."""
 
     # ------------------------------------------------------------------ decisions
+
+    def stamp(self, c: Chunk) -> None:
+        """A chunk is queued (the feeding thread: ``picks`` is its own): each row's flags
+        (came with a traceparent, sampled, picked here), and the traceparents its outputs will
+        carry, by ``tracing.new_trace_header``."""
+        every = self._new_trace_header is True
+        flags, made = stamp_traceparents(c.headers, c.event_ids if every else None)
+        if self.picks is not None and c.times is not None and c.times.queued is not None:
+            flags = self.picks.pick(c.ts_ms, flags, c.times.queued * 1000.0)
+            made = picked_traceparents(c.event_ids, flags)
+        c.trace_flags, c.new_traceparents = flags, made
 
     def predictions(self, c: Chunk, rows: range | list[int], latencies_ms: np.ndarray) -> None:
         """A chunk's predictions are acked: trace the rows the sampler keeps."""
