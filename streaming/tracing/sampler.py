@@ -42,10 +42,9 @@ class TailSampler:
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_per_s: float = math.inf,
-        budget: Budget | None = None,
     ) -> None:
         self.ratio = ratio
-        self.budget = budget or Budget(max_per_s, clock)
+        self.budget = Budget(max_per_s, clock)
         """Shared with ``QueuePicks`` where the ratio is picked as chunks are queued."""
         self._fixed = None if slow_ms == "auto" else float(slow_ms)
         self._p99 = p99
