@@ -15,10 +15,13 @@ from setuptools import Extension, setup
 
 
 def c_extension(module: str) -> Extension:
-    """``streaming.x._y`` built from ``streaming/x/_y.c``; optional (see above)."""
+    """``streaming.x._y`` built from ``streaming/x/_y.c``; optional (see above). Each may
+    include ``streaming/_buffers.h`` (how the extensions take array arguments)."""
     return Extension(
         module,
         [module.replace(".", "/") + ".c"],
+        include_dirs=["streaming"],
+        depends=["streaming/_buffers.h"],
         extra_compile_args=["-O2", "-Wall"],
         optional=True,
     )

@@ -22,6 +22,8 @@
 #include <Python.h>
 #include <math.h>
 
+#include "_buffers.h"
+
 typedef struct {
     char *data;
     Py_ssize_t len, cap;
@@ -114,17 +116,6 @@ static int put_int(Buf *b, PyObject *v) {
 
 static const char *const WORDS[3] = {"\"approve\"", "\"review\"", "\"decline\""};
 
-static int take(PyObject *obj, Py_buffer *view, const char *format, const char *name) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-    if (view->format == NULL || strcmp(view->format, format) != 0) {
-        PyErr_Format(PyExc_TypeError, "%s: a C-contiguous buffer of format '%s' expected", name,
-                     format);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *predictions(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError,
@@ -145,12 +136,12 @@ static PyObject *predictions(PyObject *module, PyObject *const *args, Py_ssize_t
     }
     Py_buffer sv, cv, nv;
     int have_nodes = keys != Py_None;
-    if (take(args[2], &sv, "d", "scores") < 0) return NULL;
-    if (take(args[3], &cv, "b", "codes") < 0) {
+    if (take_buffer(args[2], &sv, 'd', 0, "scores") < 0) return NULL;
+    if (take_buffer(args[3], &cv, 'b', 0, "codes") < 0) {
         PyBuffer_Release(&sv);
         return NULL;
     }
-    if (have_nodes && take(args[7], &nv, "d", "node_scores") < 0) {
+    if (have_nodes && take_buffer(args[7], &nv, 'd', 0, "node_scores") < 0) {
         PyBuffer_Release(&sv);
         PyBuffer_Release(&cv);
         return NULL;

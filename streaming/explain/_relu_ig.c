@@ -32,6 +32,8 @@
 #include <Python.h>
 #include <stdlib.h>
 
+#include "_buffers.h"
+
 /* Rows from which a call lets go of the GIL while it runs (about 11 us a fraud row): a few
  * rows take less than handing the GIL to the decoding thread and waiting to get it back
  * (worker.gil_switch_interval_ms, 0.2 ms) costs. */
@@ -157,18 +159,6 @@ static void row_attributions(const Net *net, const double *x, double *out, doubl
     for (Py_ssize_t i = 0; i < d; i++) out[i] *= x[i] - net->b[i];
 }
 
-static int take(PyObject *obj, Py_buffer *view, int writable, const char *name) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT |
-                                          (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    if (view->format == NULL || strcmp(view->format, "d") != 0 || view->itemsize != 8) {
-        PyErr_Format(PyExc_TypeError, "%s: a C-contiguous float64 buffer expected", name);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *relu2_attributions(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     static const char *names[8] = {"w1", "z0", "w2t", "c2", "vt", "baseline", "x", "out"};
     if (nargs != 8) {
@@ -180,7 +170,7 @@ static PyObject *relu2_attributions(PyObject *module, PyObject *const *args, Py_
     int got = 0;
     PyObject *result = NULL;
     for (; got < 8; got++)
-        if (take(args[got], &v[got], got == 7, names[got]) < 0) goto done;
+        if (take_buffer(args[got], &v[got], 'd', got == 7, names[got]) < 0) goto done;
     Py_ssize_t h1 = v[1].len / 8, h2 = v[3].len / 8, d = v[5].len / 8;
     if (h1 == 0 || h2 == 0 || d == 0 || v[0].len / 8 != h1 * d || v[2].len / 8 != h1 * h2 ||
         v[4].len / 8 != h1 * h2 || v[6].len % (8 * d) != 0 || v[7].len != v[6].len) {

@@ -16,22 +16,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
-#include <string.h>
+
+#include "_buffers.h"
 
 #define ROUND_SCALE 1e4 /* streaming.explain.reasons.WEIGHT_DECIMALS = 4 */
-
-static int take(PyObject *obj, Py_buffer *view, const char *format, const char *name) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-    if (view->format == NULL || view->itemsize != 8 ||
-        (strcmp(view->format, format) != 0 &&
-         !(format[0] == 'q' && strcmp(view->format, "l") == 0))) {
-        PyErr_Format(PyExc_TypeError, "%s: a C-contiguous %s buffer expected", name,
-                     format[0] == 'd' ? "float64" : "int64");
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
 
 /* Row r's reasons: its codes' rounded weights, the k largest positive ones, largest first. */
 static PyObject *row_reasons(const double *attr, const long long *owner, Py_ssize_t d,
@@ -92,8 +80,8 @@ static PyObject *top(PyObject *module, PyObject *const *args, Py_ssize_t nargs) 
     }
     Py_ssize_t ncodes = PyTuple_GET_SIZE(codes);
     Py_buffer a, o;
-    if (take(args[0], &a, "d", "attributions") < 0) return NULL;
-    if (take(args[1], &o, "q", "owner") < 0) {
+    if (take_buffer(args[0], &a, 'd', 0, "attributions") < 0) return NULL;
+    if (take_buffer(args[1], &o, 'q', 0, "owner") < 0) {
         PyBuffer_Release(&a);
         return NULL;
     }
