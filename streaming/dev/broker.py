@@ -82,7 +82,7 @@ class EmbeddedBroker:
 
     def wait_ready(self, timeout: float) -> None:
         """Wait until the port accepts connections and the broker answers a metadata request."""
-        from confluent_kafka.admin import AdminClient
+        from streaming.kafka.settings import admin_client
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,7 +97,7 @@ class EmbeddedBroker:
             ):
                 if self.authentication:
                     return  # it answers only to logins; the open port is all we can check
-                admin = AdminClient({"bootstrap.servers": self.bootstrap})
+                admin = admin_client({"bootstrap.servers": self.bootstrap})
                 try:
                     admin.list_topics(timeout=2)
                     return

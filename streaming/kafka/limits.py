@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import ConfigResource, ResourceType
+
+from streaming.kafka.settings import admin_client
 
 log = logging.getLogger("streaming.worker")
 
@@ -49,8 +51,7 @@ def read_limits(
     cannot describe topic configs leaves the producer's limit in force (and says so)."""
     producer_max = int(producer_settings.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
     topic_max: dict[str, int] = {}
-    # its log goes through logging: librdkafka printed 'Purging 1 unserved events' to stderr
-    admin = AdminClient({**admin_settings, "logger": logging.getLogger("streaming.librdkafka")})
+    admin = admin_client(admin_settings)
     names = list(dict.fromkeys(topics))
     futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, t) for t in names])
     for resource, future in futures.items():

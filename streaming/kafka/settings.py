@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -142,6 +143,14 @@ def transactional_settings(cfg: PipelineConfig, worker_id: str) -> dict[str, Any
 
 def admin_settings(cfg: KafkaConfig) -> dict[str, Any]:
     return _base(cfg)
+
+
+def admin_client(settings: dict[str, Any]) -> AdminClient:
+    """An AdminClient whose librdkafka log goes through logging (``streaming.librdkafka``),
+    not stderr: destroyed with an admin result still queued, librdkafka prints "Purging 1
+    unserved events from background queue", which is nobody's business on a command's
+    stderr."""
+    return AdminClient({**settings, "logger": logging.getLogger("streaming.librdkafka")})
 
 
 def reader_settings(cfg: KafkaConfig, group: str, **extra: Any) -> dict[str, Any]:

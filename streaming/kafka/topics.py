@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from streaming.config import PipelineConfig
 from streaming.kafka import settings as kafka
@@ -19,7 +19,7 @@ def create_topics(
     cfg: PipelineConfig, partitions: int | None = None, timeout: float = 15.0
 ) -> dict[str, str]:
     """Return topic -> 'created' | 'exists'. The control topic is compacted."""
-    admin = AdminClient(kafka.admin_settings(cfg.kafka))
+    admin = kafka.admin_client(kafka.admin_settings(cfg.kafka))
     t = cfg.topics
     n = partitions or t.partitions
     wanted = {
@@ -106,7 +106,7 @@ def ensure_state_topic(cfg: PipelineConfig, error: type[Exception]) -> str:
                 "partition; add partitions to it, or set topics.state to a new topic"
             )
         return name
-    admin = AdminClient(kafka.admin_settings(cfg.kafka))
+    admin = kafka.admin_client(kafka.admin_settings(cfg.kafka))
     future = admin.create_topics([state_topic_spec(cfg, len(source.partitions))])[name]
     try:
         future.result(15.0)
