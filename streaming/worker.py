@@ -47,6 +47,7 @@ from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
 from streaming.pipeline import PipelineSpec, load_pipeline
 from streaming.rollout.control import ControlFollower, ControlReader
+from streaming.state.changelog import StateChangelog
 from streaming.state.wiring import attach_state
 
 __all__ = ["FatalWorkerError", "StartupError", "Worker", "WorkerStats", "default_worker_id"]
@@ -90,6 +91,7 @@ class Worker:
         self._turned_at = time.monotonic()
         self.engine: Engine | None = None
         self._sink: KafkaSink | None = None
+        self._changelog: StateChangelog | None = None
         self._source: Source | None = None
         self._committer: Committer | None = None
         self._control: ControlFollower | None = None
@@ -179,7 +181,7 @@ class Worker:
             should_stop=self._waiting_should_stop,
         )
         source.on_revoked.append(engine.revoked)
-        changelog = (
+        changelog = self._changelog = (
             None
             if engine.state is None
             else attach_state(cfg, engine.state, self._sink, source, self.metrics)
@@ -285,5 +287,8 @@ class Worker:
                 self._committer.commit(asynchronous=False)
             self._source.close()
             self._source = None
+        if self._changelog is not None:  # after the last commit, which may write to it
+            self._changelog.close(timeout=5)
+            self._changelog = None
         if self.engine is not None:
             self.engine.close()

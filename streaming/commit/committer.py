@@ -114,16 +114,9 @@ class Committer(ABC):
         self._offsets.detach(partitions)
         if self._changelog is not None:
             self._changelog.forget(partitions)
-            if self._pending is not None:
-                self._pending[1].drop(partitions)
 
 
 class AtLeastOnce(Committer):
-    def maybe_commit(self, now: float) -> bool:
-        if self._pending is not None:
-            self._pending[1].advance()  # the partition records go once the keys are acked
-        return super().maybe_commit(now)
-
     def commit(self, asynchronous: bool = False, only: Partitions | None = None) -> None:
         if self._changelog is None:
             points = self._offsets.commit_points()

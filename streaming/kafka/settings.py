@@ -112,6 +112,22 @@ def producer_settings(cfg: KafkaConfig, client_id: str) -> dict[str, Any]:
     }
 
 
+def changelog_producer_settings(cfg: KafkaConfig, client_id: str) -> dict[str, Any]:
+    """The state changelog's own producer in at-least-once mode (streaming.state.changelog):
+    only a commit's partition records are acked, each vouching for the key records before it
+    in its partition. That holds because no record can go missing while a later one lands:
+    idempotence keeps per-partition order, the gapless guarantee turns any failure that
+    would leave a gap into a fatal error, and no record times out (``message.timeout.ms`` 0:
+    the one failure gapless does not cover). These three win over ``kafka.producer``."""
+    return {
+        **producer_settings(cfg, client_id),
+        "enable.idempotence": True,
+        "enable.gapless.guarantee": True,
+        "message.timeout.ms": 0,
+        "logger": logging.getLogger("streaming.librdkafka"),
+    }
+
+
 TRANSACTION_MARGIN_MS = 10_000
 """The default transaction.timeout.ms is the longest healthy transaction plus this: room for
 the commit's round trips on a slow broker, and little more, since it is also how long

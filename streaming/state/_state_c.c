@@ -16,6 +16,13 @@
  *            features go to row i.
  *   wm       the partition's event time (streaming.state.store._NO_TIME before any event).
  *
+ * gather(msgs, records, ts_name, fields, coded, vocabulary, values) -> (keys, runs, rows)
+ *     a poll batch's inputs in one call: keys, [(partition, start, end)] runs and a float64
+ *     buffer of (ts, offset, field...) rows, fields coded where ``coded`` says; then
+ * apply_rows(plan, held, dirty, late, keys, rows, start, end, out, wm, applied)
+ *     is apply for one partition run of that batch (StateStage.compute's path: the
+ *     per-message calls in Python lists were half the stage's cost in a worker).
+ *
  * Unsupported is raised, before anything changes, when the run holds what the C path does
  * not answer for: a time or offset that is not an int within +-2**52 (doubles compare them
  * exactly only there), a field value that is not a number. The caller then runs the Python
@@ -466,12 +473,6 @@ static int64_t as_exact_int(PyObject *v, int *ok) {
     return (int64_t)x;
 }
 
-typedef struct {
-    PyObject *keys, *ts, *offsets;
-    PyObject **cols;
-    Py_ssize_t ncols;
-} Input;
-
 /* One event read again: features from its key's rows with a smaller offset only. */
 static int replay(const Plan *p, PyObject *held, PyObject *late, PyObject *key, PyObject *off_obj,
                   int64_t offset, int64_t ts, double *out) {
@@ -508,15 +509,134 @@ static int replay(const Plan *p, PyObject *held, PyObject *late, PyObject *key, 
     return rc;
 }
 
+/* The events of a run, converted: row i of ``vals`` is (ts, offset, field...) as doubles
+ * (ts and offset exact ints within +-2**52), ``keys`` their keys. Applies them in order:
+ * features into ``outp`` (a row per event), the state changed; *wm, *applied and *replays
+ * are updated. -1 with an exception set on an error (what was applied before it stays). */
+static int apply_events(const Plan *p, PyObject *held, PyObject *dirty, PyObject *late,
+                        PyObject *const *keys, Py_ssize_t count, const double *vals,
+                        double *outp, int64_t *wm_io, int64_t *applied_io,
+                        Py_ssize_t *replays) {
+    Py_ssize_t s = p->stride, i;
+    int64_t wm = *wm_io, applied = *applied_io;
+    int rc = -1;
+    for (i = 0; i < count; i++) {
+        PyObject *key = keys[i], *rows_obj;
+        const double *row = vals + i * s;
+        double *feat = outp + i * p->width;
+        int64_t ts = (int64_t)row[0], offset = (int64_t)row[1], limit;
+        ArrayObject *rows;
+        Py_ssize_t n, at;
+
+        if (offset <= applied) {
+            PyObject *off_obj = PyLong_FromLongLong(offset);
+            int r;
+            if (off_obj == NULL) goto exit;
+            r = replay(p, held, late, key, off_obj, offset, ts, feat);
+            Py_DECREF(off_obj);
+            if (r < 0) goto exit;
+            (*replays)++;
+            continue;
+        }
+        applied = offset;
+        /* The key's rows are looked up after the calls that may run Python code (a key's
+         * __hash__ or __eq__) and used before any other: a borrowed reference stays valid. */
+        if (ts < wm - p->grace) { /* late: as of wm, not kept */
+            PyObject *t = PyLong_FromLongLong(wm), *off_obj = PyLong_FromLongLong(offset);
+            int r = t == NULL || off_obj == NULL ? -1 : PyDict_SetItem(late, off_obj, t);
+            Py_XDECREF(t);
+            Py_XDECREF(off_obj);
+            if (r < 0) goto exit;
+            rows_obj = PyDict_GetItemWithError(held, key);
+            if (rows_obj == NULL && PyErr_Occurred()) goto exit;
+            if (rows_obj == NULL) {
+                memcpy(feat, p->empty, sizeof(double) * p->width);
+                continue;
+            }
+            if ((rows = as_rows(rows_obj, s)) == NULL) goto exit;
+            if (features(p, (double *)rows->ob_item, Py_SIZE(rows) / s, wm, feat) < 0) goto exit;
+            continue;
+        }
+        if (ts > wm) wm = ts;
+        if (PySet_Add(dirty, key) < 0) goto exit;
+        rows_obj = PyDict_GetItemWithError(held, key);
+        if (rows_obj == NULL && PyErr_Occurred()) goto exit;
+        if (rows_obj == NULL) { /* a key's first event: nothing to aggregate */
+            ArrayObject *a = new_rows(row, s);
+            int r;
+            if (a == NULL) goto exit;
+            r = PyDict_SetItem(held, key, (PyObject *)a);
+            Py_DECREF(a);
+            if (r < 0) goto exit;
+            memcpy(feat, p->empty, sizeof(double) * p->width);
+            continue;
+        }
+        if ((rows = as_rows(rows_obj, s)) == NULL) goto exit;
+        n = Py_SIZE(rows) / s;
+        if (n == 0) {
+            PyErr_SetString(PyExc_IndexError, "array index out of range");
+            goto exit;
+        }
+        if ((double)ts >= ((double *)rows->ob_item)[(n - 1) * s]) { /* in order: appended */
+            if (features(p, (double *)rows->ob_item, n, ts, feat) < 0) goto exit;
+            if (array_resize(rows, (n + 1) * s) < 0) goto exit;
+            memcpy((double *)rows->ob_item + n * s, row, sizeof(double) * s);
+        } else {
+            at = bisect_ts((double *)rows->ob_item, s, 0, n, (double)ts);
+            if (features(p, (double *)rows->ob_item, at, ts, feat) < 0) goto exit;
+            if (array_resize(rows, (n + 1) * s) < 0) goto exit;
+            memmove((double *)rows->ob_item + (at + 1) * s, (double *)rows->ob_item + at * s,
+                    sizeof(double) * s * (n - at));
+            memcpy((double *)rows->ob_item + at * s, row, sizeof(double) * s);
+        }
+        n += 1;
+        limit = wm - p->horizon;
+        if (((double *)rows->ob_item)[0] <= (double)limit) {
+            Py_ssize_t drop = bisect_ts((double *)rows->ob_item, s, 0, n, (double)limit);
+            memmove(rows->ob_item, (double *)rows->ob_item + drop * s,
+                    sizeof(double) * s * (n - drop));
+            if (array_resize(rows, (n - drop) * s) < 0) goto exit;
+        }
+    }
+    rc = 0;
+exit:
+    *wm_io = wm;
+    *applied_io = applied;
+    return rc;
+}
+
+/* A writable C-contiguous float64 buffer of at least ``rows`` rows of ``width``. */
+static int take_out(PyObject *obj, Py_buffer *out, Py_ssize_t rows, Py_ssize_t width) {
+    if (PyObject_GetBuffer(obj, out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return -1;
+    if (out->itemsize != 8 || out->format == NULL ||
+        !(strcmp(out->format, "d") == 0 || strcmp(out->format, "<d") == 0 ||
+          strcmp(out->format, "=d") == 0 || strcmp(out->format, "@d") == 0) ||
+        out->len < (Py_ssize_t)(rows * width * sizeof(double))) {
+        PyErr_SetString(PyExc_ValueError, "out: a float64 buffer of a row per event");
+        PyBuffer_Release(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int wm_supported(long long wm_in) {
+    if (wm_in != -(INT64_C(1) << 62) && (wm_in > EXACT_LIMIT || wm_in < -EXACT_LIMIT)) {
+        PyErr_SetString(Unsupported, "a value the C path does not answer for");
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *py_apply(PyObject *self, PyObject *args) {
     PyObject *plan_t, *held, *dirty, *late, *columns, *out_obj, *result = NULL;
     PyObject *keys_obj, *ts_obj, *off_obj;
     PyObject *fast_keys = NULL, *fast_ts = NULL, *fast_off = NULL, *fast_cols = NULL;
     PyObject **colv = NULL;
-    Py_ssize_t start, end, ncols, i, c, s, replays = 0;
+    Py_ssize_t start, end, ncols = 0, i, c, s, replays = 0;
     long long wm_in, applied_in;
-    int64_t wm, applied, *tsv = NULL, *offv = NULL;
-    double *vals = NULL, *outp;
+    int64_t wm, applied;
+    double *vals = NULL;
     Py_buffer out = {0};
     Plan p;
     int ok = 1;
@@ -555,36 +675,21 @@ static PyObject *py_apply(PyObject *self, PyObject *args) {
             goto exit;
         }
     }
-    if (PyObject_GetBuffer(out_obj, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) <
-        0)
-        goto exit;
-    if (out.itemsize != 8 || out.format == NULL ||
-        !(strcmp(out.format, "d") == 0 || strcmp(out.format, "<d") == 0 ||
-          strcmp(out.format, "=d") == 0 || strcmp(out.format, "@d") == 0) ||
-        out.len < (Py_ssize_t)(end * p.width * sizeof(double))) {
-        PyErr_SetString(PyExc_ValueError, "out: a float64 buffer of a row per event");
-        goto exit;
-    }
-    outp = (double *)out.buf;
+    if (take_out(out_obj, &out, end, p.width) < 0) goto exit;
 
     /* Everything converted and checked before anything changes. */
     {
         Py_ssize_t n = end - start;
-        tsv = PyMem_Malloc(sizeof(int64_t) * (n ? n : 1));
-        offv = PyMem_Malloc(sizeof(int64_t) * (n ? n : 1));
         vals = PyMem_Malloc(sizeof(double) * s * (n ? n : 1));
-        if (tsv == NULL || offv == NULL || vals == NULL) {
+        if (vals == NULL) {
             PyErr_NoMemory();
             goto exit;
         }
-        if (wm_in != -(INT64_C(1) << 62) && (wm_in > EXACT_LIMIT || wm_in < -EXACT_LIMIT))
-            ok = 0;
+        if (!wm_supported(wm_in)) goto exit;
         for (i = 0; i < n && ok; i++) {
             double *row = vals + i * s;
-            tsv[i] = as_exact_int(PySequence_Fast_GET_ITEM(fast_ts, start + i), &ok);
-            offv[i] = as_exact_int(PySequence_Fast_GET_ITEM(fast_off, start + i), &ok);
-            row[0] = (double)tsv[i];
-            row[1] = (double)offv[i];
+            row[0] = (double)as_exact_int(PySequence_Fast_GET_ITEM(fast_ts, start + i), &ok);
+            row[1] = (double)as_exact_int(PySequence_Fast_GET_ITEM(fast_off, start + i), &ok);
             for (c = 0; c < ncols && ok; c++) {
                 /* array('d') converts a value so (PyArg_Parse "d") */
                 row[2 + c] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(colv[c], start + i));
@@ -602,83 +707,9 @@ static PyObject *py_apply(PyObject *self, PyObject *args) {
 
     wm = wm_in;
     applied = applied_in;
-    for (i = 0; i < end - start; i++) {
-        PyObject *key = PySequence_Fast_GET_ITEM(fast_keys, start + i), *rows_obj;
-        const double *row = vals + i * s;
-        double *feat = outp + (start + i) * p.width;
-        int64_t ts = tsv[i], offset = offv[i], limit;
-        ArrayObject *rows;
-        Py_ssize_t n, at;
-
-        if (offset <= applied) {
-            if (replay(&p, held, late, key, PySequence_Fast_GET_ITEM(fast_off, start + i),
-                       offset, ts, feat) < 0)
-                goto exit;
-            replays++;
-            continue;
-        }
-        applied = offset;
-        /* The key's rows are looked up after the calls that may run Python code (a key's
-         * __hash__ or __eq__) and used before any other: a borrowed reference stays valid. */
-        if (ts < wm - p.grace) { /* late: as of wm, not kept */
-            PyObject *t = PyLong_FromLongLong(wm);
-            int rc;
-            if (t == NULL) goto exit;
-            rc = PyDict_SetItem(late, PySequence_Fast_GET_ITEM(fast_off, start + i), t);
-            Py_DECREF(t);
-            if (rc < 0) goto exit;
-            rows_obj = PyDict_GetItemWithError(held, key);
-            if (rows_obj == NULL && PyErr_Occurred()) goto exit;
-            if (rows_obj == NULL) {
-                memcpy(feat, p.empty, sizeof(double) * p.width);
-                continue;
-            }
-            if ((rows = as_rows(rows_obj, s)) == NULL) goto exit;
-            if (features(&p, (double *)rows->ob_item, Py_SIZE(rows) / s, wm, feat) < 0) goto exit;
-            continue;
-        }
-        if (ts > wm) wm = ts;
-        if (PySet_Add(dirty, key) < 0) goto exit;
-        rows_obj = PyDict_GetItemWithError(held, key);
-        if (rows_obj == NULL && PyErr_Occurred()) goto exit;
-        if (rows_obj == NULL) { /* a key's first event: nothing to aggregate */
-            ArrayObject *a = new_rows(row, s);
-            int rc;
-            if (a == NULL) goto exit;
-            rc = PyDict_SetItem(held, key, (PyObject *)a);
-            Py_DECREF(a);
-            if (rc < 0) goto exit;
-            memcpy(feat, p.empty, sizeof(double) * p.width);
-            continue;
-        }
-        if ((rows = as_rows(rows_obj, s)) == NULL) goto exit;
-        n = Py_SIZE(rows) / s;
-        if (n == 0) {
-            PyErr_SetString(PyExc_IndexError, "array index out of range");
-            goto exit;
-        }
-        if ((double)ts >= ((double *)rows->ob_item)[(n - 1) * s]) { /* in order: appended */
-            if (features(&p, (double *)rows->ob_item, n, ts, feat) < 0) goto exit;
-            if (array_resize(rows, (n + 1) * s) < 0) goto exit;
-            memcpy((double *)rows->ob_item + n * s, row, sizeof(double) * s);
-        } else {
-            at = bisect_ts((double *)rows->ob_item, s, 0, n, (double)ts);
-            if (features(&p, (double *)rows->ob_item, at, ts, feat) < 0) goto exit;
-            if (array_resize(rows, (n + 1) * s) < 0) goto exit;
-            memmove((double *)rows->ob_item + (at + 1) * s, (double *)rows->ob_item + at * s,
-                    sizeof(double) * s * (n - at));
-            memcpy((double *)rows->ob_item + at * s, row, sizeof(double) * s);
-        }
-        n += 1;
-        limit = wm - p.horizon;
-        if (((double *)rows->ob_item)[0] <= (double)limit) {
-            Py_ssize_t drop = bisect_ts((double *)rows->ob_item, s, 0, n, (double)limit);
-            memmove(rows->ob_item, (double *)rows->ob_item + drop * s,
-                    sizeof(double) * s * (n - drop));
-            if (array_resize(rows, (n - drop) * s) < 0) goto exit;
-        }
-    }
-    result = Py_BuildValue("LLn", (long long)wm, (long long)applied, replays);
+    if (apply_events(&p, held, dirty, late, PySequence_Fast_ITEMS(fast_keys) + start, end - start,
+                     vals, (double *)out.buf + start * p.width, &wm, &applied, &replays) == 0)
+        result = Py_BuildValue("LLn", (long long)wm, (long long)applied, replays);
 exit:
     plan_free(&p);
 exit_noplan:
@@ -687,13 +718,200 @@ exit_noplan:
         for (c = 0; c < ncols; c++) Py_XDECREF(colv[c]);
         PyMem_Free(colv);
     }
-    PyMem_Free(tsv);
-    PyMem_Free(offv);
     PyMem_Free(vals);
     Py_XDECREF(fast_keys);
     Py_XDECREF(fast_ts);
     Py_XDECREF(fast_off);
     Py_XDECREF(fast_cols);
+    return result;
+}
+
+/* apply_rows(plan, held, dirty, late, keys, rows, start, end, out, wm, applied)
+ *     -> (wm, applied, replays)
+ * apply for events start..end-1 of a batch ``gather`` made: ``rows`` its float64 buffer of
+ * (ts, offset, field...) per event, already checked and coded. */
+static PyObject *py_apply_rows(PyObject *self, PyObject *args) {
+    PyObject *plan_t, *held, *dirty, *late, *keys, *rows_obj, *out_obj, *result = NULL;
+    Py_ssize_t start, end, replays = 0;
+    long long wm_in, applied_in;
+    int64_t wm, applied;
+    Py_buffer rows = {0}, out = {0};
+    Plan p;
+
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OnnOLL", &PyTuple_Type, &plan_t, &PyDict_Type, &held,
+                          &PySet_Type, &dirty, &PyDict_Type, &late, &PyList_Type, &keys,
+                          &rows_obj, &start, &end, &out_obj, &wm_in, &applied_in))
+        return NULL;
+    if (plan_read(plan_t, &p) < 0) return NULL;
+    if (PyObject_GetBuffer(rows_obj, &rows, PyBUF_C_CONTIGUOUS) < 0) goto exit;
+    if (start < 0 || end < start || end > PyList_GET_SIZE(keys) ||
+        rows.len < (Py_ssize_t)(end * p.stride * sizeof(double))) {
+        PyErr_SetString(PyExc_IndexError, "start/end outside the batch");
+        goto exit;
+    }
+    if (take_out(out_obj, &out, end, p.width) < 0) goto exit;
+    if (!wm_supported(wm_in)) goto exit;
+    wm = wm_in;
+    applied = applied_in;
+    if (apply_events(&p, held, dirty, late, &PyList_GET_ITEM(keys, start), end - start,
+                     (const double *)rows.buf + start * p.stride,
+                     (double *)out.buf + start * p.width, &wm, &applied, &replays) == 0)
+        result = Py_BuildValue("LLn", (long long)wm, (long long)applied, replays);
+exit:
+    plan_free(&p);
+    if (rows.obj != NULL) PyBuffer_Release(&rows);
+    if (out.obj != NULL) PyBuffer_Release(&out);
+    return result;
+}
+
+/* ------------------------------------------------------------------ gather */
+
+static PyObject *str_offset, *str_key, *str_partition;
+
+/* gather(msgs, records, ts_name, fields, coded, vocabulary, values) -> (keys, runs, rows)
+ * The stage's inputs for a poll batch in one call (StateStage.compute): per message its
+ * key(), offset() and partition(), per record its event time and fields (attribute names).
+ * ``rows``: bytes of float64 (ts, offset, field...) per event, the fields where ``coded[f]``
+ * as codes of the store.Vocabulary ``vocabulary`` (column by column, as ``code`` does);
+ * ``runs``: [(partition, start, end)], one per run of one partition.
+ * Unsupported when a time or offset is not an int within +-2**52, or a field not coded is not
+ * a number (the Python path then answers); the vocabulary may have grown by then, as the
+ * Python path would grow it too. */
+static PyObject *py_gather(PyObject *self, PyObject *args) {
+    PyObject *msgs, *records, *ts_name, *fields, *coded, *vocab, *values;
+    PyObject *fm = NULL, *fr = NULL, *keys = NULL, *runs = NULL, *rows = NULL, *result = NULL;
+    PyObject **held = NULL; /* the coded fields' values, column by column */
+    Py_ssize_t n, nf, i, f, nheld = 0, s, run_start = 0;
+    unsigned char *is_coded = NULL;
+    long part = 0, run_part = 0;
+    double *vals;
+    int ok = 1;
+
+    if (!PyArg_ParseTuple(args, "OOUO!O!O!O!", &msgs, &records, &ts_name, &PyTuple_Type, &fields,
+                          &PyTuple_Type, &coded, &PyDict_Type, &vocab, &PyList_Type, &values))
+        return NULL;
+    nf = PyTuple_GET_SIZE(fields);
+    s = 2 + nf;
+    if (PyTuple_GET_SIZE(coded) != nf) {
+        PyErr_SetString(PyExc_ValueError, "coded: one flag per field");
+        return NULL;
+    }
+    if ((fm = PySequence_Fast(msgs, "msgs must be a sequence")) == NULL) return NULL;
+    if ((fr = PySequence_Fast(records, "records must be a sequence")) == NULL) goto exit;
+    n = PySequence_Fast_GET_SIZE(fm);
+    if (PySequence_Fast_GET_SIZE(fr) != n) {
+        PyErr_SetString(PyExc_ValueError, "one record per message");
+        goto exit;
+    }
+    is_coded = PyMem_Calloc(nf ? nf : 1, 1);
+    held = PyMem_Calloc(n * nf > 0 ? n * nf : 1, sizeof(PyObject *));
+    keys = PyList_New(n);
+    runs = PyList_New(0);
+    rows = PyBytes_FromStringAndSize(NULL, sizeof(double) * s * n);
+    if (is_coded == NULL || held == NULL) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    if (keys == NULL || runs == NULL || rows == NULL) goto exit;
+    for (f = 0; f < nf; f++) {
+        int t = PyObject_IsTrue(PyTuple_GET_ITEM(coded, f));
+        if (t < 0) goto exit;
+        is_coded[f] = (unsigned char)t;
+    }
+    vals = (double *)PyBytes_AS_STRING(rows);
+    for (i = 0; i < n; i++) {
+        PyObject *m = PySequence_Fast_GET_ITEM(fm, i), *r = PySequence_Fast_GET_ITEM(fr, i), *v;
+        double *row = vals + i * s;
+        if ((v = PyObject_CallMethodNoArgs(m, str_key)) == NULL) goto exit;
+        PyList_SET_ITEM(keys, i, v);
+        if ((v = PyObject_CallMethodNoArgs(m, str_partition)) == NULL) goto exit;
+        part = PyLong_AsLong(v);
+        Py_DECREF(v);
+        if (part == -1 && PyErr_Occurred()) goto exit;
+        if (i == 0) run_part = part;
+        if (part != run_part) {
+            PyObject *t = Py_BuildValue("(lnn)", run_part, run_start, i);
+            if (t == NULL || PyList_Append(runs, t) < 0) {
+                Py_XDECREF(t);
+                goto exit;
+            }
+            Py_DECREF(t);
+            run_part = part;
+            run_start = i;
+        }
+        if ((v = PyObject_CallMethodNoArgs(m, str_offset)) == NULL) goto exit;
+        row[1] = (double)as_exact_int(v, &ok);
+        Py_DECREF(v);
+        if ((v = PyObject_GetAttr(r, ts_name)) == NULL) goto exit;
+        row[0] = (double)as_exact_int(v, &ok);
+        Py_DECREF(v);
+        if (!ok) break;
+        for (f = 0; f < nf; f++) {
+            if ((v = PyObject_GetAttr(r, PyTuple_GET_ITEM(fields, f))) == NULL) goto exit;
+            if (is_coded[f]) { /* coded below, column by column */
+                held[f * n + i] = v;
+                nheld++;
+                continue;
+            }
+            row[2 + f] = PyFloat_AsDouble(v);
+            Py_DECREF(v);
+            if (row[2 + f] == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear();
+                ok = 0;
+                break;
+            }
+        }
+        if (!ok) break;
+    }
+    if (!ok) {
+        PyErr_SetString(Unsupported, "a value the C path does not answer for");
+        goto exit;
+    }
+    if (n) {
+        PyObject *t = Py_BuildValue("(lnn)", run_part, run_start, n);
+        if (t == NULL || PyList_Append(runs, t) < 0) {
+            Py_XDECREF(t);
+            goto exit;
+        }
+        Py_DECREF(t);
+    }
+    for (f = 0; f < nf; f++) {
+        if (!is_coded[f]) continue;
+        for (i = 0; i < n; i++) {
+            PyObject *v = held[f * n + i], *c = PyDict_GetItemWithError(vocab, v);
+            Py_ssize_t code;
+            if (c == NULL) {
+                if (PyErr_Occurred()) goto exit;
+                code = PyDict_GET_SIZE(vocab);
+                if ((c = PyLong_FromSsize_t(code)) == NULL) goto exit;
+                if (PyDict_SetItem(vocab, v, c) < 0 || PyList_Append(values, v) < 0) {
+                    Py_DECREF(c);
+                    goto exit;
+                }
+                Py_DECREF(c);
+            } else {
+                code = PyLong_AsSsize_t(c);
+                if (code == -1 && PyErr_Occurred()) goto exit;
+            }
+            vals[i * s + 2 + f] = (double)code;
+        }
+    }
+    result = PyTuple_Pack(3, keys, runs, rows);
+exit:
+    if (held != NULL) {
+        for (i = 0; i < n * nf && nheld; i++)
+            if (held[i] != NULL) {
+                Py_DECREF(held[i]);
+                nheld--;
+            }
+        PyMem_Free(held);
+    }
+    PyMem_Free(is_coded);
+    Py_XDECREF(keys);
+    Py_XDECREF(runs);
+    Py_XDECREF(rows);
+    Py_XDECREF(fm);
+    Py_XDECREF(fr);
     return result;
 }
 
@@ -1148,6 +1366,8 @@ static int check_layout(void) {
 
 static PyMethodDef methods[] = {
     {"apply", py_apply, METH_VARARGS, "One partition run of events: features, then state."},
+    {"apply_rows", py_apply_rows, METH_VARARGS, "apply over a batch gather made."},
+    {"gather", py_gather, METH_VARARGS, "A poll batch's keys, partition runs and rows."},
     {"encode_rows", py_encode_rows, METH_VARARGS, "codec.encode_rows, plain-text tables."},
     {"expired", py_expired, METH_VARARGS, "The keys an expiry pass drops."},
     {"code", py_code, METH_VARARGS, "A column coded in a store.Vocabulary."},
@@ -1166,6 +1386,10 @@ PyMODINIT_FUNC PyInit__state_c(void) {
     Py_DECREF(array_mod);
     if (ArrayType == NULL) return NULL;
     if (check_layout() < 0) return NULL;
+    str_offset = PyUnicode_InternFromString("offset");
+    str_key = PyUnicode_InternFromString("key");
+    str_partition = PyUnicode_InternFromString("partition");
+    if (str_offset == NULL || str_key == NULL || str_partition == NULL) return NULL;
     if (PyType_Ready(&AcksType) < 0) return NULL;
     m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -2,40 +2,46 @@
 
 Kafka Streams' and Quix's way: between two commits the stage only marks the keys it changed;
 at a commit each changed key's latest rows go out once (a key touched by 50 events in the
-interval is written once), expired keys as tombstones, and one record per partition says where
-its state stands (codec.py). Changelog partition = input partition.
+interval is written once), expired keys as tombstones, and then one record per partition says
+where its state stands (codec.py). Changelog partition = input partition.
 
-How this keeps the state consistent with the committed input offsets (README, "Where the state
-lives"):
+Only the partition records carry delivery reports. In a backlog of new cards a commit writes
+about one key record per event, and a delivery report costs the delivery thread a GIL round
+trip each (confluent-kafka takes the GIL for every report that has a callback): that was a
+third of what the changelog cost a worker. A partition record's ack vouches for the key
+records before it in its partition because they are produced in order by one idempotent
+producer on which no record can go missing without the producer failing:
 
-- exactly-once: the changes are produced into the open transaction, after the feeding stopped
-  and before it commits with the input offsets: state, outputs and offsets commit together.
-- at-least-once: the input offsets of a commit are committed only once the changelog records
-  written at that commit are acked (:class:`ChangelogCommit`). The state restored after a
-  crash is then never behind the committed offsets; it may be ahead (events applied whose
-  offsets were not committed yet), and those events, read again, are replays the stage
-  recognises by offset.
-- both: a commit's key records go before its partition records, which a restore needs to see
-  before it takes the key records (:class:`StateChangelog`).
+- exactly-once: the records are in the open transaction, produced after the feeding stopped
+  and before it commits with the input offsets; a record that fails fails the commit, so
+  state, outputs and offsets commit together or not at all.
+- at-least-once: the changelog has a producer of its own (kafka.settings.
+  changelog_producer_settings): idempotent, so per-partition order survives retries;
+  ``enable.gapless.guarantee``, so a failure that would leave a gap is a fatal error instead;
+  and ``message.timeout.ms`` 0, so no record times out (the one failure gapless does not
+  cover); a broker away holds the commit instead. The input offsets of a commit are committed
+  only once its partition records are acked; the state restored after a crash is then never
+  behind the committed offsets. It may be ahead (events applied whose offsets were not
+  committed yet), and those events, read again, are replays the stage recognises by offset.
+- both: a restore takes a key record only when a partition record at or past its commit
+  follows it (restore.py), so a commit cut short by a crash leaves no trace.
 
-Runs on the main thread (the committer's); delivery reports arrive on the delivery thread and
+Runs on the main thread (the committer's); delivery reports arrive on a delivery thread and
 only count into the snapshot they belong to.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from streaming.state.codec import META_KEY, NATIVE, Labels, NotText, encode_meta, encode_rows
 from streaming.state.stage import StateStage
 from streaming.state.store import C_STATE
 
-Produce = Callable[[str, bytes | None, bytes, int, Callable[[Any, Any], None]], None]
-"""``produce(topic, value, key, partition, on_delivery)``."""
+Produce = Callable[[str, bytes | None, bytes, int, Callable[[Any, Any], None] | None], None]
+"""``produce(topic, value, key, partition, on_delivery)``; on_delivery None: no report."""
 RawProduce = tuple[Callable[..., Any], Callable[[], object]]
 """A producer's own ``produce(topic, value, key, partition, on_delivery)`` (positional), which
 raises BufferError while its queue is full, and the wait before trying again."""
@@ -91,15 +97,8 @@ class Snapshot:
 
 
 class StateChangelog:
-    """The stage's changes since the last call, as records on ``topic``, in two phases.
-
-    A commit's key records (and tombstones) go first; its partition records only once every
-    key record is acked. A restore takes a key record only when the partition record of its
-    snapshot follows it (restore.py): a crash in the middle of a commit, whose key records
-    landed in part, then leaves no trace in the restored state. (Kafka hides an aborted
-    transaction's records from ``read_committed`` readers anyway; the embedded broker does
-    not, and at-least-once has no transaction.)
-    """
+    """The stage's changes since the last call, as records on ``topic``: per partition its key
+    records (and tombstones), then its partition record, which alone is acked."""
 
     def __init__(
         self,
@@ -108,6 +107,8 @@ class StateChangelog:
         produce: Produce,
         written: Callable[[int], object] | None = None,
         raw: RawProduce | None = None,
+        fatal: Callable[[], str | None] | None = None,
+        close: Callable[[float], object] | None = None,
     ) -> None:
         self._stage = stage
         self._raw = raw if NATIVE else None
@@ -116,6 +117,9 @@ class StateChangelog:
         order, as the Python loop's through ``produce``)."""
         self._count = written
         """Told how many records each write sent (the metric: one call, not one a record)."""
+        self._fatal = fatal
+        """The producer's fatal error, if it had one (its failed records may be unreported)."""
+        self._close = close
         self.topic = topic
         self._produce = produce
         self._labels = Labels(stage.codes.values)
@@ -125,12 +129,11 @@ class StateChangelog:
         """Written over the worker's life (the summary and the metric)."""
 
     def begin(self, only: Iterable[tuple[str, int]] | None = None) -> ChangelogCommit:
-        """Write the changed keys of every partition (or of ``only``); the partition records
-        follow when they are acked (:meth:`ChangelogCommit.advance`)."""
-        keys = Snapshot()
-        metas: list[_Meta] = []
+        """Write the changed keys of every partition (or of ``only``), each partition's
+        followed by its partition record; the commit is written once those are acked."""
+        fences = Snapshot()
         stage = self._stage
-        topic, produce, done = self.topic, self._produce, keys.on_delivery
+        topic, produce = self.topic, self._produce
         labels = self._labels
         sent = 0
         for tp in list(stage.partitions.keys() if only is None else only):
@@ -140,19 +143,20 @@ class StateChangelog:
             part = tp[1]
             coded, stride, applied = state.coded_columns, state.stride, state.applied
             held = state.keys
+            here = 0
             for key in state.gone:  # a key that expired and came back since is written below
                 if key is not None and key not in held:
-                    produce(topic, None, _key_bytes(key), part, done)
-                    sent += 1
+                    produce(topic, None, _key_bytes(key), part, None)
+                    here += 1
             if self._raw is not None:
-                sent += C_STATE.write_keys(
+                here += C_STATE.write_keys(
                     held,
                     state.dirty,
                     coded,
                     stride,
                     labels,
                     applied,
-                    *(self._raw[0], topic, part, done, self._raw[1]),
+                    *(self._raw[0], topic, part, None, self._raw[1]),
                     lambda r, c=coded, s=stride, a=applied: encode_rows(r, c, s, labels, a, False),
                     NotText,
                     _key_bytes,
@@ -164,32 +168,29 @@ class StateChangelog:
                         continue
                     value = encode_rows(rows, coded, stride, labels, applied)
                     key_b = key if type(key) is bytes else _key_bytes(key)
-                    produce(topic, value, key_b, part, done)
-                    sent += 1
+                    produce(topic, value, key_b, part, None)
+                    here += 1
             state.dirty.clear()
             state.gone.clear()
-            if self._written.get(tp) != applied:  # as of now, sent after the keys
-                metas.append(_Meta(tp, applied, encode_meta(state)))
-        keys.records = sent
+            if here or self._written.get(tp) != applied:  # after the keys: it vouches for them
+                produce(topic, encode_meta(state), META_KEY, part, fences.on_delivery)
+                fences.records += 1
+                self._written[tp] = applied
+                here += 1
+            sent += here
         self._counted(sent)
-        return ChangelogCommit(self, keys.seal(), metas)
-
-    def write_metas(self, metas: list[_Meta]) -> Snapshot:
-        """The partition records of a commit whose key records are acked. Only now does a
-        partition count as written at its applied offset: a commit abandoned before this
-        point leaves the next one to write its partition record."""
-        snapshot = Snapshot()
-        for meta in metas:
-            self._produce(self.topic, meta.value, META_KEY, meta.tp[1], snapshot.on_delivery)
-            self._written[meta.tp] = meta.applied
-        snapshot.records = len(metas)
-        self._counted(len(metas))
-        return snapshot.seal()
+        return ChangelogCommit(fences.seal(), self._fatal)
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Revoked partitions: their next owner writes their records."""
         for tp in partitions:
             self._written.pop(tp, None)
+
+    def close(self, timeout: float) -> None:
+        """Flush and release the changelog's own producer (at-least-once), if it has one."""
+        if self._close is not None:
+            self._close(timeout)
+            self._close = None
 
     def _counted(self, sent: int) -> None:
         self.records += sent
@@ -197,52 +198,25 @@ class StateChangelog:
             self._count(sent)
 
 
-@dataclass(frozen=True, slots=True)
-class _Meta:
-    """A partition record, encoded when its commit began."""
-
-    tp: tuple[str, int]
-    applied: int
-    value: bytes
-
-
 class ChangelogCommit:
-    """One commit's changelog records: the keys, then (once they are acked) the partition
-    records. Driven by the main thread; acks are counted by the delivery thread."""
+    """One commit's changelog records, written once its partition records are acked (each
+    vouches for the key records before it in its partition)."""
 
-    def __init__(self, changelog: StateChangelog, keys: Snapshot, metas: list[_Meta]) -> None:
-        self._changelog = changelog
-        self._keys = keys
-        self._pending_metas = metas
-        self._metas: Snapshot | None = None
+    def __init__(self, fences: Snapshot, fatal: Callable[[], str | None] | None = None) -> None:
+        self._fences = fences
+        self._fatal = fatal
 
     @property
     def error(self) -> str | None:
-        return self._keys.error or (self._metas.error if self._metas is not None else None)
-
-    def drop(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """Lost partitions: their partition records are not written any more (a late one
-        would follow the new owner's and tell a later restore the state stood back here)."""
-        gone = set(partitions)
-        self._pending_metas = [m for m in self._pending_metas if m.tp not in gone]
+        return self._fences.error or (self._fatal() if self._fatal is not None else None)
 
     def advance(self) -> bool:
-        """True once every record is acked; writes the partition records when the keys are.
-        Never blocks."""
-        if self._metas is None:
-            if not self._keys.done or self._keys.error is not None:
-                return False
-            self._metas = self._changelog.write_metas(self._pending_metas)
-        return self._metas.done and self.error is None
+        """True once every record is acked. Never blocks."""
+        return self._fences.done and self.error is None
 
     def wait(self, timeout: float) -> bool:
-        """``advance`` until done, for at most ``timeout`` seconds; False on an error too."""
-        deadline = time.monotonic() + timeout
-        if not self._keys.wait(timeout) or self._keys.error is not None:
-            return False
-        self.advance()
-        assert self._metas is not None
-        return self._metas.wait(max(0.0, deadline - time.monotonic())) and self.error is None
+        """Until every record is acked, for at most ``timeout`` seconds; False on an error."""
+        return self._fences.wait(timeout) and self.error is None
 
 
 def _key_bytes(key: Any) -> bytes:

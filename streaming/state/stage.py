@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from streaming.state.spec import StateSpec
-from streaming.state.store import C_STATE, PartitionState, Vocabulary
+from streaming.state.store import C_STATE, PartitionState, Vocabulary, coded_fields
 
 
 class StateStage:
@@ -28,6 +28,14 @@ class StateStage:
         self._fields = [attrgetter(f) for f in spec.fields]
         self.codes = Vocabulary()
         """The vocabulary of distinct-only fields, shared by the partitions' states."""
+        self._gather = (
+            spec.ts_field,
+            tuple(spec.fields),
+            tuple(coded_fields(spec)),
+            self.codes,
+            self.codes.values,
+        )
+        """C_STATE.gather's arguments after the batch."""
         self.partitions: dict[tuple[str, int], PartitionState] = {}
 
     def partition(self, topic: str, partition: int) -> PartitionState:
@@ -52,12 +60,22 @@ class StateStage:
         n = len(msgs)
         if not n:
             return np.zeros((0, width), dtype=np.float64)
+        topic = msgs[0].topic()
+        if self.native and type(self.codes) is Vocabulary:
+            try:  # one C call for the batch's keys, partition runs and coded rows
+                keys, runs, rows = C_STATE.gather(msgs, records, *self._gather)
+            except C_STATE.Unsupported:
+                pass  # the column path below: its C apply or the Python answers
+            else:
+                matrix = np.empty((n, width), dtype=np.float64)
+                for part, start, end in runs:
+                    self.partition(topic, part).apply_rows(keys, rows, start, end, matrix)
+                return matrix
         ts = list(map(self._ts, records))
         columns = [list(map(get, records)) for get in self._fields]
         offsets = [m.offset() for m in msgs]
         keys = [m.key() for m in msgs]
         parts = [m.partition() for m in msgs]
-        topic = msgs[0].topic()
         first = self.partition(topic, parts[0])
         # a poll returns runs of one partition (fetches are per partition): a call each
         runs = [(0, n)] if parts.count(parts[0]) == n else _runs(parts)

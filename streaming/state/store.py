@@ -79,6 +79,12 @@ class Vocabulary(dict[Any, int]):
         return code
 
 
+def coded_fields(spec: StateSpec) -> list[bool]:
+    """Per field of ``spec.fields``: whether it is only counted distinct (kept as codes)."""
+    numeric = {a.field for a in spec.aggregates if a.kind != "distinct"}
+    return [f not in numeric for f in spec.fields]
+
+
 class _Plan:
     """The aggregates compiled once: grouped by window as (window, [(slot, kind, col, cap)])
     with ``col`` the field's place in a row, and the row of values every aggregate takes
@@ -101,8 +107,7 @@ class _Plan:
         self.empty = empty
         self.native = _native_plan(spec, self.windows, empty)
         """The plan as the C path reads it (None without the extension)."""
-        numeric = {a.field for a in spec.aggregates if a.kind != "distinct"}
-        self.coded = [f not in numeric for f in spec.fields]
+        self.coded = coded_fields(spec)
         self.stride = 2 + len(spec.fields)
         self.coded_columns = [2 + i for i, c in enumerate(self.coded) if c]
         """Row positions of the distinct-only columns (vocabulary codes)."""
@@ -218,6 +223,42 @@ class PartitionState:
         run = [c[start:end] for c in (ts, offsets, *columns)]
         self._apply_python(keys[start:end], list(zip(*run)), flat)  # noqa: B905 - one length
         out[start:end] = np.array(flat, dtype=np.float64).reshape(end - start, -1)
+
+    def apply_rows(
+        self, keys: list[Hashable], rows: bytes, start: int, end: int, out: np.ndarray
+    ) -> None:
+        """``apply_columns`` for events ``start:end`` of a batch ``C_STATE.gather`` made:
+        ``rows`` its float64 (ts, offset, field...) rows, checked and coded."""
+        assert self._native_plan is not None, "gather's rows are the C path's"
+        try:
+            wm, applied, replays = C_STATE.apply_rows(
+                self._native_plan,
+                self.keys,
+                self.dirty,
+                self.late,
+                keys,
+                rows,
+                start,
+                end,
+                out,
+                _NO_TIME if self.wm is None else self.wm,
+                self.applied,
+            )
+        except C_STATE.Unsupported:  # a partition time past 2**52 (set by the Python path)
+            flat = np.frombuffer(rows, dtype=np.float64).reshape(-1, self._stride)[start:end]
+            self.apply_columns(
+                keys[start:end],
+                [int(t) for t in flat[:, 0]],
+                [int(o) for o in flat[:, 1]],
+                [flat[:, c].tolist() for c in range(2, self._stride)],
+                0,
+                end - start,
+                out[start:end],
+            )
+            return
+        self.wm = None if wm == _NO_TIME else wm
+        self.applied = applied
+        self._expire_after(end - start - replays)
 
     def apply_many(
         self, keys: Sequence[Hashable], rows_in: Sequence[tuple[Any, ...]], out: list[float]

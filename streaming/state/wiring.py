@@ -1,14 +1,18 @@
 """The state stage's changelog and restore, attached to a worker's sink and source.
 
-A worker whose pipeline declares a state stage writes the stage's changes through its own
-producer (so that, exactly-once, they are in its transactions) and restores each assigned
-partition before the consumer returns its first event (README, "Where the state lives").
+A worker whose pipeline declares a state stage writes the stage's changes through its sink's
+producer in exactly-once mode (so that they are in its transactions), and through a producer
+of the changelog's own in at-least-once mode (settings.changelog_producer_settings: what lets
+a commit's partition records alone be acked); it restores each assigned partition before the
+consumer returns its first event (README, "Where the state lives").
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+
+from confluent_kafka import KafkaError
 
 from streaming.config import PipelineConfig
 from streaming.errors import StartupError
@@ -62,4 +66,45 @@ def attach_state(
             )
 
     source.on_assigning.append(restore_assigned)
-    return StateChangelog(stage, topic, produce, written.inc, sink.partition_producer())
+    if cfg.delivery == "exactly-once":
+        return StateChangelog(stage, topic, produce, written.inc, sink.partition_producer())
+    errors = FatalError()
+    own = KafkaSink(
+        {
+            **kafka.changelog_producer_settings(cfg.kafka, f"{cfg.kafka.group}.state"),
+            "error_cb": errors,
+        }
+    )
+    own.start()
+
+    def produce_own(topic: str, value: bytes | None, key: bytes, part: int, done: Any) -> None:
+        own.produce(topic, value, key, None, done, part)
+
+    def close(timeout: float) -> None:
+        if left := own.close(timeout):
+            log.warning("%d state changelog records were not delivered at close", left)
+
+    return StateChangelog(
+        stage,
+        topic,
+        produce_own,
+        written.inc,
+        own.partition_producer(),
+        fatal=lambda: errors.error,
+        close=close,
+    )
+
+
+class FatalError:
+    """The changelog producer's error_cb: keeps its fatal error (a commit waiting on it then
+    fails, and the worker stops); the others are librdkafka's retried ones, logged."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.error = self.error or str(err)
+            log.error("state changelog producer: fatal error %s", err)
+        else:
+            log.info("state changelog producer: %s", err)

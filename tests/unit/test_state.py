@@ -10,6 +10,7 @@ import pytest
 from loadtests.state_check import brute_force, mismatches, stream
 from streaming.state import Aggregate, PartitionState, StateSpec, StateStage, history_features
 from streaming.state.changelog import StateChangelog
+from streaming.state.codec import META_KEY
 from streaming.state.restore import PartitionLoader
 
 H = 3_600_000
@@ -173,7 +174,8 @@ def test_a_state_restored_from_its_changelog_scores_a_replay_as_the_first_run() 
     def produce(topic, value, key, partition, on_delivery):  # type: ignore[no-untyped-def]
         compacted.pop((partition, key), None)  # compaction keeps a key's last record, at its place
         compacted[(partition, key)] = value
-        on_delivery(None, None)
+        if on_delivery is not None:  # partition records only
+            on_delivery(None, None)
 
     stage = StateStage(spec)
     changelog = StateChangelog(stage, "in.state", produce)
@@ -183,13 +185,14 @@ def test_a_state_restored_from_its_changelog_scores_a_replay_as_the_first_run() 
         if o % 1_000 == 999:
             assert changelog.begin().advance()
     assert any(v is None for v in compacted.values())  # expired keys went as tombstones
-    # then a crash in the middle of the next commit: half of its key records landed, none of
-    # its partition records (those go once every key record is acked)
+    # then a crash in the middle of the next commit: half of its key records landed, not its
+    # partition record (produced after them, in order)
     for o in range(15_000, 16_000):
         state.apply(bkeys[o], o, int(ts[o]), [c[o] for c in cols])
     # (they are the log's newest, in its active segment, which Kafka never compacts)
     cut: list[tuple[bytes, bytes | None]] = []
     StateChangelog(stage, "in.state", lambda t, v, k, p, d: cut.append((k, v))).begin()
+    assert cut[-1][0] == META_KEY and META_KEY not in {k for k, _v in cut[: len(cut) // 2]}
     log = [*((key, value) for (_part, key), value in compacted.items()), *cut[: len(cut) // 2]]
 
     restored = StateStage(spec)
@@ -204,3 +207,32 @@ def test_a_state_restored_from_its_changelog_scores_a_replay_as_the_first_run() 
     ]
     assert len(cut) > 100  # the cut commit had records to leave out
     assert np.array_equal(np.array(out), first[12_000:])
+
+
+def test_only_each_partitions_record_is_acked_and_it_follows_that_partitions_keys() -> None:
+    """A commit's key records and tombstones go without a delivery report (a report is a GIL
+    round trip each); each partition's record goes after them with one, and the commit is
+    written once those are acked: in-order, gapless producers make that ack vouch for the
+    keys before it (streaming.state.changelog)."""
+    sent: list[tuple[int, bytes, bool]] = []
+    acks: list = []
+
+    def produce(topic, value, key, partition, on_delivery):  # type: ignore[no-untyped-def]
+        sent.append((partition, key, on_delivery is not None))
+        if on_delivery is not None:
+            acks.append(on_delivery)
+
+    stage = StateStage(SPEC)
+    for p in (0, 1):
+        for o in range(50):
+            stage.partition("in", p).apply(b"k%d" % (o % 7), o, 1_000_000 + o, [1.0, "s"])
+    commit = StateChangelog(stage, "in.state", produce).begin()
+    for p in (0, 1):
+        mine = [(key, acked) for part, key, acked in sent if part == p]
+        assert mine[-1] == (META_KEY, True)
+        assert len(mine) == 8 and not any(acked for _key, acked in mine[:-1])
+    assert not commit.advance()
+    acks[0](None, None)
+    assert not commit.advance()  # one partition's record is not acked yet
+    acks[1](None, None)
+    assert commit.advance()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from streaming.state import Aggregate, PartitionState, StateSpec, StateStage
 from streaming.state.changelog import Snapshot, StateChangelog
-from streaming.state.codec import Labels, decode_rows, encode_rows
+from streaming.state.codec import META_KEY, Labels, decode_rows, encode_rows
 from streaming.state.store import C_STATE, Vocabulary
 
 
@@ -179,6 +179,32 @@ def test_the_stage_gives_the_same_matrix_on_both_paths_over_partition_runs() -> 
         assert _state_of(state) == _state_of(stages[1].partitions[tp])
 
 
+def test_the_stage_answers_replays_and_batches_the_c_path_refuses_as_python_does() -> None:
+    """compute() with batches read again (replays by offset) and a batch with a float event
+    time (gather refuses it: the column path answers), on both paths."""
+    stages = [StateStage(SPEC, native=True), StateStage(SPEC, native=False)]
+    t, batches = 1_700_000_000_000, []
+    for b in range(12):
+        msgs, records = [], []
+        for i in range(20):
+            t += 700 if i % 7 else -4_000
+            msgs.append(
+                Message(topic="in", partition=i % 2, offset=b * 10 + i // 2, key=b"k%d" % (i % 5))
+            )
+            records.append(
+                SimpleNamespace(ts=float(t) + 0.5 if b == 5 else t, amount=i * 1.5, shop=str(i % 3))
+            )
+        batches.append((msgs, records))
+    for b, (msgs, records) in enumerate(batches):
+        got = [s.compute(msgs, records) for s in stages]
+        assert got[0].tobytes() == got[1].tobytes(), b
+        if b % 4 == 3:  # read again, as after a crash: each event scored as the first time
+            again = [s.compute(msgs, records) for s in stages]
+            assert again[0].tobytes() == got[0].tobytes() == again[1].tobytes(), b
+    for tp, state in stages[0].partitions.items():
+        assert _state_of(state) == _state_of(stages[1].partitions[tp])
+
+
 ADVERSARIAL = [
     [1e-16, 1.0, 1e16],  # the half-even correction across partials
     [1e308, 1e308, -1e308],  # intermediate overflow
@@ -280,6 +306,7 @@ def test_the_changelog_writes_the_same_records_through_c_as_through_python() -> 
         if full["left"] and len(raw) % 50 == 49:
             full["left"] -= 1
             raise BufferError("queue full")
+        assert on_delivery is None  # key records go without a delivery report
         raw.append((topic, value, key, partition))
 
     def wait() -> None:
@@ -297,6 +324,8 @@ def test_the_changelog_writes_the_same_records_through_c_as_through_python() -> 
         k if type(k) is bytes else k.encode() for s in copy.partitions.values() for k in s.dirty
     ]
     StateChangelog(copy, "s", lambda *a: None, raw=(produce, wait)).begin()
+    assert [k for _t, _v, k, p in plain if k == META_KEY] == [META_KEY, META_KEY]
+    plain = [r for r in plain if r[2] != META_KEY]  # both write those through produce
     assert full["waits"] == 3
     assert len(raw) == len(plain) > 60
     assert [k for _t, _v, k, _p in raw] == order  # as its set of changed keys goes
