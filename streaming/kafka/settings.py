@@ -124,8 +124,20 @@ def changelog_producer_settings(cfg: KafkaConfig, client_id: str) -> dict[str, A
         "enable.idempotence": True,
         "enable.gapless.guarantee": True,
         "message.timeout.ms": 0,
-        "logger": logging.getLogger("streaming.librdkafka"),
+        "logger": _CHANGELOG_LOG,
     }
+
+
+class _GaplessIsExperimental(logging.Filter):
+    """librdkafka warns at every start that the gapless guarantee is experimental; the
+    changelog's design depends on it knowingly (README, Where the state lives)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "enable.gapless.guarantee is experimental" not in record.getMessage()
+
+
+_CHANGELOG_LOG = logging.getLogger("streaming.librdkafka.changelog")
+_CHANGELOG_LOG.addFilter(_GaplessIsExperimental())
 
 
 TRANSACTION_MARGIN_MS = 10_000
