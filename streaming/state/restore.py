@@ -99,8 +99,9 @@ class PartitionLoader:
     """Replays one changelog partition into a PartitionState.
 
     A key record carries the applied offset of its commit (its snapshot), and a partition
-    record says the state stands at an applied offset once every key record of that commit
-    was acked. So a key record is taken when a partition record at or past its snapshot comes
+    record, produced after that commit's key records in its partition, says the state stands
+    at an applied offset (changelog.py: order and gaplessness make it land only after them).
+    So a key record is taken when a partition record at or past its snapshot comes
     after it; one that none does (a commit a crash cut short: the last in the log) is dropped,
     and the key keeps its earlier record. The last record of a key wins, as compaction keeps
     it. A tombstone applies at once: a key expires only when no event within the replay
