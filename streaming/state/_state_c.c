@@ -766,7 +766,30 @@ exit:
 
 /* ------------------------------------------------------------------ gather */
 
-static PyObject *str_offset, *str_key, *str_partition;
+static PyObject *str_offset, *str_key, *str_partition, *str_getattribute, *object_getattribute;
+
+/* Whether getattr(obj, name) of an instance of ``type`` is its instance dict's entry when it
+ * has one: the type keeps object's __getattribute__ and has no class attribute (so no
+ * descriptor) of that name anywhere in its MRO. Pydantic models qualify: their fields are
+ * not class attributes, and __getattr__ (which they have) only runs for a missing name. */
+static int plain_attr(PyTypeObject *type, PyObject *name) {
+    return _PyType_Lookup(type, str_getattribute) == object_getattribute &&
+           _PyType_Lookup(type, name) == NULL;
+}
+
+/* getattr(r, name), through r's instance dict when ``fast`` (plain_attr holds for its type):
+ * a dict lookup instead of the attribute protocol; the protocol where the dict has no entry. */
+static PyObject *record_attr(PyObject *r, PyObject *dict, PyObject *name) {
+    if (dict != NULL) {
+        PyObject *v = PyDict_GetItemWithError(dict, name);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+        if (PyErr_Occurred()) return NULL;
+    }
+    return PyObject_GetAttr(r, name);
+}
 
 /* gather(msgs, records, ts_name, fields, coded, vocabulary, values) -> (keys, runs, rows)
  * The stage's inputs for a poll batch in one call (StateStage.compute): per message its
@@ -783,6 +806,8 @@ static PyObject *py_gather(PyObject *self, PyObject *args) {
     PyObject **held = NULL; /* the coded fields' values, column by column */
     Py_ssize_t n, nf, i, f, nheld = 0, s, run_start = 0;
     unsigned char *is_coded = NULL;
+    PyTypeObject *plain_type = NULL;
+    int plain = 0;
     long part = 0, run_part = 0;
     double *vals;
     int ok = 1;
@@ -821,7 +846,17 @@ static PyObject *py_gather(PyObject *self, PyObject *args) {
     vals = (double *)PyBytes_AS_STRING(rows);
     for (i = 0; i < n; i++) {
         PyObject *m = PySequence_Fast_GET_ITEM(fm, i), *r = PySequence_Fast_GET_ITEM(fr, i), *v;
+        PyObject *dict = NULL;
         double *row = vals + i * s;
+        if (Py_TYPE(r) != plain_type) { /* the records of a batch are of one type: once */
+            plain_type = Py_TYPE(r);
+            plain = plain_attr(plain_type, ts_name);
+            for (f = 0; f < nf && plain; f++) plain = plain_attr(plain_type, PyTuple_GET_ITEM(fields, f));
+        }
+        if (plain) {
+            PyObject **slot = _PyObject_GetDictPtr(r);
+            dict = slot != NULL && *slot != NULL && PyDict_CheckExact(*slot) ? *slot : NULL;
+        }
         if ((v = PyObject_CallMethodNoArgs(m, str_key)) == NULL) goto exit;
         PyList_SET_ITEM(keys, i, v);
         if ((v = PyObject_CallMethodNoArgs(m, str_partition)) == NULL) goto exit;
@@ -842,12 +877,12 @@ static PyObject *py_gather(PyObject *self, PyObject *args) {
         if ((v = PyObject_CallMethodNoArgs(m, str_offset)) == NULL) goto exit;
         row[1] = (double)as_exact_int(v, &ok);
         Py_DECREF(v);
-        if ((v = PyObject_GetAttr(r, ts_name)) == NULL) goto exit;
+        if ((v = record_attr(r, dict, ts_name)) == NULL) goto exit;
         row[0] = (double)as_exact_int(v, &ok);
         Py_DECREF(v);
         if (!ok) break;
         for (f = 0; f < nf; f++) {
-            if ((v = PyObject_GetAttr(r, PyTuple_GET_ITEM(fields, f))) == NULL) goto exit;
+            if ((v = record_attr(r, dict, PyTuple_GET_ITEM(fields, f))) == NULL) goto exit;
             if (is_coded[f]) { /* coded below, column by column */
                 held[f * n + i] = v;
                 nheld++;
@@ -1389,7 +1424,12 @@ PyMODINIT_FUNC PyInit__state_c(void) {
     str_offset = PyUnicode_InternFromString("offset");
     str_key = PyUnicode_InternFromString("key");
     str_partition = PyUnicode_InternFromString("partition");
-    if (str_offset == NULL || str_key == NULL || str_partition == NULL) return NULL;
+    str_getattribute = PyUnicode_InternFromString("__getattribute__");
+    if (str_offset == NULL || str_key == NULL || str_partition == NULL || str_getattribute == NULL)
+        return NULL;
+    object_getattribute = _PyType_Lookup(&PyBaseObject_Type, str_getattribute); /* immortal */
+    if (object_getattribute == NULL) return NULL;
+    Py_INCREF(object_getattribute);
     if (PyType_Ready(&AcksType) < 0) return NULL;
     m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -205,6 +205,34 @@ def test_the_stage_answers_replays_and_batches_the_c_path_refuses_as_python_does
         assert _state_of(state) == _state_of(stages[1].partitions[tp])
 
 
+class _Shadowed:
+    """A record whose ``amount`` property shadows an instance dict entry of that name, and
+    whose ``shop`` comes from __getattr__: attribute rules the C gather must keep."""
+
+    def __init__(self, ts: int, amount: float) -> None:
+        self.__dict__.update(ts=ts, amount=-1.0, _amount=amount)
+
+    @property
+    def amount(self) -> float:
+        return self._amount
+
+    def __getattr__(self, name: str) -> str:
+        if name == "shop":
+            return f"s{int(self._amount) % 3}"
+        raise AttributeError(name)
+
+
+def test_the_c_gather_reads_fields_as_getattr_does() -> None:
+    """Pydantic-like records are read through their instance dict; a property of the same
+    name, or a field only __getattr__ answers, still give what getattr gives."""
+    stages = [StateStage(SPEC, native=True), StateStage(SPEC, native=False)]
+    msgs = [Message(topic="in", partition=0, offset=o, key=b"k%d" % (o % 3)) for o in range(30)]
+    records = [_Shadowed(1_700_000_000_000 + 1_000 * o, float(o)) for o in range(30)]
+    got = [s.compute(msgs, records) for s in stages]
+    assert got[0].tobytes() == got[1].tobytes()
+    assert got[0][-1, 1] == sum(range(2, 29, 3))  # sum_60s over k2: the property's amounts
+
+
 ADVERSARIAL = [
     [1e-16, 1.0, 1e16],  # the half-even correction across partials
     [1e308, 1e308, -1e308],  # intermediate overflow
