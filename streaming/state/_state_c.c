@@ -9,7 +9,8 @@
  *            windows: tuple of (window, ((slot, kind, col, cap), ...)), kind a KIND_* code.
  *   held     the partition's dict key -> array('d') of rows (ts, offset, field...), sorted
  *            by (ts, offset); changed in place: rows appended, inserted, pruned, new keys.
- *   dirty    set: keys whose rows changed; late: dict offset -> the time it was scored at.
+ *   dirty    dict: key -> its rows, for the keys whose rows changed (the changelog reads
+ *            them from here); late: dict offset -> the time it was scored at.
  *   keys, ts, offsets, columns[i]: sequences over the poll batch; events start..end-1 are
  *            applied (columns already vocabulary-coded, in spec.fields order).
  *   out      a writable C-contiguous float64 buffer of rows of len(empty); event i's
@@ -558,7 +559,6 @@ static int apply_events(const Plan *p, PyObject *held, PyObject *dirty, PyObject
             continue;
         }
         if (ts > wm) wm = ts;
-        if (PySet_Add(dirty, key) < 0) goto exit;
         rows_obj = PyDict_GetItemWithError(held, key);
         if (rows_obj == NULL && PyErr_Occurred()) goto exit;
         if (rows_obj == NULL) { /* a key's first event: nothing to aggregate */
@@ -566,10 +566,18 @@ static int apply_events(const Plan *p, PyObject *held, PyObject *dirty, PyObject
             int r;
             if (a == NULL) goto exit;
             r = PyDict_SetItem(held, key, (PyObject *)a);
+            if (r == 0) r = PyDict_SetItem(dirty, key, (PyObject *)a);
             Py_DECREF(a);
             if (r < 0) goto exit;
             memcpy(feat, p->empty, sizeof(double) * p->width);
             continue;
+        }
+        { /* marked with its rows, which the changelog then reads without a lookup in held */
+            int r;
+            Py_INCREF(rows_obj); /* a key's __eq__ may run Python code; dirty keeps it after */
+            r = PyDict_SetItem(dirty, key, rows_obj);
+            Py_DECREF(rows_obj);
+            if (r < 0) goto exit;
         }
         if ((rows = as_rows(rows_obj, s)) == NULL) goto exit;
         n = Py_SIZE(rows) / s;
@@ -642,7 +650,7 @@ static PyObject *py_apply(PyObject *self, PyObject *args) {
     int ok = 1;
 
     if (!PyArg_ParseTuple(args, "O!O!O!O!OOOOnnOLL", &PyTuple_Type, &plan_t, &PyDict_Type, &held,
-                          &PySet_Type, &dirty, &PyDict_Type, &late, &keys_obj, &ts_obj, &off_obj,
+                          &PyDict_Type, &dirty, &PyDict_Type, &late, &keys_obj, &ts_obj, &off_obj,
                           &columns, &start, &end, &out_obj, &wm_in, &applied_in))
         return NULL;
     fast_keys = PySequence_Fast(keys_obj, "keys must be a sequence");
@@ -739,7 +747,7 @@ static PyObject *py_apply_rows(PyObject *self, PyObject *args) {
     Plan p;
 
     if (!PyArg_ParseTuple(args, "O!O!O!O!O!OnnOLL", &PyTuple_Type, &plan_t, &PyDict_Type, &held,
-                          &PySet_Type, &dirty, &PyDict_Type, &late, &PyList_Type, &keys,
+                          &PyDict_Type, &dirty, &PyDict_Type, &late, &PyList_Type, &keys,
                           &rows_obj, &start, &end, &out_obj, &wm_in, &applied_in))
         return NULL;
     if (plan_read(plan_t, &p) < 0) return NULL;
@@ -1203,33 +1211,36 @@ static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
     return result;
 }
 
-/* changelog.StateChangelog.begin's loop over the changed keys: each held key's record
- * encoded (encode_one; ``fallback(rows)`` where it raises ``not_text``) and handed to
+/* changelog.StateChangelog.begin's loop over the changed keys: ``dirty`` maps each to its
+ * rows (store.PartitionState.dirty, in the order keys were first changed: their memory is
+ * then read mostly in the order it was written), each record encoded (encode_one;
+ * ``fallback(rows)`` where it raises ``not_text``) and handed to
  * ``produce(topic, value, key, partition, done)`` (the producer's own produce, whose fifth
  * positional parameter is on_delivery: no Python frame per record), ``wait()`` and again
  * while its queue is full (BufferError).
- * A key that is not bytes goes as ``key_bytes(key)``; None keys and keys no longer held are
- * skipped. Returns how many records went. */
+ * A key that is not bytes goes as ``key_bytes(key)``; a None key is skipped (nothing to
+ * compact by). Returns how many records went. */
 static PyObject *py_write_keys(PyObject *self, PyObject *args) {
-    PyObject *held, *dirty, *coded, *labels, *produce, *topic, *part, *done, *wait, *fallback;
-    PyObject *not_text, *key_bytes, *fast, *it = NULL, *key, *result = NULL;
+    PyObject *dirty, *coded, *labels, *produce, *topic, *part, *done, *wait, *fallback;
+    PyObject *not_text, *key_bytes, *fast, *key, *rows, *result = NULL;
     PyObject *values, *by_code;
-    Py_ssize_t stride, sent = 0;
+    Py_ssize_t stride, sent = 0, pos = 0, size;
     long long applied;
-    if (!PyArg_ParseTuple(args, "O!OOnOLOOOOOOOO", &PyDict_Type, &held, &dirty, &coded, &stride,
+    if (!PyArg_ParseTuple(args, "O!OnOLOOOOOOOO", &PyDict_Type, &dirty, &coded, &stride,
                           &labels, &applied, &produce, &topic, &part, &done, &wait, &fallback,
                           &not_text, &key_bytes))
         return NULL;
     if (encoder_inputs(coded, labels, &fast, &values, &by_code) < 0) return NULL;
-    if ((it = PyObject_GetIter(dirty)) == NULL) goto exit;
-    while ((key = PyIter_Next(it)) != NULL) {
-        PyObject *rows = PyDict_GetItemWithError(held, key), *value, *kb, *r;
+    size = PyDict_GET_SIZE(dirty);
+    while (PyDict_Next(dirty, &pos, &key, &rows)) {
+        PyObject *value, *kb, *r;
         PyObject *argv[5];
-        if (rows == NULL || key == Py_None) {
-            Py_DECREF(key);
-            if (PyErr_Occurred()) goto exit;
-            continue;
+        if (PyDict_GET_SIZE(dirty) != size) {
+            PyErr_SetString(PyExc_RuntimeError, "the changed keys changed while written");
+            goto exit;
         }
+        if (key == Py_None) continue;
+        Py_INCREF(key);
         Py_INCREF(rows); /* Labels.__missing__ runs Python code */
         value = encode_one(rows, fast, stride, labels, values, by_code, applied);
         if (value == NULL && PyErr_ExceptionMatches(not_text)) {
@@ -1273,7 +1284,6 @@ static PyObject *py_write_keys(PyObject *self, PyObject *args) {
 exit:
     Py_XDECREF(by_code);
     Py_XDECREF(values);
-    Py_XDECREF(it);
     Py_DECREF(fast);
     return result;
 }

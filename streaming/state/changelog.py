@@ -150,7 +150,6 @@ class StateChangelog:
                     here += 1
             if self._raw is not None:
                 here += C_STATE.write_keys(
-                    held,
                     state.dirty,
                     coded,
                     stride,
@@ -162,9 +161,8 @@ class StateChangelog:
                     _key_bytes,
                 )
             else:
-                for key in state.dirty:
-                    rows = held.get(key)
-                    if rows is None or key is None:  # expired since, or no key to compact by
+                for key, rows in state.dirty.items():
+                    if key is None:  # no key to compact by
                         continue
                     value = encode_rows(rows, coded, stride, labels, applied)
                     key_b = key if type(key) is bytes else _key_bytes(key)
