@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from streaming.state.plan import coded_fields
 from streaming.state.spec import StateSpec
-from streaming.state.store import C_STATE, PartitionState, Vocabulary, coded_fields
+from streaming.state.store import C_STATE, PartitionState, Vocabulary
 
 
 class StateStage:
