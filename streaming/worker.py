@@ -184,7 +184,7 @@ class Worker:
         changelog = self._changelog = (
             None
             if engine.state is None
-            else attach_state(cfg, engine.state, self._sink, source, self.metrics)
+            else attach_state(cfg, engine.state, self._sink, source, self.metrics, self.worker_id)
         )
         self._committer = kind(
             cfg,

@@ -48,7 +48,8 @@ raises BufferError while its queue is full, and the wait before trying again."""
 
 
 class Snapshot:
-    """The records of one commit's changes, and whether the broker has them all.
+    """The acked records of one commit (its partition records), and whether the broker has
+    them all.
 
     Written by the delivery thread (``on_delivery``) and read by the main thread (``done``,
     ``error``, ``wait``): the count and the error are set before the event, which is the only

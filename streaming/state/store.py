@@ -159,30 +159,10 @@ class PartitionState:
         """``apply_many`` for events ``start:end`` of a poll batch given by columns (``coded``),
         event i's features written to row i of the float64 matrix ``out``. The C path when
         it runs and answers for the run; the Python path otherwise."""
-        if self._native_plan is not None:
-            try:
-                wm, applied, replays = C_STATE.apply(
-                    self._native_plan,
-                    self.keys,
-                    self.dirty,
-                    self.late,
-                    keys,
-                    ts,
-                    offsets,
-                    columns,
-                    start,
-                    end,
-                    out,
-                    _NO_TIME if self.wm is None else self.wm,
-                    self.applied,
-                )
-            except C_STATE.Unsupported:
-                pass  # nothing changed: the Python path answers
-            else:
-                self.wm = None if wm == _NO_TIME else wm
-                self.applied = applied
-                self._expire_after(end - start - replays)
-                return
+        if self._native_plan is not None and self._run_native(
+            C_STATE.apply, (keys, ts, offsets, columns), start, end, out
+        ):
+            return
         flat: list[float] = []
         run = [c[start:end] for c in (ts, offsets, *columns)]
         self._apply_python(keys[start:end], list(zip(*run)), flat)  # noqa: B905 - one length
@@ -194,35 +174,45 @@ class PartitionState:
         """``apply_columns`` for events ``start:end`` of a batch ``C_STATE.gather`` made:
         ``rows`` its float64 (ts, offset, field...) rows, checked and coded."""
         assert self._native_plan is not None, "gather's rows are the C path's"
+        if self._run_native(C_STATE.apply_rows, (keys, rows), start, end, out):
+            return
+        # a partition time past 2**52 (set by the Python path): the column path answers
+        flat = np.frombuffer(rows, dtype=np.float64).reshape(-1, self._stride)[start:end]
+        self.apply_columns(
+            keys[start:end],
+            [int(t) for t in flat[:, 0]],
+            [int(o) for o in flat[:, 1]],
+            [flat[:, c].tolist() for c in range(2, self._stride)],
+            0,
+            end - start,
+            out[start:end],
+        )
+
+    def _run_native(
+        self, apply: Any, inputs: tuple[Any, ...], start: int, end: int, out: np.ndarray
+    ) -> bool:
+        """One C call (``C_STATE.apply`` or ``apply_rows``, with its batch ``inputs``) over
+        events ``start:end``, and where the partition then stands; False when the C path
+        does not answer for the run (``Unsupported``: nothing changed)."""
         try:
-            wm, applied, replays = C_STATE.apply_rows(
+            wm, applied, replays = apply(
                 self._native_plan,
                 self.keys,
                 self.dirty,
                 self.late,
-                keys,
-                rows,
+                *inputs,
                 start,
                 end,
                 out,
                 _NO_TIME if self.wm is None else self.wm,
                 self.applied,
             )
-        except C_STATE.Unsupported:  # a partition time past 2**52 (set by the Python path)
-            flat = np.frombuffer(rows, dtype=np.float64).reshape(-1, self._stride)[start:end]
-            self.apply_columns(
-                keys[start:end],
-                [int(t) for t in flat[:, 0]],
-                [int(o) for o in flat[:, 1]],
-                [flat[:, c].tolist() for c in range(2, self._stride)],
-                0,
-                end - start,
-                out[start:end],
-            )
-            return
+        except C_STATE.Unsupported:
+            return False
         self.wm = None if wm == _NO_TIME else wm
         self.applied = applied
         self._expire_after(end - start - replays)
+        return True
 
     def apply_many(
         self, keys: Sequence[Hashable], rows_in: Sequence[tuple[Any, ...]], out: list[float]

@@ -34,9 +34,11 @@ def attach_state(
     sink: KafkaSink,
     source: Source,
     metrics: WorkerMetrics,
+    worker_id: str,
 ) -> StateChangelog:
     """Create the changelog topic if missing, register the restore on assignment, and
-    return the writer the committer calls at each commit."""
+    return the writer the committer calls at each commit (its own producer, at-least-once,
+    named after ``worker_id`` as the sink's is)."""
     topic = ensure_state_topic(cfg, StartupError)
     restore_seconds = metrics.state_restore.labels(cfg.name)
     written = metrics.state_changelog_records.labels(cfg.name)
@@ -71,7 +73,7 @@ def attach_state(
     errors = FatalError()
     own = KafkaSink(
         {
-            **kafka.changelog_producer_settings(cfg.kafka, f"{cfg.kafka.group}.state"),
+            **kafka.changelog_producer_settings(cfg.kafka, f"{worker_id}.state"),
             "error_cb": errors,
         }
     )
