@@ -56,6 +56,17 @@ class WorkerConfig(Strict):
     release the GIL while a batch runs; to return, the inference thread needs it back from
     the decoding thread, and waits up to this long. 0.2 ms measured 3-4x faster inference
     inside the engine and ~10% more drain throughput. None leaves Python's default."""
+    inline_max_rows: int = Field(default=64, ge=0, le=100_000)
+    """A chunk of at most this many rows is scored on the feeding thread itself when its
+    version's lane is empty and its inference thread between batches: at low rates each poll
+    brings a few events, and handing them to the inference thread (a wake and a GIL transfer
+    per chunk, on each side) cost more CPU than scoring them. Larger chunks, and any chunk
+    while the inference thread is busy, go through the lane as before, so a drain keeps its
+    pipelining. Only with one inference thread (one version, or a decision graph), no shadow
+    share and no GPU (engine.inline_scoring_allowed); 0 turns it off. A model call that hangs
+    on the feeding thread stops the worker's consumption (its rows are dead-lettered by the
+    watchdog and /healthz fails, as for any hung call), where on its own thread the worker
+    would go on dead-lettering every later event until restarted."""
     gc_young_threshold: int | None = Field(default=50_000, ge=700, le=10_000_000)
     """The garbage collector's young-generation threshold once the worker has started (Python's
     default is 700), with the start-up heap frozen out of collections: records in flight then

@@ -127,6 +127,9 @@ class Engine:
         self._watchdog: Watchdog | None = None
         self._router: Router | None = None
         self._shadows: list[tuple[ModelVersion, float]] = []
+        self._inline_rows = 0
+        """Chunks of at most this many rows may be scored on the feeding thread (set at
+        start: worker.inline_max_rows where ``inline_scoring_allowed`` says so)."""
         self._consumed = self.metrics.events_consumed.labels(config.name, config.topics.input)
         self.state = StateStage(self.pipeline.state) if self.pipeline.state is not None else None
         """Per-key features per partition (feeding thread only: submit and the rebalance
@@ -164,6 +167,8 @@ class Engine:
             self._threads.append(thread)
         self._watchdog = Watchdog(self.versions, self.dead_letters, self.health, cfg.model.name)
         self._watchdog.start()
+        if inline_scoring_allowed(cfg):
+            self._inline_rows = min(cfg.worker.inline_max_rows, cfg.batching.max_batch_size)
 
     @property
     def _graph_on(self) -> bool:
@@ -292,6 +297,16 @@ class Engine:
         if times is not None and self.tracer is not None:
             chunk.times = ChunkTimes(times.polled, times.decoded, time.time())
             self.tracer.stamp(chunk)
+        if (
+            len(chunk) <= self._inline_rows
+            and not self._shadows  # a control update may add shadows mid-stream
+            and version.lane.claim()
+        ):
+            try:
+                self._scorer.score_inline(version, chunk)
+            finally:
+                version.lane.release()
+            return
         if not version.lane.put(chunk):  # the version hung: its lane takes nothing more
             assert version.watch.hung is not None
             self.dead_letters.rows(chunk, range(len(chunk)), version.watch.hung)
@@ -395,3 +410,20 @@ class Engine:
             close_decoder()
         if self.tracer is not None:
             self.tracer.close()
+
+
+def inline_scoring_allowed(cfg: PipelineConfig) -> bool:
+    """Whether small chunks may be scored on the feeding thread (worker.inline_max_rows).
+
+    Only with one inference thread (one version, or a decision graph, whose first version's
+    thread runs every model), no shadow share and no GPU: with several versions a call that
+    hangs on the feeding thread would stop them all, where on its own thread it stops only its
+    version; a GPU wants the lane's batches."""
+    versions = cfg.model.versions
+    one_thread = len(versions) == 1 or cfg.decision.graph is not None
+    return (
+        cfg.worker.inline_max_rows > 0
+        and one_thread
+        and not any(v.shadow_share > 0 for v in versions)
+        and not any(v.device.startswith("cuda") for v in versions)
+    )

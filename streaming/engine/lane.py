@@ -20,6 +20,13 @@ class Lane:
     A lane whose model hung is failed (``fail``): its queued chunks are handed to the caller
     and every later ``put``, a waiting one included, is refused, under the one lock, so that
     no chunk lands in a queue nobody takes from.
+
+    The version's scoring has one turn, which ``take`` hands to the inference thread with
+    each return until it calls ``release``; ``claim`` gives it to the feeding thread instead,
+    to score a small chunk itself (inline), only while nothing is queued and the inference
+    thread is between batches. So chunks are scored in the order they came, and the
+    version's scoring state (its interval counts, totals and held rows) has one writer at a
+    time.
     """
 
     def __init__(
@@ -38,6 +45,15 @@ class Lane:
         self._closed = False
         self._failed = False
         self._arrivals = ArrivalRate()
+        self._taken = False
+        """The inference thread holds the version's scoring turn: from a take's return to its
+        release (or its next take)."""
+        self._claimed = False
+        """The feeding thread holds it: from a claim to its release."""
+        self._turn_wanted = False
+        """A take is waiting for the feeding thread's release (which then wakes it)."""
+        self._poked = False
+        """A waiting take returns [] (``poke``)."""
 
     def put(self, chunk: Chunk, timeout: float | None = None) -> bool:
         """Queue a chunk; False if the queue stayed full for ``timeout`` seconds or the lane
@@ -82,19 +98,48 @@ class Lane:
     def queued_rows(self) -> int:
         return self._rows
 
+    def claim(self) -> bool:
+        """The scoring turn for the feeding thread, if nothing is queued and the inference
+        thread is between batches; the caller scores and then calls ``release``."""
+        with self._cond:
+            if self._chunks or self._taken or self._claimed or self._failed or self._closed:
+                return False
+            self._claimed = True
+            return True
+
+    def release(self) -> None:
+        """Give the scoring turn back (after a take's batch, or a claim's chunk)."""
+        with self._cond:
+            self._taken = self._claimed = False  # only one of them is ever set
+            if self._turn_wanted:
+                self._turn_wanted = False
+                self._cond.notify_all()
+
+    def poke(self) -> None:
+        """Have a waiting take return [] now, so that its thread looks again at what it has
+        to report (and how long it may sleep)."""
+        with self._cond:
+            self._poked = True
+            self._cond.notify_all()
+
     def take(self, timeout: float = 0.1) -> list[Chunk] | None:
-        """The next batch by the policy; [] on timeout; None once closed and empty."""
+        """The next batch by the policy; [] on timeout; None once closed and empty. Every
+        return hands the caller the scoring turn, until it calls ``release``."""
         clock = self._clock
         deadline = clock() + timeout
         with self._cond:
+            self._wait_unclaimed()
             while True:
                 now = clock()
                 if not self._chunks:
                     if self._closed:
                         return None
-                    if now >= deadline:
+                    if now >= deadline or self._poked:
+                        self._poked = False
                         return []
+                    self._taken = False  # claimable while this waits for chunks
                     self._cond.wait(deadline - now)
+                    self._wait_unclaimed()
                     continue
                 if self._closed:
                     return self._pop(min(self._rows, self.max_batch_size))
@@ -110,7 +155,15 @@ class Lane:
                 wake = min(decision.wait_until or deadline, deadline)
                 if now >= deadline:
                     return []
-                self._cond.wait(max(0.0, wake - now))
+                self._cond.wait(max(0.0, wake - now))  # chunks queued: no claim meanwhile
+
+    def _wait_unclaimed(self) -> None:
+        """(Under the lock) until the feeding thread's chunk is scored; then the turn is the
+        inference thread's."""
+        while self._claimed:
+            self._turn_wanted = True
+            self._cond.wait()
+        self._taken = True
 
     def _pop(self, n: int) -> list[Chunk]:
         out: list[Chunk] = []

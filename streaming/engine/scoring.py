@@ -96,19 +96,38 @@ class Scorer:
             timeout = self._until_telemetry(version)
             if backlog.items:
                 timeout = min(timeout, backlog.wait_s())
-            chunks = lane.take(timeout=timeout)
+            chunks = lane.take(timeout=timeout)  # with the version's scoring turn
             try:
                 if chunks:
                     self._score_batch(version, chunks)
                 if chunks is None or backlog.due(lane.queued_rows):
                     self._explained.flush(version, backlog)
+                if chunks is not None:
+                    self._telemetry(version)
             except Exception as exc:
                 log.exception("inference thread failed")
                 self._faults.report(f"inference thread for {version.name} failed: {exc!r}")
                 return
+            finally:
+                lane.release()
             if chunks is None:
                 return
-            self._telemetry(version)
+
+    def score_inline(self, version: ModelVersion, chunk: Chunk) -> None:
+        """Score one small chunk on the calling (feeding) thread, which holds the version's
+        scoring turn (``Lane.claim``): at low rates this saves the hand-off to the inference
+        thread, a wake and a GIL transfer per chunk. Does what that thread does after a
+        batch; when this starts a telemetry interval, wakes that thread so that it sleeps
+        only until the interval is due (it may be asleep for long, with nothing to report)."""
+        counts = version.interval
+        idle = not (counts.batches or counts.shadow_events or counts.errors)
+        self._score_batch(version, [chunk])
+        backlog = self._explained.backlogs.get(version.name)
+        if backlog is not None and backlog.due(0):
+            self._explained.flush(version, backlog)
+        self._telemetry(version)
+        if idle:
+            version.lane.poke()
 
     def _until_telemetry(self, version: ModelVersion) -> float:
         """How long the lane may keep this thread asleep: until the version's telemetry is

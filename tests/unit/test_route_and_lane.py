@@ -79,3 +79,34 @@ def test_take_returns_as_soon_as_something_is_queued() -> None:
     t.join(timeout=1)
     assert not t.is_alive()
     assert got and got[0] is not None and len(got[0][0]) == 1
+
+
+def test_the_feeding_thread_claims_the_scoring_turn_only_when_nothing_is_ahead() -> None:
+    lane = Lane(BatchPolicy(max_batch_size=8, max_delay_s=0.0))
+    assert lane.claim()  # empty and idle: the feeding thread may score its chunk itself
+    assert not lane.claim()  # one turn
+    lane.release()
+    lane.put(chunk(0, 2))
+    assert not lane.claim()  # a queued chunk would be overtaken
+    batch = lane.take(timeout=0)
+    assert batch
+    assert not lane.claim()  # the inference thread holds the turn until it releases it
+    lane.release()
+    assert lane.claim()
+    lane.release()
+    lane.close()
+    assert not lane.claim()
+
+
+def test_a_take_waits_for_the_feeding_threads_chunk_to_be_scored() -> None:
+    lane = Lane(BatchPolicy(max_batch_size=8, max_delay_s=0.0))
+    assert lane.claim()
+    got: list[list[Chunk] | None] = []
+    t = threading.Thread(target=lambda: got.append(lane.take(timeout=0.01)))
+    t.start()
+    t.join(timeout=0.3)
+    assert t.is_alive() and not got  # its timeout passed, but the turn is not its yet
+    lane.release()
+    t.join(timeout=5)
+    assert got == [[]]
+    assert not lane.claim()  # the taker holds the turn now
