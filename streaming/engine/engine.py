@@ -130,6 +130,10 @@ class Engine:
         self._inline_rows = 0
         """Chunks of at most this many rows may be scored on the feeding thread (set at
         start: worker.inline_max_rows where ``inline_scoring_allowed`` says so)."""
+        self._submitted = 0.0
+        """When the last submit returned (monotonic)."""
+        self._waited = False
+        """The current submit came at least INLINE_AFTER_WAIT_S after the last returned."""
         self._consumed = self.metrics.events_consumed.labels(config.name, config.topics.input)
         self.state = StateStage(self.pipeline.state) if self.pipeline.state is not None else None
         """Per-key features per partition (feeding thread only: submit and the rebalance
@@ -215,6 +219,14 @@ class Engine:
         queue for inference. Blocks while a lane is full: backpressure on the caller."""
         if not messages:
             return
+        started = time.monotonic()
+        self._waited = started - self._submitted >= INLINE_AFTER_WAIT_S
+        try:
+            self._submit(messages)
+        finally:
+            self._submitted = time.monotonic()
+
+    def _submit(self, messages: Sequence[SourceMessage]) -> None:
         polled = time.time() if self.tracer is not None else 0.0
         stats = self.stats
         if stats.first_consumed is None:
@@ -299,6 +311,7 @@ class Engine:
             self.tracer.stamp(chunk)
         if (
             len(chunk) <= self._inline_rows
+            and self._waited  # not draining a backlog: that keeps its pipelining
             and not self._shadows  # a control update may add shadows mid-stream
             and version.lane.claim()
         ):
@@ -410,6 +423,12 @@ class Engine:
             close_decoder()
         if self.tracer is not None:
             self.tracer.close()
+
+
+INLINE_AFTER_WAIT_S = 0.001
+"""A poll batch is scored on the feeding thread (if small) only when the feeding thread waited
+at least this long since its last submit: draining a backlog, polls follow each other at once,
+and a small batch there (a fetch that came short) is better pipelined behind the next one."""
 
 
 def inline_scoring_allowed(cfg: PipelineConfig) -> bool:
