@@ -30,6 +30,7 @@ from streaming.decision.columns import make_columns
 from streaming.decision.config import DECISIONS
 from streaming.decision.stage import DecideStage, build_decide_stage
 from streaming.engine.dead_letters import DeadLetters
+from streaming.engine.inline import InlinePolicy
 from streaming.engine.outcomes import Outcomes
 from streaming.engine.output_variants import PrimaryOutput, ShadowOutput
 from streaming.engine.preprocess import preprocess
@@ -127,13 +128,8 @@ class Engine:
         self._watchdog: Watchdog | None = None
         self._router: Router | None = None
         self._shadows: list[tuple[ModelVersion, float]] = []
-        self._inline_rows = 0
-        """Chunks of at most this many rows may be scored on the feeding thread (set at
-        start: worker.inline_max_rows where ``inline_scoring_allowed`` says so)."""
-        self._submitted = 0.0
-        """When the last submit returned (monotonic)."""
-        self._waited = False
-        """The current submit came at least INLINE_AFTER_WAIT_S after the last returned."""
+        self._inline = InlinePolicy()
+        """Which chunks the feeding thread scores itself (worker.inline_max_rows)."""
         self._consumed = self.metrics.events_consumed.labels(config.name, config.topics.input)
         self.state = StateStage(self.pipeline.state) if self.pipeline.state is not None else None
         """Per-key features per partition (feeding thread only: submit and the rebalance
@@ -171,8 +167,7 @@ class Engine:
             self._threads.append(thread)
         self._watchdog = Watchdog(self.versions, self.dead_letters, self.health, cfg.model.name)
         self._watchdog.start()
-        if inline_scoring_allowed(cfg):
-            self._inline_rows = min(cfg.worker.inline_max_rows, cfg.batching.max_batch_size)
+        self._inline.start(cfg)
 
     @property
     def _graph_on(self) -> bool:
@@ -219,12 +214,11 @@ class Engine:
         queue for inference. Blocks while a lane is full: backpressure on the caller."""
         if not messages:
             return
-        started = time.monotonic()
-        self._waited = started - self._submitted >= INLINE_AFTER_WAIT_S
+        self._inline.submitting()
         try:
             self._submit(messages)
         finally:
-            self._submitted = time.monotonic()
+            self._inline.submitted()
 
     def _submit(self, messages: Sequence[SourceMessage]) -> None:
         polled = time.time() if self.tracer is not None else 0.0
@@ -309,12 +303,8 @@ class Engine:
         if times is not None and self.tracer is not None:
             chunk.times = ChunkTimes(times.polled, times.decoded, time.time())
             self.tracer.stamp(chunk)
-        if (
-            len(chunk) <= self._inline_rows
-            and self._waited  # not draining a backlog: that keeps its pipelining
-            and not self._shadows  # a control update may add shadows mid-stream
-            and version.lane.claim()
-        ):
+        # not with shadows, which a control update may add mid-stream
+        if self._inline.wants(len(chunk)) and not self._shadows and version.lane.claim():
             try:
                 self._scorer.score_inline(version, chunk)
             finally:
@@ -423,26 +413,3 @@ class Engine:
             close_decoder()
         if self.tracer is not None:
             self.tracer.close()
-
-
-INLINE_AFTER_WAIT_S = 0.001
-"""A poll batch is scored on the feeding thread (if small) only when the feeding thread waited
-at least this long since its last submit: draining a backlog, polls follow each other at once,
-and a small batch there (a fetch that came short) is better pipelined behind the next one."""
-
-
-def inline_scoring_allowed(cfg: PipelineConfig) -> bool:
-    """Whether small chunks may be scored on the feeding thread (worker.inline_max_rows).
-
-    Only with one inference thread (one version, or a decision graph, whose first version's
-    thread runs every model), no shadow share and no GPU: with several versions a call that
-    hangs on the feeding thread would stop them all, where on its own thread it stops only its
-    version; a GPU wants the lane's batches."""
-    versions = cfg.model.versions
-    one_thread = len(versions) == 1 or cfg.decision.graph is not None
-    return (
-        cfg.worker.inline_max_rows > 0
-        and one_thread
-        and not any(v.shadow_share > 0 for v in versions)
-        and not any(v.device.startswith("cuda") for v in versions)
-    )

@@ -15,7 +15,8 @@ import pytest
 
 from streaming.config import PipelineConfig, load_config
 from streaming.dev.inprocess import InMemoryMessage, InstantSink
-from streaming.engine.engine import Engine, inline_scoring_allowed
+from streaming.engine.engine import Engine
+from streaming.engine.inline import inline_scoring_allowed
 from streaming.pipeline import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
