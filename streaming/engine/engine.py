@@ -26,18 +26,19 @@ import numpy as np
 
 from streaming.commit.ledger import OffsetTracker, PartitionLedger
 from streaming.config import PipelineConfig
-from streaming.decision.columns import make_columns
 from streaming.decision.config import DECISIONS
 from streaming.decision.stage import DecideStage, build_decide_stage
+from streaming.engine.chunks import ChunkBuilder
 from streaming.engine.dead_letters import DeadLetters
 from streaming.engine.inline import InlinePolicy
 from streaming.engine.outcomes import Outcomes
 from streaming.engine.output_variants import PrimaryOutput, ShadowOutput
 from streaming.engine.preprocess import preprocess
 from streaming.engine.process_tuning import ProcessTuning
-from streaming.engine.route import BUCKETS, Router
+from streaming.engine.route import Router
 from streaming.engine.scoring import Scorer
-from streaming.engine.types import Chunk, Sink, SourceMessage
+from streaming.engine.shadows import ShadowCopies
+from streaming.engine.types import Sink, SourceMessage
 from streaming.engine.versions import ModelVersion, load_version
 from streaming.engine.watchdog import Watchdog
 from streaming.errors import Faults, Health
@@ -127,7 +128,8 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._watchdog: Watchdog | None = None
         self._router: Router | None = None
-        self._shadows: list[tuple[ModelVersion, float]] = []
+        self._chunks = ChunkBuilder(self.pipeline)
+        self._shadows = ShadowCopies(config, self.metrics, self._chunks)
         self._inline = InlinePolicy()
         """Which chunks the feeding thread scores itself (worker.inline_max_rows)."""
         self._consumed = self.metrics.events_consumed.labels(config.name, config.topics.input)
@@ -144,6 +146,7 @@ class Engine:
         self.stats.scoring = [v.totals for v in self.versions]
         self._decide = build_decide_stage(cfg, self.versions, self.pipeline)
         self._scorer.decide = self._decide
+        self._chunks.decide = self._decide
         self._init_metric_series()
         self.apply_routing(
             RoutingUpdate(
@@ -190,7 +193,9 @@ class Engine:
         router = Router(names, update.weights)
         by_name = {v.name: v for v in self.versions}
         self._router = router
-        self._shadows = [(by_name[n], share) for n, share in update.shadows.items() if share > 0]
+        self._shadows.versions = [
+            (by_name[n], share) for n, share in update.shadows.items() if share > 0
+        ]
         total = sum(router.weights.values())
         for name in names:
             self.metrics.routing_weight.labels(cfg.name, cfg.model.name, name).set(
@@ -254,7 +259,7 @@ class Engine:
         if len(self.versions) == 1 or self._graph_on:
             self._queue(self.versions[0], msgs, records, led, now, times, state)
             if self._shadows:
-                self._queue_shadows(msgs, records, led, now, state)
+                self._shadows.queue(self._router, msgs, records, led, now, state)
             return
         routes = self._router.route([m.key() for m in msgs])
         for vi, version in enumerate(self.versions):
@@ -270,7 +275,7 @@ class Engine:
                     None if state is None else state[rows],
                 )
         if self._shadows:
-            self._queue_shadows(msgs, records, led, now, state)
+            self._shadows.queue(self._router, msgs, records, led, now, state)
 
     def _queue(
         self,
@@ -299,7 +304,7 @@ class Engine:
             state = None if state is None else state[rows]
         if version.sketch is not None:
             version.sketch.add(records, self._state_columns(state))
-        chunk = self._chunk(feats.matrix, msgs, records, ledgers, enqueued)
+        chunk = self._chunks.build(feats.matrix, msgs, records, ledgers, enqueued)
         if times is not None and self.tracer is not None:
             chunk.times = ChunkTimes(times.polled, times.decoded, time.time())
             self.tracer.stamp(chunk)
@@ -325,70 +330,6 @@ class Engine:
         if self.state is not None:
             for topic, partition in partitions:
                 self.state.drop(topic, partition)
-
-    def _queue_shadows(
-        self,
-        msgs: list[Any],
-        records: list[Any],
-        ledgers: list[PartitionLedger],
-        now: float,
-        state: np.ndarray | None = None,
-    ) -> None:
-        """Copy a share of the events (sticky by key) to each shadow version, if it keeps up.
-
-        A shadow never holds the primary path: its rows are not in the ledger, a full shadow
-        queue sheds them (with a metric), and its errors reach telemetry only.
-        """
-        assert self._router is not None
-        buckets = self._router.buckets([m.key() for m in msgs])
-        for version, share in self._shadows:
-            picked = np.flatnonzero(buckets < share * BUCKETS)
-            if picked.size == 0:
-                continue
-            feats = preprocess(
-                version.preprocessor,
-                [records[r] for r in picked],
-                None if state is None else state[picked],
-            )
-            keep = [int(picked[i]) for i in feats.rows]
-            if not keep:
-                continue
-            chunk = self._chunk(
-                feats.matrix,
-                [msgs[r] for r in keep],
-                [records[r] for r in keep],
-                [ledgers[r] for r in keep],
-                now,
-            )
-            chunk.shadow = True
-            if not version.lane.put(chunk, timeout=0):
-                self.metrics.shadow_shed.labels(
-                    self.config.name, self.config.model.name, version.name
-                ).inc(len(chunk))
-
-    def _chunk(
-        self,
-        features: np.ndarray,
-        msgs: list[Any],
-        records: list[Any],
-        ledgers: list[PartitionLedger],
-        enqueued: float,
-    ) -> Chunk:
-        spec = self.pipeline
-        id_field, ts_field = spec.id_field, spec.ts_field
-        decide = self._decide
-        return Chunk(
-            features=features,
-            event_ids=[getattr(r, id_field) for r in records],
-            ts_ms=[getattr(r, ts_field) for r in records],
-            keys=[m.key() for m in msgs],
-            values=[m.value() for m in msgs],
-            headers=[m.headers() for m in msgs],
-            ledgers=ledgers,
-            offsets=[m.offset() for m in msgs],
-            enqueued=enqueued,
-            columns=make_columns(records, decide.fields) if decide and decide.fields else None,
-        )
 
     def stop_scoring(self, timeout: float = 10.0) -> None:
         """Close the lanes (what is queued is still scored) and wait for the threads, but
