@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from streaming.engine.types import DeliveryCallback, Headers
+from streaming.engine.types import DeliveryCallback, Headers, Sink
 
 
 @dataclass
@@ -45,7 +45,7 @@ class InMemoryMessage:
         return None
 
 
-class InstantSink:
+class InstantSink(Sink):
     """Acknowledges every record as it is produced; notes when, and keeps them if asked.
 
     Delivery callbacks run under its lock, one at a time, as the Sink contract asks (the

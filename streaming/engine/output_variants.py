@@ -130,8 +130,7 @@ class PrimaryOutput:
             for i in rows:
                 produce(topic, payloads[i], keys[i], fitted.headers(headers, i), delivery)
         else:
-            for i in rows:
-                produce(topic, payloads[i], keys[i], headers[i], delivery)
+            self._sink.produce_rows(topic, rows, payloads, keys, headers, delivery)
 
     def _acked(
         self,

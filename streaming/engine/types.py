@@ -6,7 +6,7 @@ the engine reads, a chunk of rows on its way to a model, and the sink every outp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -78,6 +78,21 @@ class Sink(Protocol):
         headers: Headers | None,
         on_delivery: DeliveryCallback | None,
     ) -> None: ...
+
+    def produce_rows(
+        self,
+        topic: str,
+        rows: Iterable[int],
+        values: Sequence[bytes],
+        keys: Sequence[bytes | None],
+        headers: Sequence[Headers | None],
+        on_delivery: DeliveryCallback | None,
+    ) -> None:
+        """``produce`` of ``values[i]`` (``keys[i]``, ``headers[i]``) for each i of ``rows``,
+        in order. A sink subclassing this protocol gets this loop; the Kafka sink does it in
+        one Python frame."""
+        for i in rows:
+            self.produce(topic, values[i], keys[i], headers[i], on_delivery)
 
     def close(self, timeout: float) -> int:
         """Flush; return how many records were still not delivered."""

@@ -17,11 +17,12 @@ from confluent_kafka import KafkaError
 from streaming.config import load_config
 from streaming.dev.inprocess import InMemoryMessage
 from streaming.engine.engine import Engine
+from streaming.engine.types import Sink
 from streaming.pipeline import load_pipeline
 from tests.kafka_helpers import BASE_CONFIG, ROOT
 
 
-class RefusingSink:
+class RefusingSink(Sink):
     """Acknowledges at once, but answers some records with the error Kafka would send."""
 
     def __init__(self, refuse: Any) -> None:
