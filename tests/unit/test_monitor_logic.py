@@ -176,3 +176,31 @@ def test_late_records_after_a_window_closed_are_counted_as_late() -> None:
 def test_monitor_baseline_must_be_a_version() -> None:
     with pytest.raises(ValueError, match=r"monitor.baseline 'v7' is not a model version"):
         config(baseline="v7")
+
+
+def test_a_name_a_pydantic_record_lacks_counts_nothing_and_a_property_is_read() -> None:
+    from pydantic import BaseModel
+
+    class Plain(BaseModel):
+        amount: float
+
+    class WithProperty(BaseModel):
+        amount: float
+
+        @property
+        def velocity(self) -> float:
+            return self.amount / 100
+
+    baseline = DriftBaseline(
+        features={
+            "amount": BASE.features["amount"],
+            "velocity": Histogram(np.array(EDGES), np.full(10, 100.0)),
+        },
+        score=None,
+    )
+    sketch = FeatureSketch(baseline)
+    sketch.add([Plain(amount=a) for a in (5.0, 15.0, 95.0)])
+    assert sketch.take() == {"amount": [1, 1, 0, 0, 0, 0, 0, 0, 0, 1]}
+    sketch.add([WithProperty(amount=a) for a in (5.0, 15.0, 95.0)])
+    counts = sketch.take()
+    assert counts["velocity"] == counts["amount"] == [1, 1, 0, 0, 0, 0, 0, 0, 0, 1]
