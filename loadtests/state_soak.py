@@ -10,7 +10,8 @@ sent: the writer's dirty and expired-key sets are part of what must stay bounded
 the process's RSS. The keys held level off at the cards active within the horizon (30-day
 window + grace + replay margin) while the cards seen keep growing: what is held is bounded by
 expiry, not by how many cards ever came. Merchant and country ids are coded in a per-process
-vocabulary that grows with the distinct values seen (``--merchants``), not with the cards.
+vocabulary, pruned of the values no held key uses once it has doubled (StateStage.prune): with
+``--merchants`` far above the events (an id that never repeats) it levels off too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from pipelines.fraud.state import STATE
 from streaming.state.changelog import StateChangelog
 from streaming.state.restore import PartitionLoader
-from streaming.state.stage import StateStage
+from streaming.state.stage import PRUNE_MIN, StateStage
 from streaming.state.store import PartitionState
 
 _DAY = 86_400_000
@@ -60,6 +61,11 @@ def main() -> None:
     p.add_argument("--events-per-card", type=int, default=3)
     p.add_argument("--merchants", type=int, default=100_000)
     p.add_argument("--every", type=int, default=500_000, help="print a line every N events")
+    p.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="never prune the vocabulary (to compare: it then grows with every value seen)",
+    )
     p.add_argument("--seed", type=int, default=5)
     args = p.parse_args()
     if args.days <= 7:
@@ -75,7 +81,7 @@ def main() -> None:
         f"(generated in {time.perf_counter() - t0:.1f} s); horizon "
         f"{STATE.horizon_ms / _DAY:.2f} days"
     )
-    stage = StateStage(STATE)
+    stage = StateStage(STATE, prune_min=2**62 if args.no_prune else PRUNE_MIN)
     state = stage.partition("soak", 0)
     written = 0
 
@@ -86,7 +92,10 @@ def main() -> None:
             done(None, None)
 
     changelog = StateChangelog(stage, "soak.state", count)
-    print(f"{'events':>10} {'event day':>9} {'cards seen':>10} {'keys held':>10} {'RSS MB':>7}")
+    print(
+        f"{'events':>10} {'event day':>9} {'cards seen':>10} {'keys held':>10} "
+        f"{'vocabulary':>10} {'RSS MB':>7}"
+    )
     base = rss_mb()
     peak = base
     chunk = 20_000
@@ -103,13 +112,17 @@ def main() -> None:
         cols = [fields[f] for f in STATE.fields]
         out: list[float] = []
         state.apply_many(keys, state.rows(ts[lo:hi].tolist(), range(lo, hi), cols), out)
+        stage.maybe_prune()  # as the stage's compute does after each batch
         changelog.begin().advance()
         if hi // args.every != lo // args.every or hi == n:
             seen = len(np.unique(card[:hi])) if hi < n else args.cards
             rss = rss_mb()
             peak = max(peak, rss)
             day = (int(ts[hi - 1]) - int(ts[0])) / _DAY
-            print(f"{hi:>10,} {day:>9.1f} {seen:>10,} {len(state):>10,} {rss:>7.0f}")
+            print(
+                f"{hi:>10,} {day:>9.1f} {seen:>10,} {len(state):>10,} "
+                f"{len(stage.codes.values):>10,} {rss:>7.0f}"
+            )
     took = time.perf_counter() - started
     print(
         f"done: {n:,} events in {took:.1f} s ({took / n * 1e6:.1f} us per event, changelog "

@@ -49,6 +49,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_buffers.h"
+
 enum { KIND_COUNT, KIND_SINCE_LAST, KIND_SUM, KIND_MEAN, KIND_DISTINCT, KIND_MAX, KIND_LAST };
 
 #define EXACT_LIMIT (INT64_C(1) << 52)
@@ -1029,6 +1031,154 @@ error:
     return NULL;
 }
 
+/* The row positions of ``coded`` (a sequence of ints, each within 2..stride-1) into cols[];
+ * -1 with ValueError otherwise. */
+static int coded_positions(PyObject *coded, Py_ssize_t stride, Py_ssize_t **cols, Py_ssize_t *n) {
+    PyObject *fast = PySequence_Fast(coded, "coded: a sequence of row positions");
+    Py_ssize_t i;
+    if (fast == NULL) return -1;
+    *n = PySequence_Fast_GET_SIZE(fast);
+    *cols = PyMem_Malloc(sizeof(Py_ssize_t) * (*n > 0 ? *n : 1));
+    if (*cols == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (i = 0; i < *n; i++) {
+        Py_ssize_t c = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(fast, i));
+        if (c == -1 && PyErr_Occurred()) break;
+        if (c < 2 || c >= stride) {
+            PyErr_Format(PyExc_ValueError, "coded position %zd is not a field of rows of %zd", c,
+                         stride);
+            break;
+        }
+        (*cols)[i] = c;
+    }
+    Py_DECREF(fast);
+    if (i < *n) {
+        PyMem_Free(*cols);
+        return -1;
+    }
+    return 0;
+}
+
+/* For each key's rows in the dicts of ``states`` (key -> array('d') of rows of ``stride``),
+ * every code at the ``coded`` positions: fn(ctx, &code) may read or rewrite it; -1 stops. */
+static int each_code(PyObject *states, PyObject *coded, Py_ssize_t stride,
+                     int (*fn)(void *ctx, double *code), void *ctx) {
+    PyObject *fast, *key, *value;
+    Py_ssize_t *cols, nc, i, j, c, pos;
+    int r = 0;
+    if (stride < 3) {
+        PyErr_SetString(PyExc_ValueError, "rows of (ts, offset, field...): stride >= 3");
+        return -1;
+    }
+    if (coded_positions(coded, stride, &cols, &nc) < 0) return -1;
+    fast = PySequence_Fast(states, "states: a sequence of dicts");
+    if (fast == NULL) {
+        PyMem_Free(cols);
+        return -1;
+    }
+    for (i = 0; r == 0 && i < PySequence_Fast_GET_SIZE(fast); i++) {
+        PyObject *d = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyDict_Check(d)) {
+            PyErr_SetString(PyExc_TypeError, "states: a sequence of dicts");
+            r = -1;
+            break;
+        }
+        pos = 0;
+        while (r == 0 && PyDict_Next(d, &pos, &key, &value)) {
+            ArrayObject *a = as_rows(value, stride);
+            if (a == NULL) {
+                r = -1;
+                break;
+            }
+            double *rows = (double *)a->ob_item;
+            Py_ssize_t n = Py_SIZE(a) / stride;
+            for (j = 0; r == 0 && j < n; j++)
+                for (c = 0; r == 0 && c < nc; c++) r = fn(ctx, rows + j * stride + cols[c]);
+        }
+    }
+    Py_DECREF(fast);
+    PyMem_Free(cols);
+    return r;
+}
+
+typedef struct {
+    char *live;
+    Py_ssize_t size;
+} LiveCtx;
+
+static int mark_live(void *ctx, double *code) {
+    LiveCtx *l = ctx;
+    double c = *code;
+    if (!(c >= 0 && c < (double)l->size) || c != floor(c)) {
+        PyErr_Format(PyExc_ValueError, "a row holds code %g, not one of the vocabulary's %zd", c,
+                     l->size);
+        return -1;
+    }
+    l->live[(Py_ssize_t)c] = 1;
+    return 0;
+}
+
+/* live_codes(states, coded, stride, size) -> bytearray of ``size``: 1 at each vocabulary code
+ * that some key's rows hold (store.StateStage.prune). */
+static PyObject *py_live_codes(PyObject *self, PyObject *args) {
+    PyObject *states, *coded, *out;
+    Py_ssize_t stride, size;
+    LiveCtx ctx;
+    if (!PyArg_ParseTuple(args, "OOnn", &states, &coded, &stride, &size)) return NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size >= 0");
+        return NULL;
+    }
+    out = PyByteArray_FromStringAndSize(NULL, size);
+    if (out == NULL) return NULL;
+    ctx.live = PyByteArray_AS_STRING(out);
+    ctx.size = size;
+    memset(ctx.live, 0, (size_t)size);
+    if (each_code(states, coded, stride, mark_live, &ctx) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+typedef struct {
+    const double *map;
+    Py_ssize_t size;
+} RecodeCtx;
+
+static int recode_one(void *ctx, double *code) {
+    RecodeCtx *m = ctx;
+    double c = *code;
+    if (!(c >= 0 && c < (double)m->size) || c != floor(c) || m->map[(Py_ssize_t)c] < 0) {
+        PyErr_Format(PyExc_ValueError, "a row holds code %g, which the mapping does not keep", c);
+        return -1;
+    }
+    *code = m->map[(Py_ssize_t)c];
+    return 0;
+}
+
+/* recode(states, coded, stride, mapping): each code c at the coded positions becomes
+ * mapping[c] (a float64 buffer; -1 for a code no row holds), in place. The caller checked the
+ * rows with live_codes first: a ValueError here would leave them half recoded. */
+static PyObject *py_recode(PyObject *self, PyObject *args) {
+    PyObject *states, *coded, *mapping;
+    Py_ssize_t stride;
+    Py_buffer view;
+    RecodeCtx ctx;
+    int r;
+    if (!PyArg_ParseTuple(args, "OOnO", &states, &coded, &stride, &mapping)) return NULL;
+    if (take_buffer(mapping, &view, 'd', 0, "mapping") < 0) return NULL;
+    ctx.map = view.buf;
+    ctx.size = view.len / (Py_ssize_t)sizeof(double);
+    r = each_code(states, coded, stride, recode_one, &ctx);
+    PyBuffer_Release(&view);
+    if (r < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------ the changelog's records */
 
 static int cmp_double(const void *a, const void *b) {
@@ -1416,6 +1566,8 @@ static PyMethodDef methods[] = {
     {"encode_rows", py_encode_rows, METH_VARARGS, "codec.encode_rows, plain-text tables."},
     {"expired", py_expired, METH_VARARGS, "The keys an expiry pass drops."},
     {"code", py_code, METH_VARARGS, "A column coded in a store.Vocabulary."},
+    {"live_codes", py_live_codes, METH_VARARGS, "The vocabulary codes some key's rows hold."},
+    {"recode", py_recode, METH_VARARGS, "Rows' codes mapped to a pruned vocabulary's."},
     {"write_keys", py_write_keys, METH_VARARGS, "The changed keys' records, produced."},
     {"fsum", py_fsum, METH_O, "math.fsum over a sequence of floats (for the tests)."},
     {NULL, NULL, 0, NULL},

@@ -124,6 +124,8 @@ class StateChangelog:
         self.topic = topic
         self._produce = produce
         self._labels = Labels(stage.codes.values)
+        self._labels_of = stage.codes.generation
+        """The vocabulary generation the labels were made in (a prune recodes the values)."""
         self._written: dict[tuple[str, int], int] = {}
         """Partition -> the applied offset its last partition record carried."""
         self.records = 0
@@ -135,6 +137,9 @@ class StateChangelog:
         fences = Snapshot()
         stage = self._stage
         topic, produce = self.topic, self._produce
+        if stage.codes.generation != self._labels_of:  # codes were recoded: cached by code
+            self._labels = Labels(stage.codes.values)
+            self._labels_of = stage.codes.generation
         labels = self._labels
         sent = 0
         for tp in list(stage.partitions.keys() if only is None else only):

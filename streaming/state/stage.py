@@ -7,21 +7,30 @@ records. Owned by the feeding thread alone (assign and revoke arrive on it too).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
-from streaming.state.plan import coded_fields
+from streaming.state.plan import Plan, coded_fields
 from streaming.state.spec import StateSpec
-from streaming.state.store import C_STATE, PartitionState, Vocabulary
+from streaming.state.store import C_STATE, PartitionState, Vocabulary, live_codes, recode
+
+log = logging.getLogger("streaming.worker")
+
+PRUNE_MIN = 1 << 16
+"""The fewest vocabulary values at which a prune runs (a few MB of values)."""
 
 
 class StateStage:
     """Features per event from the state of its partition and key."""
 
-    def __init__(self, spec: StateSpec, native: bool = C_STATE is not None) -> None:
+    def __init__(
+        self, spec: StateSpec, native: bool = C_STATE is not None, prune_min: int = PRUNE_MIN
+    ) -> None:
         self.spec = spec
         self.native = native
         """Partitions run the C path (store.C_STATE; the default where it is built)."""
@@ -38,6 +47,11 @@ class StateStage:
         )
         """C_STATE.gather's arguments after the batch."""
         self.partitions: dict[tuple[str, int], PartitionState] = {}
+        self.prune_min = prune_min
+        self._layout = Plan(spec)
+        """Where the coded columns sit in a row (as every partition's state has them)."""
+        self._prune_at = prune_min
+        """The vocabulary size at which the next prune runs (twice what the last one kept)."""
 
     def partition(self, topic: str, partition: int) -> PartitionState:
         """The partition's state (created empty when first seen)."""
@@ -71,6 +85,7 @@ class StateStage:
                 matrix = np.empty((n, width), dtype=np.float64)
                 for part, start, end in runs:
                     self.partition(topic, part).apply_rows(keys, rows, start, end, matrix)
+                self.maybe_prune()
                 return matrix
         ts = list(map(self._ts, records))
         columns = [list(map(get, records)) for get in self._fields]
@@ -86,13 +101,51 @@ class StateStage:
             for start, end in runs:
                 state = self.partition(topic, parts[start])
                 state.apply_columns(keys, ts, offsets, coded, start, end, matrix)
-            return matrix
-        rows = first.rows(ts, offsets, columns)  # the vocabulary is the stage's: any state
-        out: list[float] = []
-        for start, end in runs:
-            state = self.partition(topic, parts[start])
-            state.apply_many(keys[start:end], rows[start:end], out)
-        return np.array(out, dtype=np.float64).reshape(n, width)
+        else:
+            rows = first.rows(ts, offsets, columns)  # the vocabulary is the stage's: any state
+            out: list[float] = []
+            for start, end in runs:
+                state = self.partition(topic, parts[start])
+                state.apply_many(keys[start:end], rows[start:end], out)
+            matrix = np.array(out, dtype=np.float64).reshape(n, width)
+        self.maybe_prune()
+        return matrix
+
+    def maybe_prune(self) -> None:
+        """Prune once the vocabulary has doubled since the last prune (see ``prune``)."""
+        if len(self.codes.values) >= self._prune_at:
+            self.prune()
+
+    def prune(self) -> int:
+        """Drop the vocabulary's values that no key's rows hold any more (their keys expired
+        or their rows aged out) and recode the rest; returns how many values were kept.
+
+        Without it the vocabulary of a distinct-only field grows with every value ever seen
+        (a device id, an IP), whatever expiry removes from the keys: memory that expiry does
+        not bound. Runs when the vocabulary has doubled since the last prune (and holds at
+        least ``prune_min`` values), so its cost, one pass over every key's rows, is spread
+        over as many new values as the vocabulary kept. On the feeding thread, which owns the
+        state; features do not change (codes are only compared for equality)."""
+        started = time.perf_counter()
+        codes = self.codes
+        size = len(codes.values)
+        states = [s.keys for s in self.partitions.values()]
+        states += [extra for s in self.partitions.values() if (extra := _dirty_only(s))]
+        coded, stride = self._layout.coded_columns, self._layout.stride
+        native = self.native and C_STATE is not None
+        live = (C_STATE.live_codes if native else live_codes)(states, coded, stride, size)
+        kept = np.flatnonzero(np.frombuffer(live, dtype=np.uint8)).tolist()
+        mapping = codes.recode(kept)
+        (C_STATE.recode if native else recode)(states, coded, stride, mapping)
+        self._prune_at = max(self.prune_min, 2 * len(kept))
+        log.info(
+            "state vocabulary pruned: %d of %d values kept in %.3f s",
+            len(kept),
+            size,
+            time.perf_counter() - started,
+            extra={"kept": len(kept), "values": size},
+        )
+        return len(kept)
 
     def compute_one(
         self, topic: str, partition: int, key: Any, offset: int, record: Any
@@ -105,6 +158,13 @@ class StateStage:
     def keys(self) -> int:
         """Keys held over all partitions (for the metric and the soak)."""
         return sum(len(s) for s in self.partitions.values())
+
+
+def _dirty_only(state: PartitionState) -> dict[Any, Any]:
+    """A partition's changed rows that are not its keys' rows (none, as the store keeps them:
+    the changelog reads them, so a prune must recode them too)."""
+    held = state.keys
+    return {k: rows for k, rows in state.dirty.items() if held.get(k) is not rows}
 
 
 def _runs(parts: list[int]) -> list[tuple[int, int]]:

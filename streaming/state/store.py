@@ -63,11 +63,30 @@ _EXPIRE_EVERY = 1024
 
 
 class Vocabulary(dict[Any, int]):
-    """Value -> code, the next code for a value not seen yet; ``values`` maps back."""
+    """Value -> code, the next code for a value not seen yet; ``values`` maps back.
+
+    Codes of values that no key's rows hold any more are dropped by ``recode`` (the stage's
+    prune), which gives the kept values new codes: ``generation`` counts those, so that a
+    cache by code (the changelog's Labels) knows when to start again."""
 
     def __init__(self) -> None:
         super().__init__()
         self.values: list[Any] = []
+        self.generation = 0
+
+    def recode(self, live: Sequence[int]) -> array:
+        """Keep only the values of the ``live`` codes (ascending), coded 0, 1, ... in that
+        order, in place (the C path holds this dict and its ``values``); returns the mapping
+        old code -> new code (-1: dropped) as float64, for the rows."""
+        mapping = array("d", [-1.0]) * len(self.values)
+        kept = [self.values[c] for c in live]
+        for new, old in enumerate(live):
+            mapping[old] = float(new)
+        self.clear()
+        self.update(zip(kept, range(len(kept)), strict=True))
+        self.values[:] = kept
+        self.generation += 1
+        return mapping
 
     def __missing__(self, value: Any) -> int:
         code = self[value] = len(self)
@@ -356,3 +375,30 @@ class PartitionState:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def live_codes(
+    states: Sequence[dict[Hashable, array]], coded: list[int], stride: int, size: int
+) -> bytearray:
+    """C_STATE.live_codes in Python: 1 at each of ``size`` codes some key's rows hold."""
+    live = bytearray(size)
+    for held in states:
+        for rows in held.values():
+            for col in coded:
+                for code in rows[col::stride]:
+                    if not (0 <= code < size) or code != int(code):
+                        raise ValueError(
+                            f"a row holds code {code}, not one of the vocabulary's {size}"
+                        )
+                    live[int(code)] = 1
+    return live
+
+
+def recode(
+    states: Sequence[dict[Hashable, array]], coded: list[int], stride: int, mapping: array
+) -> None:
+    """C_STATE.recode in Python: each code c at the coded positions becomes mapping[c]."""
+    for held in states:
+        for rows in held.values():
+            for col in coded:
+                rows[col::stride] = array("d", [mapping[int(c)] for c in rows[col::stride]])

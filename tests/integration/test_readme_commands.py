@@ -435,6 +435,20 @@ def check_efficiency(ctx: Ctx) -> None:
         assert flag in done.stdout, done.stdout
 
 
+def check_efficiency_plain(ctx: Ctx) -> None:
+    """--help as the plain command, and the config is what the README says it is: the fraud
+    model behind a pipeline with no state stage and no reason codes."""
+    check_efficiency(ctx)
+    from streaming.config import load_config
+    from streaming.pipeline import load_pipeline
+
+    plain = load_config(ROOT / ctx.argv[ctx.argv.index("-c") + 1])
+    fraud = load_config(ROOT / "pipelines" / "fraud" / "pipeline.yaml")
+    assert load_pipeline(plain.pipeline.module).state is None
+    assert plain.reasons is None and plain.decision.graph is None
+    assert plain.model == fraud.model and plain.worker == fraud.worker
+
+
 def check_pod_replacement(ctx: Ctx) -> None:
     done = run(ctx, [*ctx.argv[:3], "--help"])
     for flag in ("--events", "--rate", "--runs", "--max-wait"):
@@ -686,6 +700,14 @@ COMMANDS: dict[str, Check] = {
         "bounded: --events 20000 (the full run takes ~2 min): every feature equal",
         check_state_check,
     ),
+    ".venv/bin/python -m loadtests.state_soak --merchants 20000000": Check(
+        "bounded: --cards 5000 (~1 min in full): the summary line",
+        check_state_soak,
+    ),
+    ".venv/bin/python -m loadtests.state_soak --merchants 20000000 --no-prune": Check(
+        "bounded: --cards 5000 (~1 min in full): the summary line",
+        check_state_soak,
+    ),
     ".venv/bin/python -m loadtests.state_soak": Check(
         "bounded: --cards 5000 (the full million takes ~1.5 min): the summary line",
         check_state_soak,
@@ -726,6 +748,10 @@ COMMANDS: dict[str, Check] = {
         "process starts; the worker-against-passthrough drain it pairs is what drain_ratio's "
         "bounded run checks; the full 5 pairs take ~8 min)",
         check_efficiency,
+    ),
+    ".venv/bin/python -m loadtests.efficiency -c loadtests/plain_pipeline.yaml": Check(
+        "--help only, as the command above; the config loads as the plain pipeline it says",
+        check_efficiency_plain,
     ),
     ".venv/bin/python -m models.fraud.faulty --kind noisy|constant|flaky --out models/fraud/v9": (
         Check(
