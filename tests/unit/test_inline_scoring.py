@@ -25,7 +25,7 @@ BASE = ROOT / "pipelines" / "fraud" / "pipeline.yaml"
 
 @pytest.fixture(scope="module")
 def models_built() -> None:
-    assert (ROOT / "models" / "fraud" / "v3" / "metadata.json").exists(), "run `make models`"
+    assert (ROOT / "models" / "fraud" / "v1" / "metadata.json").exists(), "run `make models`"
 
 
 def _messages(cfg: PipelineConfig, n: int) -> list[InMemoryMessage]:
@@ -113,7 +113,7 @@ def test_telemetry_is_sent_when_only_the_feeding_thread_scored(models_built) -> 
             {
                 "model.versions": [
                     {"version": "v2", "weight": 50},
-                    {"version": "v3", "weight": 50},
+                    {"version": "v1", "weight": 50},
                 ]
             },
             "two versions: a hang on the feeding thread would stop both",
