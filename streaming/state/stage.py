@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from streaming.state.plan import Plan, coded_fields
+from streaming.state.prune import live_codes, recode
 from streaming.state.spec import StateSpec
-from streaming.state.store import C_STATE, PartitionState, Vocabulary, live_codes, recode
+from streaming.state.store import C_STATE, PartitionState, Vocabulary
 
 log = logging.getLogger("streaming.worker")
 

@@ -375,30 +375,3 @@ class PartitionState:
 
     def __len__(self) -> int:
         return len(self.keys)
-
-
-def live_codes(
-    states: Sequence[dict[Hashable, array]], coded: list[int], stride: int, size: int
-) -> bytearray:
-    """C_STATE.live_codes in Python: 1 at each of ``size`` codes some key's rows hold."""
-    live = bytearray(size)
-    for held in states:
-        for rows in held.values():
-            for col in coded:
-                for code in rows[col::stride]:
-                    if not (0 <= code < size) or code != int(code):
-                        raise ValueError(
-                            f"a row holds code {code}, not one of the vocabulary's {size}"
-                        )
-                    live[int(code)] = 1
-    return live
-
-
-def recode(
-    states: Sequence[dict[Hashable, array]], coded: list[int], stride: int, mapping: array
-) -> None:
-    """C_STATE.recode in Python: each code c at the coded positions becomes mapping[c]."""
-    for held in states:
-        for rows in held.values():
-            for col in coded:
-                rows[col::stride] = array("d", [mapping[int(c)] for c in rows[col::stride]])
