@@ -130,8 +130,9 @@ class StateStage:
         started = time.perf_counter()
         codes = self.codes
         size = len(codes.values)
+        # a partition's changed rows are its held rows (the same arrays; the store keeps
+        # them so, tests/unit/test_state_native.py checks it): recoding the keys covers them
         states = [s.keys for s in self.partitions.values()]
-        states += [extra for s in self.partitions.values() if (extra := _dirty_only(s))]
         coded, stride = self._layout.coded_columns, self._layout.stride
         native = self.native and C_STATE is not None
         live = (C_STATE.live_codes if native else live_codes)(states, coded, stride, size)
@@ -159,13 +160,6 @@ class StateStage:
     def keys(self) -> int:
         """Keys held over all partitions (for the metric and the soak)."""
         return sum(len(s) for s in self.partitions.values())
-
-
-def _dirty_only(state: PartitionState) -> dict[Any, Any]:
-    """A partition's changed rows that are not its keys' rows (none, as the store keeps them:
-    the changelog reads them, so a prune must recode them too)."""
-    held = state.keys
-    return {k: rows for k, rows in state.dirty.items() if held.get(k) is not rows}
 
 
 def _runs(parts: list[int]) -> list[tuple[int, int]]:
