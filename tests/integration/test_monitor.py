@@ -22,7 +22,10 @@ from tests.kafka_helpers import ROOT, read_topic, start_worker, write_config
 pytestmark = pytest.mark.integration
 
 RATE = 1_600
-EVENTS = 16_000
+MAX_EVENTS = 48_000
+AFTER_ROLLBACK_S = 3.0
+"""The stream goes on this long after the monitor's rollback, so that what the workers did
+with it shows: on a busy machine the monitor reads behind the workers and judges late."""
 
 
 def test_bad_canary_rolled_back_good_canary_kept(broker, models_built, tmp_path, measured):
@@ -60,13 +63,28 @@ def test_bad_canary_rolled_back_good_canary_kept(broker, models_built, tmp_path,
     try:
         worker.wait_for_log("assigned", 60)
         result: list[ProduceResult] = []
+        rolled_back_at: list[float] = []
+
+        def enough() -> bool:
+            if not rolled_back_at and "rolled back fraud/v9" in monitor_log.read_text():
+                rolled_back_at.append(time.monotonic())
+            return bool(rolled_back_at) and time.monotonic() - rolled_back_at[0] > AFTER_ROLLBACK_S
+
         producer = threading.Thread(
             target=lambda: result.append(
-                produce_events(cfg, EVENTS, rate=RATE, invalid_ratio=0.01, seed=5, keep=True)
+                produce_events(
+                    cfg,
+                    MAX_EVENTS,
+                    rate=RATE,
+                    invalid_ratio=0.01,
+                    seed=5,
+                    keep=True,
+                    should_stop=enough,
+                )
             )
         )
         producer.start()
-        producer.join(120)
+        producer.join(MAX_EVENTS / RATE + 60)
         assert worker.wait(120) == 0, worker.log()
         # The worker idled out 5 s after the last event: every window has closed by now.
         time.sleep(1)
@@ -92,24 +110,21 @@ def test_bad_canary_rolled_back_good_canary_kept(broker, models_built, tmp_path,
     # The good canary is judged, passes, and is never the subject of an alert.
     v1 = [v for v in verdicts if v["version"] == "v1"]
     assert Counter(v["verdict"] for v in v1)["ok"] >= 2, v1
-    # Kept: never two failing windows in a row (what a rollback takes), and none in the
-    # middle of the stream. The edge windows may fail: at the stream's start every card is
-    # new, its state features empty, and the logistic v1's scores move further from its
-    # training scores than v2's (measured: PSI 0.271 in the first window against v2's 0.017);
-    # the last window holds what the stream's end left in it, as few as min_events on a busy
-    # machine (measured: PSI 0.309 there with a core kept busy).
+    # Kept, and never failed: at the stream's start every card is new, its state features
+    # empty, and the logistic v1's scores move further from its training scores than v2's
+    # (measured: PSI 0.23-0.28 against v2's 0.007-0.02). The inputs moved too
+    # (amount_sum_24h PSI 0.8-1.4), so that drift is not held against v1 (judge.py).
     marks = "".join("F" if v["verdict"] == "fail" else "." for v in v1)
-    assert "FF" not in marks and "F" not in marks[1:-1], [
-        (v["verdict"], v.get("reasons")) for v in v1
-    ]
+    assert "F" not in marks, [(v["verdict"], v.get("reasons")) for v in v1]
+    assert any("inputs drifted" in n for v in v1 for n in v["notes"]), v1
     assert not [a for a in alerts if a["version"] == "v1" and a["kind"] != "input_drift"]
     failed_v9 = [v for v in verdicts if v["version"] == "v9" and v["verdict"] == "fail"]
     assert len(failed_v9) >= 2
 
     # Nothing lost: every event has a prediction or a dead letter; v9 stops within ~2 s.
-    preds = [json.loads(r.value) for r in read_topic(cfg, cfg.topics.predictions, EVENTS - 400)]
-    dead = read_topic(cfg, cfg.topics.dead_letters, 1)
     expected = {e.event_id for e in produced.events if e.label is not None}
+    preds = [json.loads(r.value) for r in read_topic(cfg, cfg.topics.predictions, len(expected))]
+    dead = read_topic(cfg, cfg.topics.dead_letters, 1)
     assert {p["event_id"] for p in preds} == expected
     assert len(dead) >= produced.invalid
     late_v9 = [p for p in preds if p["version"] == "v9" and p["scored_ms"] > rollback["ts_ms"]]

@@ -116,6 +116,13 @@ def test_a_noisy_canary_fails_twice_then_is_rolled_back() -> None:
         1_010_000,
     ]
     assert mon.weights["v2"] == 0 and mon.canaries() == []
+    # Windows it scored before the workers applied the rollback, judged after it (a monitor
+    # reading behind the workers), fail too but roll nothing back again.
+    for t0 in (1_020_000, 1_030_000):
+        feed(mon, t0, rng.uniform(0, 1, 1000))
+    late = mon.tick(1_041_001)
+    assert [v["verdict"] for v in late.verdicts if v["version"] == "v2"] == ["fail", "fail"]
+    assert late.update is None and late.alerts == [] and len(mon.rollbacks) == 1
 
     # The config's routing read back late from the control topic (written before the
     # rollback) must not bring v2 back; a record written after it (an operator's) does.
@@ -137,6 +144,53 @@ def test_a_good_canary_passes_and_a_thin_window_is_not_judged() -> None:
     feed(mon, 1_030_000, rng.uniform(0, 1, 1000), n=100)
     thin = mon.tick(1_041_001)
     assert [v["verdict"] for v in thin.verdicts if v["version"] == "v2"] == ["insufficient"]
+
+
+def telemetry(version: str, t0: int, amount_counts: list[int]) -> dict:
+    return {"version": version, "ts_ms": t0, "feature_counts": {"amount": amount_counts}}
+
+
+@pytest.mark.parametrize("inputs", ["as_trained", "drifted", "unseen"])
+def test_score_drift_fails_a_canary_only_while_its_inputs_look_as_trained(inputs: str) -> None:
+    mon = RolloutMonitor(config(min_events=100, bad_windows=1), {"v1": BASE, "v2": BASE})
+    rng = np.random.default_rng(4)
+    # The canary's scores sit in the upper half of its training range (PSI about 3), its
+    # flagged share stays at the baseline's 0 (threshold 0.5): only score PSI could fail it.
+    feed(mon, 1_000_000, rng.uniform(0.1, 0.2, 1000))
+    amounts = {"as_trained": [50] * 10, "drifted": [0] * 9 + [500], "unseen": [10] * 10}
+    for version in ("v1", "v2"):
+        mon.store.add_telemetry(telemetry(version, 1_000_100, amounts[inputs]))
+    (_, canary) = mon.tick(1_011_001).verdicts
+    assert canary["score_psi"] > 1
+    if inputs == "as_trained":
+        assert canary["verdict"] == "fail" and "score PSI" in canary["reasons"][0]
+        assert canary["notes"] == []
+        return
+    assert canary["verdict"] == "ok", canary
+    (note,) = canary["notes"]
+    if inputs == "drifted":
+        assert "inputs drifted (amount PSI" in note
+    else:  # 100 input samples cannot tell drift over 10 bins
+        assert "too few input samples" in note
+
+
+def test_drifted_inputs_leave_the_same_window_comparisons_in_force() -> None:
+    mon = RolloutMonitor(config(min_events=100, bad_windows=1), {"v1": BASE, "v2": BASE})
+    feed(mon, 1_000_000, np.full(1000, 0.9))  # every event flagged
+    for version in ("v1", "v2"):
+        mon.store.add_telemetry(telemetry(version, 1_000_100, [0] * 9 + [500]))
+    (_, canary) = mon.tick(1_011_001).verdicts
+    assert canary["verdict"] == "fail"
+    assert [r.split(" ")[0] for r in canary["reasons"]] == ["flags"]
+
+
+def test_score_psi_of_a_thin_sample_is_not_held_against_a_canary() -> None:
+    mon = RolloutMonitor(config(min_events=100, bad_windows=1), {"v1": BASE, "v2": BASE})
+    rng = np.random.default_rng(5)
+    feed(mon, 1_000_000, rng.uniform(0.1, 0.2, 150), n=150)  # 10 bins need 200 events
+    (_, canary) = mon.tick(1_011_001).verdicts
+    assert canary["verdict"] == "ok" and canary["score_psi"] > 1
+    assert canary["notes"] == ["score PSI not judged: 150 events < 200 (20 per bin of 10)"]
 
 
 def test_without_auto_rollback_a_failing_canary_only_raises_an_alert() -> None:
@@ -171,6 +225,33 @@ def test_late_records_after_a_window_closed_are_counted_as_late() -> None:
     assert [w.start_ms for w in store.close(6_000)] == [5_000]
     store.add_dead_letter(5_900, "decode", None)
     assert store.late == 1
+    store.add_predictions(predictions("v1", 3, np.zeros(3), 5_100))
+    assert store.late == 4  # records, not batches
+
+
+def test_a_window_waits_for_a_reader_that_is_behind_and_closes_once_it_is_idle() -> None:
+    store = WindowStore(2_000, 1_000, 0.5, {})
+
+    def read(first_scored: int, read_at: int, n: int = 10) -> None:
+        rows = [
+            {"version": "v1", "score": 0.1, "scored_ms": first_scored + i, "ts_ms": first_scored}
+            for i in range(n)
+        ]
+        store.add_predictions(rows, read_at_ms=read_at)
+
+    # The reader is 4 s behind: at 15 s it has read what was scored until 11 s.
+    read(10_000, 14_000)
+    read(11_000, 15_000)
+    assert store.close(15_000) == []  # the clock says 10-12 s is due, the reader does not
+    read(13_100, 15_300)  # past the end plus grace of 10-12 s: it is whole now
+    (w,) = store.close(15_300)
+    assert (w.start_ms, w.version("v1").predictions) == ((10_000), 20)
+    read(12_600, 15_400)
+    assert store.late == 0
+    # Nothing more to read: after idle_ms of quiet the clock alone closes 12-14 s.
+    assert store.close(15_400 + store.idle_ms - 1) == []
+    (last,) = store.close(15_400 + store.idle_ms)
+    assert last.version("v1").predictions == 20
 
 
 def test_monitor_baseline_must_be_a_version() -> None:

@@ -117,7 +117,7 @@ def build_app(
     async def read_predictions(stream: AsyncIterable[bytes]) -> None:
         async for values in stream.take(2000, within=0.25):  # type: ignore[attr-defined]
             records = _loads(values)
-            monitor.store.add_predictions(records)
+            monitor.store.add_predictions(records, read_at_ms=int(time.time() * 1000))
             if labels is not None:
                 labels.add_predictions(records)
                 await labels.drain()
@@ -275,7 +275,9 @@ def run_monitor(
         control.close()
     print(
         f"monitor: {monitor.windows_judged} windows judged, {counts['verdicts']} verdicts, "
-        f"{counts['alerts']} alerts, {len(monitor.rollbacks)} rollbacks",
+        f"{counts['alerts']} alerts, {len(monitor.rollbacks)} rollbacks, "
+        f"{monitor.store.late} records late (after their window was judged: a longer "
+        "monitor.grace_s counts them)",
         flush=True,
     )
     return 0
@@ -295,6 +297,7 @@ def _verdict_line(v: dict[str, Any]) -> str:
         f"p99 {p99 if p99 is not None else '-'} ms  "
         f"score PSI {psi if psi is not None else '-'}"
         + (f"  ({'; '.join(v['reasons'])})" if v["reasons"] else "")
+        + "".join(f"  [{n}]" for n in v.get("notes") or ())
     )
 
 

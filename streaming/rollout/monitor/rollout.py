@@ -131,6 +131,11 @@ class RolloutMonitor:
                 failed = self.tracker.observe(v)
                 if failed is None:
                     continue
+                if self.weights.get(v.version, 0) <= 0:
+                    # Out of the routing already: what it scored before the workers applied
+                    # that is judged now (a monitor reading behind), and is not a new failure.
+                    self.tracker.reset(v.version)
+                    continue
                 alert, change = self._act_on_failure(v, failed, now_ms)
                 alerts.append(alert)
                 if change is not None:
