@@ -118,9 +118,11 @@ def test_live_weight_change_applied_by_two_workers_without_loss(
         **versions({"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}),
     )
     create_topics(cfg)
-    first = start_worker(path, tmp_path, "--idle-exit", "4")
-    first.wait_for_log("assigned", 60)
-    second = start_worker(path, tmp_path, "--idle-exit", "4")
+    # Both start at once: started one after the other, the first idled out (no events yet)
+    # while the second was still starting on a busy machine, and its leaving in the middle of
+    # the second's join stalled the embedded broker's group (nothing assigned in 7 minutes).
+    first = start_worker(path, tmp_path, "--idle-exit", "6")
+    second = start_worker(path, tmp_path, "--idle-exit", "6")
     wait_for_split([first, second], cfg.topics.partitions)
     result: list[ProduceResult] = []
     producer = threading.Thread(
