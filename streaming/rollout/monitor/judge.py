@@ -94,6 +94,12 @@ def feature_psi(vw: VersionWindow, baseline: DriftBaseline | None) -> dict[str, 
     return out
 
 
+def drifted_inputs(fpsi: dict[str, float], cfg: MonitorConfig) -> dict[str, float]:
+    """The inputs whose PSI is past ``monitor.max_feature_psi`` (input_drift alerts, and no
+    score PSI held against a canary)."""
+    return {f: p for f, p in fpsi.items() if p > cfg.max_feature_psi}
+
+
 def score_drift_blocker(
     c: dict[str, Any],
     drifted_inputs: dict[str, float],
@@ -215,7 +221,7 @@ def judge(
         else:
             blocker = None
             if s["score_psi"] is not None and own_baseline and own_baseline.score is not None:
-                drifted = {f: p for f, p in fpsi.items() if p > cfg.max_feature_psi}
+                drifted = drifted_inputs(fpsi, cfg)
                 bins = own_baseline.score.counts.size
                 unknown = bool(own_baseline.features) and not fpsi
                 blocker = score_drift_blocker(s, drifted, bins, cfg, unknown)

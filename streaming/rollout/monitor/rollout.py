@@ -11,7 +11,7 @@ from typing import Any
 from streaming.config import PipelineConfig
 from streaming.observability.drift import DriftBaseline
 from streaming.rollout.control import RoutingUpdate
-from streaming.rollout.monitor.judge import FAIL, RollbackTracker, Verdict, judge
+from streaming.rollout.monitor.judge import FAIL, RollbackTracker, Verdict, drifted_inputs, judge
 from streaming.rollout.monitor.windows import WindowStore
 from streaming.runtimes.base import ModelLoadError, ModelMetadata
 
@@ -144,7 +144,7 @@ class RolloutMonitor:
 
     def _drift_alerts(self, v: Verdict, now_ms: int) -> list[dict[str, Any]]:
         limit = self.cfg.monitor.max_feature_psi
-        drifted = {f: p for f, p in v.feature_psi.items() if p > limit}
+        drifted = drifted_inputs(v.feature_psi, self.cfg.monitor)
         if not drifted:
             return []
         return [
