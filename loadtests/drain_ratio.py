@@ -45,6 +45,11 @@ def timed_drain(cfg: PipelineConfig, group: str, **overrides: object) -> tuple[f
     worker = Worker(cfg.with_overrides(**{"kafka.group": group, **overrides}), idle_exit_s=1.0)
     c0 = process_cpu_s()
     stats = worker.run()
+    if sum(stats.dead_letters.values()):  # a backlog of valid events: each one is scored
+        raise RuntimeError(
+            f"drain {group}: events dead-lettered ({dict(stats.dead_letters)}), so it did not "
+            "measure the pipeline; the worker's log says why"
+        )
     return stats.rate(), (process_cpu_s() - c0) / max(stats.consumed, 1) * 1e6
 
 
