@@ -16,8 +16,7 @@ help:  ## list the targets
 # setup.py builds the C Avro reader (streaming/formats/_avro_flat.c), the state stage's hot
 # path (streaming/state/_state_c.c), the explainer's integrated gradients
 # (streaming/explain/_relu_ig.c) and reason codes (streaming/explain/_top_codes.c), and the
-# prediction encoder (streaming/engine/_encode.c), and the changelog's direct producer
-# (streaming/kafka/_direct.c): a changed source rebuilds them.
+# prediction encoder (streaming/engine/_encode.c): a changed source rebuilds them.
 $(STAMP): pyproject.toml setup.py $(wildcard streaming/*/*.c) streaming/_buffers.h
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -1,15 +1,14 @@
 """The compiled parts: streaming.formats._avro_flat, flat Avro records read in C;
 streaming.state._state_c, the state stage's hot path in C; streaming.explain._relu_ig,
 exact integrated gradients of two-hidden-layer ReLU networks in C;
-streaming.explain._top_codes, the strongest reason codes of explained rows in C;
-streaming.engine._encode, JSON predictions in C; and streaming.kafka._direct, records
-produced through librdkafka without confluent-kafka's per-record cost.
+streaming.explain._top_codes, the strongest reason codes of explained rows in C; and
+streaming.engine._encode, JSON predictions in C.
 
 Everything else is in pyproject.toml. ``optional``: where no C compiler is found the install
 still succeeds and each part runs its Python instead (the same answers, slower):
 ``streaming.formats.avro_compiled.C_READER``, ``streaming.state.store.C_STATE``,
-``streaming.explain.piecewise.C_IG``, ``streaming.explain.reasons.C_TOP``,
-``streaming.engine.outputs.C_ENCODE`` and ``streaming.kafka.direct.DIRECT`` say which one runs.
+``streaming.explain.piecewise.C_IG``, ``streaming.explain.reasons.C_TOP`` and
+``streaming.engine.outputs.C_ENCODE`` say which one runs.
 """
 
 from setuptools import Extension, setup
@@ -35,6 +34,5 @@ setup(
         c_extension("streaming.engine._encode"),
         c_extension("streaming.explain._relu_ig"),
         c_extension("streaming.explain._top_codes"),
-        c_extension("streaming.kafka._direct"),
     ]
 )

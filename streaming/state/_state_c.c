@@ -1364,24 +1364,27 @@ static PyObject *py_encode_rows(PyObject *self, PyObject *args) {
 /* changelog.StateChangelog.begin's loop over the changed keys: ``dirty`` maps each to its
  * rows (store.PartitionState.dirty, in the order keys were first changed: their memory is
  * then read mostly in the order it was written), each record encoded (encode_one;
- * ``fallback(rows)`` where it raises ``not_text``). A key that is not bytes goes as
- * ``key_bytes(key)``; a None key is skipped (nothing to compact by).
- * Returns (keys, values): two lists of bytes, one entry per record, for one produce call
- * (streaming.kafka.direct) or the producer's produce per record. */
-static PyObject *py_encode_keys(PyObject *self, PyObject *args) {
-    PyObject *dirty, *coded, *labels, *fallback, *not_text, *key_bytes, *fast, *key, *rows;
-    PyObject *values, *by_code, *keys_out = NULL, *values_out = NULL, *result = NULL;
-    Py_ssize_t stride, pos = 0, size;
+ * ``fallback(rows)`` where it raises ``not_text``) and handed to
+ * ``produce(topic, value, key, partition, done)`` (the producer's own produce, whose fifth
+ * positional parameter is on_delivery: no Python frame per record), ``wait()`` and again
+ * while its queue is full (BufferError).
+ * A key that is not bytes goes as ``key_bytes(key)``; a None key is skipped (nothing to
+ * compact by). Returns how many records went. */
+static PyObject *py_write_keys(PyObject *self, PyObject *args) {
+    PyObject *dirty, *coded, *labels, *produce, *topic, *part, *done, *wait, *fallback;
+    PyObject *not_text, *key_bytes, *fast, *key, *rows, *result = NULL;
+    PyObject *values, *by_code;
+    Py_ssize_t stride, sent = 0, pos = 0, size;
     long long applied;
-    if (!PyArg_ParseTuple(args, "O!OnOLOOO", &PyDict_Type, &dirty, &coded, &stride, &labels,
-                          &applied, &fallback, &not_text, &key_bytes))
+    if (!PyArg_ParseTuple(args, "O!OnOLOOOOOOOO", &PyDict_Type, &dirty, &coded, &stride,
+                          &labels, &applied, &produce, &topic, &part, &done, &wait, &fallback,
+                          &not_text, &key_bytes))
         return NULL;
     if (encoder_inputs(coded, labels, &fast, &values, &by_code) < 0) return NULL;
     size = PyDict_GET_SIZE(dirty);
-    if ((keys_out = PyList_New(0)) == NULL || (values_out = PyList_New(0)) == NULL) goto exit;
     while (PyDict_Next(dirty, &pos, &key, &rows)) {
-        PyObject *value, *kb;
-        int failed;
+        PyObject *value, *kb, *r;
+        PyObject *argv[5];
         if (PyDict_GET_SIZE(dirty) != size) {
             PyErr_SetString(PyExc_RuntimeError, "the changed keys changed while written");
             goto exit;
@@ -1405,16 +1408,30 @@ static PyObject *py_encode_keys(PyObject *self, PyObject *args) {
         } else
             kb = PyObject_CallOneArg(key_bytes, key);
         Py_DECREF(key);
-        failed = kb == NULL || PyList_Append(keys_out, kb) < 0 ||
-                 PyList_Append(values_out, value) < 0;
+        if (kb == NULL) {
+            Py_DECREF(value);
+            goto exit;
+        }
+        argv[0] = topic;
+        argv[1] = value;
+        argv[2] = kb;
+        argv[3] = part;
+        argv[4] = done;
+        while ((r = PyObject_Vectorcall(produce, argv, 5, NULL)) == NULL &&
+               PyErr_ExceptionMatches(PyExc_BufferError)) {
+            PyObject *w;
+            PyErr_Clear();
+            if ((w = PyObject_CallNoArgs(wait)) == NULL) break;
+            Py_DECREF(w);
+        }
         Py_DECREF(value);
-        Py_XDECREF(kb);
-        if (failed) goto exit;
+        Py_DECREF(kb);
+        if (r == NULL) goto exit;
+        Py_DECREF(r);
+        sent++;
     }
-    result = PyTuple_Pack(2, keys_out, values_out);
+    if (!PyErr_Occurred()) result = PyLong_FromSsize_t(sent);
 exit:
-    Py_XDECREF(keys_out);
-    Py_XDECREF(values_out);
     Py_XDECREF(by_code);
     Py_XDECREF(values);
     Py_DECREF(fast);
@@ -1551,7 +1568,7 @@ static PyMethodDef methods[] = {
     {"code", py_code, METH_VARARGS, "A column coded in a store.Vocabulary."},
     {"live_codes", py_live_codes, METH_VARARGS, "The vocabulary codes some key's rows hold."},
     {"recode", py_recode, METH_VARARGS, "Rows' codes mapped to a pruned vocabulary's."},
-    {"encode_keys", py_encode_keys, METH_VARARGS, "The changed keys' records, encoded."},
+    {"write_keys", py_write_keys, METH_VARARGS, "The changed keys' records, produced."},
     {"fsum", py_fsum, METH_O, "math.fsum over a sequence of floats (for the tests)."},
     {NULL, NULL, 0, NULL},
 };

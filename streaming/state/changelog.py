@@ -7,10 +7,8 @@ where its state stands (codec.py). Changelog partition = input partition.
 
 Only the partition records carry delivery reports. In a backlog of new cards a commit writes
 about one key record per event, and a delivery report costs the delivery thread a GIL round
-trip each: that was a third of what the changelog cost a worker. confluent-kafka takes that
-round trip for every record its produce() queued, with a callback or without, so the key
-records go through streaming.kafka.direct where it runs (one call per partition, the GIL
-released, no report for Python). A partition record's ack vouches for the key
+trip each (confluent-kafka takes the GIL for every report that has a callback): that was a
+third of what the changelog cost a worker. A partition record's ack vouches for the key
 records before it in its partition because they are produced in order by one idempotent
 producer on which no record can go missing without the producer failing:
 
@@ -44,9 +42,9 @@ from streaming.state.store import C_STATE
 
 Produce = Callable[[str, bytes | None, bytes, int, Callable[[Any, Any], None] | None], None]
 """``produce(topic, value, key, partition, on_delivery)``; on_delivery None: no report."""
-ProduceMany = Callable[[str, int, list[bytes], list[bytes | None]], int]
-"""``produce_many(topic, partition, keys, values)``: records that need no delivery report
-each, in order (streaming.kafka.sink.KafkaSink.producer_of_many); how many went."""
+RawProduce = tuple[Callable[..., Any], Callable[[], object]]
+"""A producer's own ``produce(topic, value, key, partition, on_delivery)`` (positional), which
+raises BufferError while its queue is full, and the wait before trying again."""
 
 
 class Snapshot:
@@ -109,15 +107,15 @@ class StateChangelog:
         topic: str,
         produce: Produce,
         written: Callable[[int], object] | None = None,
-        many: ProduceMany | None = None,
+        raw: RawProduce | None = None,
         fatal: Callable[[], str | None] | None = None,
         close: Callable[[float], object] | None = None,
     ) -> None:
         self._stage = stage
-        self._many = many if NATIVE else None
-        """With the C extension, a partition's changed keys are encoded by one C call and
-        produced by one ``many`` call (the same records, in the same order, as the Python
-        loop's through ``produce``)."""
+        self._raw = raw if NATIVE else None
+        """With the C extension, the changed keys' records are encoded and produced by one C
+        call per partition through the producer's own produce (the same records, in the same
+        order, as the Python loop's through ``produce``)."""
         self._count = written
         """Told how many records each write sent (the metric: one call, not one a record)."""
         self._fatal = fatal
@@ -156,18 +154,18 @@ class StateChangelog:
                 if key is not None and key not in held:
                     produce(topic, None, _key_bytes(key), part, None)
                     here += 1
-            if self._many is not None:  # encoded in C, produced in one call
-                keys, values = C_STATE.encode_keys(
+            if self._raw is not None:
+                here += C_STATE.write_keys(
                     state.dirty,
                     coded,
                     stride,
                     labels,
                     applied,
+                    *(self._raw[0], topic, part, None, self._raw[1]),
                     lambda r, c=coded, s=stride, a=applied: encode_rows(r, c, s, labels, a, False),
                     NotText,
                     _key_bytes,
                 )
-                here += self._many(topic, part, keys, values)
             else:
                 for key, rows in state.dirty.items():
                     if key is None:  # no key to compact by

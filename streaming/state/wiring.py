@@ -17,7 +17,6 @@ from confluent_kafka import KafkaError
 from streaming.config import PipelineConfig
 from streaming.errors import StartupError
 from streaming.kafka import settings as kafka
-from streaming.kafka.direct import DIRECT
 from streaming.kafka.sink import KafkaSink
 from streaming.kafka.source import Source
 from streaming.kafka.topics import ensure_state_topic
@@ -69,13 +68,8 @@ def attach_state(
             )
 
     source.on_assigning.append(restore_assigned)
-    log.info(
-        "state changelog %s: key records produced %s",
-        topic,
-        "through librdkafka directly" if DIRECT is not None else "one produce() call each",
-    )
     if cfg.delivery == "exactly-once":
-        return StateChangelog(stage, topic, produce, written.inc, sink.producer_of_many())
+        return StateChangelog(stage, topic, produce, written.inc, sink.partition_producer())
     errors = FatalError()
     own = KafkaSink(
         {
@@ -97,7 +91,7 @@ def attach_state(
         topic,
         produce_own,
         written.inc,
-        own.producer_of_many(),
+        own.partition_producer(),
         fatal=lambda: errors.error,
         close=close,
     )

@@ -316,10 +316,10 @@ def test_a_changelog_record_is_the_same_bytes_from_c_and_python(
 
 
 def test_the_changelog_writes_the_same_records_through_c_as_through_python() -> None:
-    """StateChangelog.begin with the key records encoded in C and handed to one
-    ``produce_many`` call per partition, and with the Python loop: the same records (each in
-    its set's order of the changed keys); str keys as UTF-8, a value that is not plain text
-    as a JSON table."""
+    """StateChangelog.begin with the producer's own produce (write_keys in C) and with the
+    Python loop: the same records (each in its set's order of the changed keys); str keys
+    as UTF-8, a value that is not plain text as a JSON table, a full queue (BufferError)
+    waited out and tried again."""
     rng = np.random.default_rng(3)
     stage = StateStage(SPEC)
     stage.codes[7]  # a distinct-only value that is not text: its keys' tables go as JSON
@@ -330,11 +330,18 @@ def test_the_changelog_writes_the_same_records_through_c_as_through_python() -> 
             shop = 7 if o == 150 else str(rng.integers(0, 9))
             state.apply(key, o, 1_700_000_000_000 + 500 * o, [float(o), shop])
     plain: list = []
-    many: list = []
+    raw: list = []
+    full = {"left": 3, "waits": 0}
 
-    def produce_many(topic: str, partition: int, keys: list, values: list) -> int:
-        many.extend((topic, v, k, partition) for k, v in zip(keys, values, strict=True))
-        return len(keys)
+    def produce(topic, value, key, partition, on_delivery=None):  # type: ignore[no-untyped-def]
+        if full["left"] and len(raw) % 50 == 49:
+            full["left"] -= 1
+            raise BufferError("queue full")
+        assert on_delivery is None  # key records go without a delivery report
+        raw.append((topic, value, key, partition))
+
+    def wait() -> None:
+        full["waits"] += 1
 
     copy = StateStage(SPEC)
     copy.codes.update(stage.codes)
@@ -348,16 +355,15 @@ def test_the_changelog_writes_the_same_records_through_c_as_through_python() -> 
     order = [
         k if type(k) is bytes else k.encode() for s in copy.partitions.values() for k in s.dirty
     ]
-    metas: list = []
-    log = StateChangelog(copy, "s", lambda t, v, k, p, d: metas.append(k), many=produce_many)
-    log.begin()
-    assert [k for _t, _v, k, p in plain if k == META_KEY] == [META_KEY, META_KEY] == metas
+    StateChangelog(copy, "s", lambda *a: None, raw=(produce, wait)).begin()
+    assert [k for _t, _v, k, p in plain if k == META_KEY] == [META_KEY, META_KEY]
     plain = [r for r in plain if r[2] != META_KEY]  # both write those through produce
-    assert len(many) == len(plain) > 60 and log.records == len(many) + 2
-    assert [k for _t, _v, k, _p in many] == order  # as its set of changed keys goes
-    assert sorted(many) == sorted(plain)
-    assert any(v[12:13] == b"J" for _t, v, _k, _p in many)  # the JSON table went too
-    assert {type(k) for _t, _v, k, _p in many} == {bytes}
+    assert full["waits"] == 3
+    assert len(raw) == len(plain) > 60
+    assert [k for _t, _v, k, _p in raw] == order  # as its set of changed keys goes
+    assert sorted(raw) == sorted(plain)
+    assert any(v[12:13] == b"J" for _t, v, _k, _p in raw)  # the JSON table went too
+    assert {type(k) for _t, _v, k, _p in raw} == {bytes}
 
 
 def test_an_expiry_pass_drops_the_same_keys_on_both_paths_at_the_limit() -> None:
