@@ -34,11 +34,17 @@ class StageFeatures:
                 rows.append(state[i].copy())
         self._table = None
 
+    def freeze(self) -> None:
+        """Build the lookup table now (the recording drain ended), not in the first drain
+        that looks columns up: 100,000 rows take about 50 ms."""
+        self._table = np.array(self._rows, dtype=np.float64)
+
     def of(self, records: Sequence[Any]) -> np.ndarray:
         """The recorded state columns of ``records``, in order; KeyError for an event the
         recording drain did not see."""
         if self._table is None:
-            self._table = np.array(self._rows, dtype=np.float64)
+            self.freeze()
+        assert self._table is not None
         index = self.index
         return self._table[[index[r.event_id] for r in records]]
 
