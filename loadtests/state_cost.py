@@ -45,6 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     names = list(SIDES)
     ratios: dict[str, list[float]] = {"looked-up": [], "constant": []}
+    if load_config(args.config).pipeline.module != "pipelines.fraud":
+        parser.error("-c: the baselines are the fraud pipeline's; configure pipelines.fraud")
     with EmbeddedBroker() as broker:
         cfg = load_config(args.config, bootstrap=broker.bootstrap)
         fill_backlog(cfg, args.events)

@@ -687,7 +687,7 @@ COMMANDS: dict[str, Check] = {
         "costs is a benchmark's figure, not a test's",
         help_lists("--records", "--rounds"),
     ),
-    ".venv/bin/python -m loadtests.state_cost --events 100000 --pairs 8": Check(
+    ".venv/bin/python -m loadtests.state_cost --events 100000 --pairs 30": Check(
         "--help only: drains with the state stage are tests/integration/test_state.py's, the "
         "pairing drain_ratio's bounded run",
         help_lists("--events", "--pairs"),
