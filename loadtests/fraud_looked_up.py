@@ -3,9 +3,9 @@ event id (recorded by loadtests.fraud_recording in this process): the like-for-l
 of loadtests.state_cost.
 
 loadtests.stateless_fraud hands the preprocessor constant columns instead; the model then
-sees no history and flags about a fifth as many events (277 against 1,487 of 100,000), each
-of which is explained (reason codes) and published as a decline: work a drain with the stage
-does that is not the stage's. Here the model, its decisions and explanations see what they see
+sees no history and sends about a fifth as many events to review or decline (277 against
+1,487 of 100,000), each of them explained with reason codes: work a drain with the stage does
+that is not the stage's. Here the model, its decisions and explanations see what they see
 with the stage (the same decisions and reason counts, checked), so that the ratio of the two
 drains is what the stage itself costs. The lookup (a dict probe per event and one take, about
 0.1 us an event) stands in for features that arrive with the event.

@@ -13,9 +13,9 @@ a fresh changelog), in an order that turns from round to round:
   (loadtests.fraud_looked_up): the model, its decisions and the explanations of flagged
   events do the same work as with the stage. The target's baseline: on / looked-up >= 0.85.
 - ``constant``: without the stage, constant columns (loadtests.stateless_fraud), as the
-  earlier runs of this benchmark compared. The model then sees no history and flags and
-  explains about a fifth as many events, so on / constant also counts that work (small
-  against the machine's noise in the runs so far).
+  earlier runs of this benchmark compared. The model then sees no history and sends about a
+  fifth as many events to review or decline, each explained, so on / constant also counts
+  that work (small against the machine's noise in the runs so far).
 
 Quote the medians; a shared machine is noisy.
 """
