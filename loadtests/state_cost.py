@@ -75,10 +75,12 @@ def main() -> None:
                 flush=True,
             )
     for base, rs in ratios.items():
+        quartiles = statistics.quantiles(rs, n=4) if len(rs) > 1 else [rs[0]] * 3
         print(
             f"with / without the state stage ({base}): median {statistics.median(rs):.2f}, "
-            f"min {min(rs):.2f}, max {max(rs):.2f} over {len(rs)} rounds"
-            + (" (target 0.85)" if base == "looked-up" else "")
+            f"quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f}, min {min(rs):.2f}, "
+            f"max {max(rs):.2f} over {len(rs)} rounds, {sum(r >= 0.85 for r in rs)} of them "
+            ">= 0.85" + (" (the target's baseline)" if base == "looked-up" else "")
         )
 
 
