@@ -45,6 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     names = list(SIDES)
     ratios: dict[str, list[float]] = {"looked-up": [], "constant": []}
+    if args.pairs < 1 or args.events < 1:
+        parser.error("--pairs and --events: at least 1")
     if load_config(args.config).pipeline.module != "pipelines.fraud":
         parser.error("-c: the baselines are the fraud pipeline's; configure pipelines.fraud")
     with EmbeddedBroker() as broker:
