@@ -77,7 +77,7 @@ def main() -> None:
                 flush=True,
             )
     for base, rs in ratios.items():
-        quartiles = statistics.quantiles(rs, n=4) if len(rs) > 1 else [rs[0]] * 3
+        quartiles = statistics.quantiles(rs, n=4, method="inclusive") if len(rs) > 1 else rs * 3
         print(
             f"with / without the state stage ({base}): median {statistics.median(rs):.2f}, "
             f"quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f}, min {min(rs):.2f}, "
