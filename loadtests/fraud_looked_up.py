@@ -14,23 +14,13 @@ drains is what the stage itself costs. The lookup (a dict probe per event and on
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
 
-import numpy as np
-
+from loadtests.fraud_columns import preprocessor_with
 from loadtests.fraud_recording import FEATURES
 from pipelines.fraud import PIPELINE as FRAUD
-from pipelines.fraud.preprocessing import FraudPreprocessor
 
-
-class _LookedUp:
-    def __init__(self, params: Mapping[str, Any]) -> None:
-        self._pre = FraudPreprocessor(params)
-        self.feature_names = self._pre.feature_names
-
-    def transform(self, records: Sequence[Any], state: np.ndarray | None = None) -> np.ndarray:
-        return self._pre.transform(records, FEATURES.of(records))
-
-
-PIPELINE = dataclasses.replace(FRAUD, state=None, make_preprocessor=_LookedUp)
+PIPELINE = dataclasses.replace(
+    FRAUD,
+    state=None,
+    make_preprocessor=preprocessor_with(lambda records, _state: FEATURES.of(records)),
+)

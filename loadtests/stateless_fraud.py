@@ -8,13 +8,11 @@ stages use it where per-key history is not what they check.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
+from loadtests.fraud_columns import preprocessor_with
 from pipelines.fraud import PIPELINE as FRAUD
-from pipelines.fraud.preprocessing import FraudPreprocessor
 from streaming.state import PartitionState
 
 assert FRAUD.state is not None
@@ -22,13 +20,8 @@ _FIRST = np.array(PartitionState(FRAUD.state).apply("any", 0, 0, [1.0, "x", "y"]
 """The state columns of a card's first event (no history): what every event gets here."""
 
 
-class _Stateless:
-    def __init__(self, params: Mapping[str, Any]) -> None:
-        self._pre = FraudPreprocessor(params)
-        self.feature_names = self._pre.feature_names
-
-    def transform(self, records: Sequence[Any], state: np.ndarray | None = None) -> np.ndarray:
-        return self._pre.transform(records, np.tile(_FIRST, (len(records), 1)))
-
-
-PIPELINE = dataclasses.replace(FRAUD, state=None, make_preprocessor=_Stateless)
+PIPELINE = dataclasses.replace(
+    FRAUD,
+    state=None,
+    make_preprocessor=preprocessor_with(lambda records, _state: np.tile(_FIRST, (len(records), 1))),
+)
