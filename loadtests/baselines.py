@@ -31,6 +31,7 @@ from streaming.config import PipelineConfig, load_config
 from streaming.kafka import settings as kafka
 from streaming.kafka.sink import produce_when_room
 from streaming.observability.latency import LatencyRecorder
+from streaming.observability.threads import named_thread
 from streaming.pipeline import load_pipeline
 from streaming.runtimes.registry import create_runtime
 from streaming.state import StateStage
@@ -209,11 +210,11 @@ def main() -> None:
     cfg = load_config(args.config)
     assigned = threading.Event()
     results: list[DrainResult] = []
-    runner = threading.Thread(
-        target=lambda: results.append(
+    runner = named_thread(
+        lambda: results.append(
             passthrough(cfg, cfg.topics.predictions, args.events, assigned=assigned)
         ),
-        daemon=True,
+        "passthrough",
     )
     runner.start()
     while runner.is_alive() and not assigned.wait(0.1):

@@ -2,7 +2,7 @@
 (draining and at an offered rate) and p99 end-to-end at that rate.
 
     python -m loadtests.efficiency [-c CONFIG] [--events 100000] [--rate 2000] [--seconds 10]
-                                   [--pairs 5] [--bootstrap B]
+                                   [--pairs 5] [--threads] [--bootstrap B]
 
 Each side is a process of its own (``streaming run``, or the passthrough of
 ``loadtests.baselines``), started on topics of its own and timed by the same reader, matched by
@@ -11,6 +11,9 @@ in a drain, from its first output to its last (start-up, model load and group jo
 at the offered rate, from the first send to the last output (idle wake-ups included, which is
 the point). Pairs alternate which side goes first, so a machine that gets busier or quieter
 during a run favours neither; the medians of the per-pair ratios are the figures to quote.
+
+``--threads`` adds, for the runs at the offered rate, each side's CPU and context switches per
+event by thread (loadtests.thread_cpu), from the first send until every output has arrived.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from loadtests.load import Ledger, Reader, Sender, WorkerProc, prepare
+from loadtests.thread_cpu import ThreadShare, describe, medians, per_event, snapshot
 from streaming.config import PipelineConfig, load_config
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -81,6 +85,8 @@ class Side:
     cpu_us: float = 0.0
     p99_ms: float = 0.0
     unmatched: int = 0
+    threads: dict[str, ThreadShare] = field(default_factory=dict)
+    """At the offered rate, with ``--threads``: CPU and switches per event by thread."""
 
 
 class _Session:
@@ -143,20 +149,31 @@ def drain(cfg: PipelineConfig, workdir: Path, command: tuple[str, ...], events: 
 
 
 def offered(
-    cfg: PipelineConfig, workdir: Path, command: tuple[str, ...], rate: float, seconds: float
+    cfg: PipelineConfig,
+    workdir: Path,
+    command: tuple[str, ...],
+    rate: float,
+    seconds: float,
+    per_thread: bool = False,
 ) -> Side:
     """``rate`` events/s for ``seconds``: CPU per event from the first send to the last output,
     and p99 end-to-end of the events sent after the first second (the broker's start)."""
     n = int(rate * seconds)
     s = _Session(cfg, workdir, "eff-rate", seed=2)
+    threads: dict[str, ThreadShare] = {}
     try:
         s.start_reader()
         s.start(command, n)
         time.sleep(1.0)  # past the broker's start transient on fresh topics (README)
+        assert s.proc is not None
+        pid = s.proc.proc.pid
+        before = snapshot(pid) if per_thread else {}
         t0 = time.time()
         s.sender.send(n, rate)
         t1 = time.time()
         s.reader.wait_matched(n, timeout=60)
+        if per_thread:
+            threads = per_event(before, snapshot(pid), n)
         with s.ledger.lock:
             last = max(s.ledger.arrived.values(), default=t1)
         unmatched = s.ledger.unmatched()
@@ -166,7 +183,7 @@ def offered(
     lat = s.ledger.latencies_ms(t0 + 1.0, t1)
     cpu = s.sampler.at(last) - s.sampler.at(t0)
     p99 = float(np.percentile(lat, 99)) if lat.size else float("nan")
-    return Side(cpu_us=cpu / n * 1e6, p99_ms=p99, unmatched=unmatched)
+    return Side(cpu_us=cpu / n * 1e6, p99_ms=p99, unmatched=unmatched, threads=threads)
 
 
 def _pair(run: Callable[[tuple[str, ...]], Side], first_worker: bool) -> tuple[Side, Side]:
@@ -197,6 +214,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="offered events/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the rate run")
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument(
+        "--threads", action="store_true", help="CPU per event by thread at the offered rate"
+    )
     parser.add_argument("--bootstrap", help="a cluster to use (default: an embedded broker)")
     args = parser.parse_args()
 
@@ -206,6 +226,7 @@ def main() -> None:
     bootstrap = args.bootstrap or broker.bootstrap  # type: ignore[union-attr]
     cfg = load_config(args.config, bootstrap=bootstrap)
     drain_ratio, drain_cpu, rate_cpu, p99 = [], [], [], []
+    thread_runs: dict[str, list[dict[str, ThreadShare]]] = {"passthrough": [], "worker": []}
     try:
         with tempfile.TemporaryDirectory(prefix="efficiency-") as tmp:
             workdir = Path(tmp)
@@ -219,7 +240,8 @@ def main() -> None:
                 first_worker = i % 2 == 1
                 pd, wd = _pair(lambda c: drain(cfg, workdir, c, args.events), first_worker)
                 pr, wr = _pair(
-                    lambda c: offered(cfg, workdir, c, args.rate, args.seconds), first_worker
+                    lambda c: offered(cfg, workdir, c, args.rate, args.seconds, args.threads),
+                    first_worker,
                 )
                 drain_ratio.append(_ratio(wd.rate, pd.rate))
                 drain_cpu.append(_ratio(wd.cpu_us, pd.cpu_us))
@@ -235,6 +257,14 @@ def main() -> None:
                     f"{p99[-1]:.2f}" + (f"; UNMATCHED {lost}" if lost else ""),
                     flush=True,
                 )
+                if args.threads:
+                    for name, side in (("passthrough", pr), ("worker", wr)):
+                        thread_runs[name].append(side.threads)
+                        print(
+                            f"  {name} at {args.rate:,.0f}/s, us/ev by thread: "
+                            f"{describe(side.threads)}",
+                            flush=True,
+                        )
     finally:
         if broker is not None:
             broker.stop()
@@ -244,6 +274,10 @@ def main() -> None:
     print("  " + _median_line("cpu per event, drain (target <= 1.15)", drain_cpu))
     print("  " + _median_line(f"cpu per event at {args.rate:,.0f}/s (target <= 1.30)", rate_cpu))
     print("  " + _median_line(f"p99 at {args.rate:,.0f}/s (target <= 1.00)", p99))
+    if args.threads and n:
+        print(f"cpu per event at {args.rate:,.0f}/s by thread, medians (us):")
+        for name, runs in thread_runs.items():
+            print(f"  {name}: {medians(runs)}")
 
 
 if __name__ == "__main__":

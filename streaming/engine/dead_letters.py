@@ -37,6 +37,7 @@ from streaming.engine.types import STAGE_PUBLISH, Chunk, Rejection, Sink
 from streaming.kafka.limits import OutputLimits
 from streaming.kafka.refusals import RECORD, classify
 from streaming.observability.logs import LogBudget, trace_id
+from streaming.observability.threads import named_thread
 from streaming.tracing.stamps import UPSTREAM, TraceRow, with_traceparent, worker_traceparent
 
 if TYPE_CHECKING:
@@ -207,9 +208,7 @@ class DeadLetters:
     def _later(self, pending: _Pending) -> None:
         with self._thread_lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._send_later, name="dead-letters", daemon=True
-                )
+                self._thread = named_thread(self._send_later, "dead-letters")
                 self._thread.start()
         self._pending.put(pending)
 

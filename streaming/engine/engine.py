@@ -49,6 +49,7 @@ from streaming.kafka.limits import OutputLimits
 from streaming.observability import telemetry
 from streaming.observability.metrics import WorkerMetrics
 from streaming.observability.stats import WorkerStats
+from streaming.observability.threads import named_thread
 from streaming.pipeline import PipelineSpec, load_pipeline
 from streaming.rollout.control import RoutingUpdate, describe
 from streaming.state import StateStage
@@ -163,9 +164,7 @@ class Engine:
         self.sink.start()
         # with a graph, the first version's thread runs it all (streaming.decision.stage)
         for v in self.versions[:1] if self._graph_on else self.versions:
-            thread = threading.Thread(
-                target=self._scorer.run, args=(v,), name=f"infer-{v.name}", daemon=True
-            )
+            thread = named_thread(self._scorer.run, f"infer-{v.name}", args=(v,))
             thread.start()
             self._threads.append(thread)
         self._watchdog = Watchdog(self.versions, self.dead_letters, self.health, cfg.model.name)

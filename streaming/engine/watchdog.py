@@ -39,6 +39,7 @@ from streaming.engine.calls import Call
 from streaming.engine.dead_letters import DeadLetters
 from streaming.engine.versions import ModelVersion
 from streaming.errors import Health
+from streaming.observability.threads import named_thread
 
 log = logging.getLogger("streaming.worker")
 
@@ -117,9 +118,7 @@ class Watchdog:
         """A small thread, ticking at a quarter of the shortest timeout (at most 0.5 s)."""
         timeouts = [v.watch.timeout_s for v in self._versions] or [2.0]
         tick = min(0.5, min(timeouts) / 4)
-        self._thread = threading.Thread(
-            target=self._run, args=(tick,), name="watchdog", daemon=True
-        )
+        self._thread = named_thread(self._run, "watchdog", args=(tick,))
         self._thread.start()
 
     def _run(self, tick: float) -> None:

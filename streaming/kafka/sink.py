@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from streaming.engine.types import DeliveryCallback, Headers
+from streaming.observability.threads import named_thread
 
 
 def produce_when_room(
@@ -55,7 +56,7 @@ class KafkaSink:
     def __init__(self, settings: dict[str, Any]) -> None:
         self._producer = Producer(settings)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll_loop, name="delivery", daemon=True)
+        self._thread = named_thread(self._poll_loop, "delivery")
 
     def start(self) -> None:
         self._thread.start()

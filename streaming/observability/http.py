@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from streaming.observability.threads import named_thread
 
 Check = Callable[[], tuple[bool, dict[str, object]]]
 
@@ -45,5 +46,5 @@ def serve(
             return None  # probes every few seconds would flood the logs
 
     server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    named_thread(server.serve_forever, "http").start()
     return server

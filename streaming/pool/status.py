@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streaming.observability.threads import named_thread
+
 if TYPE_CHECKING:
     from streaming.observability.metrics import WorkerMetrics
     from streaming.worker import Worker
@@ -44,7 +46,7 @@ class StatusReporter:
         self._metrics = metrics
         self._parent = parent_pid
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pool-status", daemon=True)
+        self._thread = named_thread(self._run, "pool-status")
 
     def start(self) -> StatusReporter:
         self._thread.start()

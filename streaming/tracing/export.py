@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from streaming.config import TracingConfig
 from streaming.observability.metrics import WorkerMetrics
+from streaming.observability.threads import named_thread
 from streaming.tracing.otlp import request
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class SpanExport:
         """Spans refused because too many waited (written by the offering thread)."""
         self.dropped_failed = 0
         """Spans in requests that failed (written by the export thread)."""
-        self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
+        self._thread = named_thread(self._run, "otlp-export")
         self._thread.start()
 
     def offer(self, spans: Sequence[bytes]) -> bool:
