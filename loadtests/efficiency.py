@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtests.load import Ledger, Reader, Sender, WorkerProc, prepare
-from loadtests.thread_cpu import ThreadShare, describe, medians, per_event, snapshot
+from loadtests.thread_cpu import ThreadSampler, ThreadShare, describe, medians, per_event
 from streaming.config import PipelineConfig, load_config
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -166,14 +166,15 @@ def offered(
         s.start(command, n)
         time.sleep(1.0)  # past the broker's start transient on fresh topics (README)
         assert s.proc is not None
-        pid = s.proc.proc.pid
-        before = snapshot(pid) if per_thread else {}
+        by_thread = ThreadSampler(s.proc.proc.pid) if per_thread else None
+        if by_thread is not None:
+            by_thread.start()
         t0 = time.time()
         s.sender.send(n, rate)
         t1 = time.time()
         s.reader.wait_matched(n, timeout=60)
-        if per_thread:
-            threads = per_event(before, snapshot(pid), n)
+        if by_thread is not None:
+            threads = per_event(*by_thread.stop(), n)
         with s.ledger.lock:
             last = max(s.ledger.arrived.values(), default=t1)
         unmatched = s.ledger.unmatched()

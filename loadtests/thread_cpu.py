@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import statistics
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,38 @@ def snapshot(pid: int) -> dict[int, ThreadTimes]:
             int(switches.get("nonvoluntary_ctxt_switches", 0)),
         )
     return out
+
+
+class ThreadSampler(threading.Thread):
+    """Snapshots of a process every ``every_s`` while every thread of the first one lives.
+
+    A process that exits once done (the passthrough stops after its last output) is thus read
+    up to its last moments, not after its threads are gone: the last snapshot is at most
+    ``every_s`` old, and the work of closing its clients is left out."""
+
+    def __init__(self, pid: int, every_s: float = 0.02) -> None:
+        super().__init__(name="thread-sampler", daemon=True)
+        self._pid = pid
+        self._every = every_s
+        self._halt = threading.Event()
+        self.first = snapshot(pid)
+        self.last = self.first
+
+    def run(self) -> None:
+        while not self._halt.wait(self._every):
+            try:
+                now = snapshot(self._pid)
+            except OSError:  # the process is gone
+                return
+            if not self.first.keys() <= now.keys():
+                return
+            self.last = now
+
+    def stop(self) -> tuple[dict[int, ThreadTimes], dict[int, ThreadTimes]]:
+        """(first, last) snapshots."""
+        self._halt.set()
+        self.join(5)
+        return self.first, self.last
 
 
 @dataclass

@@ -435,6 +435,13 @@ def check_efficiency(ctx: Ctx) -> None:
         assert flag in done.stdout, done.stdout
 
 
+def check_efficiency_threads(ctx: Ctx) -> None:
+    """--help as the plain command; --threads is an option it has (loadtests.thread_cpu and
+    its unit test check what it reports)."""
+    check_efficiency_plain(ctx)
+    assert "--threads" in run(ctx, [*ctx.argv, "--help"]).stdout
+
+
 def check_efficiency_plain(ctx: Ctx) -> None:
     """--help as the plain command, and the config is what the README says it is: the fraud
     model behind a pipeline with no state stage and no reason codes."""
@@ -752,6 +759,10 @@ COMMANDS: dict[str, Check] = {
     ".venv/bin/python -m loadtests.efficiency -c loadtests/plain_pipeline.yaml": Check(
         "--help only, as the command above; the config loads as the plain pipeline it says",
         check_efficiency_plain,
+    ),
+    ".venv/bin/python -m loadtests.efficiency -c loadtests/plain_pipeline.yaml --threads": Check(
+        "--help only, as the plain command above, and --threads among its options",
+        check_efficiency_threads,
     ),
     ".venv/bin/python -m models.fraud.faulty --kind noisy|constant|flaky --out models/fraud/v9": (
         Check(

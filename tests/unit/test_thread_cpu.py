@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from loadtests.thread_cpu import ThreadTimes, describe, medians, per_event, snapshot
+from loadtests.thread_cpu import ThreadSampler, ThreadTimes, describe, medians, per_event, snapshot
 from streaming.observability.threads import named_thread
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -69,3 +69,34 @@ def test_medians_count_a_missing_thread_as_zero() -> None:
     b = per_event({}, {1: ThreadTimes("main", 1e-3, 0, 0)}, 1)
     c = per_event({}, {1: ThreadTimes("main", 2e-3, 0, 0), 2: ThreadTimes("x", 4e-3, 0, 0)}, 1)
     assert medians([a, b, c]) == "main 2000.0, x 1000.0"
+
+
+def test_the_sampler_keeps_the_last_snapshot_taken_while_every_first_thread_lived() -> None:
+    """As with a passthrough that exits once done: a thread of the first snapshot ends, the
+    sampler stops on its own, and its last snapshot still holds what that thread spent."""
+    go, spun, release = threading.Event(), threading.Event(), threading.Event()
+
+    def spin() -> None:
+        go.wait(30)
+        start = time.thread_time()
+        while time.thread_time() - start < 0.06:
+            pass
+        spun.set()
+        release.wait(30)
+
+    t = named_thread(spin, "spin")
+    t.start()
+    sampler = ThreadSampler(os.getpid(), every_s=0.01)  # its first snapshot: before the spin
+    sampler.start()
+    go.set()
+    try:
+        assert spun.wait(30)
+        time.sleep(0.1)  # a few snapshots after the spin
+    finally:
+        release.set()
+        t.join(10)
+    sampler.join(5)
+    assert not sampler.is_alive()  # stopped by itself once "spin" was gone
+    first, last = sampler.stop()
+    assert t.native_id in first and t.native_id in last
+    assert per_event(first, last, events=1)["spin"].cpu_us >= 0.05 * 1e6
