@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 
@@ -11,8 +10,6 @@ import pytest
 
 from loadtests.thread_cpu import ThreadSampler, ThreadTimes, describe, medians, per_event, snapshot
 from streaming.observability.threads import named_thread
-
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
 def test_a_busy_named_thread_is_charged_its_cpu() -> None:

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from pathlib import Path
 
-import pytest
-
 from streaming.observability.threads import OS_NAME_BYTES, named_thread
-
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
 def _os_name(native_id: int) -> str:
