@@ -32,10 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from loadtests.load import Ledger, Reader, Sender, WorkerProc, prepare
-from loadtests.thread_cpu import ThreadSampler, ThreadShare, describe, medians, per_event
+from loadtests.thread_cpu import (
+    ThreadSampler,
+    ThreadShare,
+    cpu_seconds,
+    describe,
+    medians,
+    per_event,
+)
 from streaming.config import PipelineConfig, load_config
 
-_TICK = os.sysconf("SC_CLK_TCK")
 PASSTHROUGH = ("-m", "loadtests.baselines")
 WORKER = ("-m", "streaming", "run")
 
@@ -53,11 +59,9 @@ class CpuSampler(threading.Thread):
 
     def _read(self) -> float | None:
         try:
-            fields = self._path.read_text().rsplit(")", 1)[1].split()
+            return cpu_seconds(self._path.read_text())
         except (OSError, IndexError):
             return None
-        # fields[0] is the state (field 3 of stat); utime and stime are fields 14 and 15
-        return (int(fields[11]) + int(fields[12])) / _TICK
 
     def run(self) -> None:
         while not self._halt.is_set():

@@ -30,6 +30,13 @@ class ThreadTimes:
     """Context switches the scheduler forced (its time slice was up)."""
 
 
+def cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds from the text of a /proc ``stat`` file (a process's or a
+    thread's)."""
+    fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state)
+    return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15: utime, stime
+
+
 def _name(pid: int, tid: int, comm: str) -> str:
     if tid == pid:
         return "main"
@@ -46,14 +53,13 @@ def snapshot(pid: int) -> dict[int, ThreadTimes]:
         except OSError:
             continue
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state)
         switches = dict(
             line.split(":\t", 1) for line in status.splitlines() if "_ctxt_switches" in line
         )
         tid = int(task.name)
         out[tid] = ThreadTimes(
             _name(pid, tid, comm),
-            (int(fields[11]) + int(fields[12])) / _TICK,
+            cpu_seconds(stat),
             int(switches.get("voluntary_ctxt_switches", 0)),
             int(switches.get("nonvoluntary_ctxt_switches", 0)),
         )
