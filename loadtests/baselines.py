@@ -4,13 +4,18 @@
   loop with no model, batch consume, committing what is delivered.
 - ``naive_per_event``: what a team writes by hand, Quix-style: poll one message, validate,
   preprocess one row, score one row, produce one prediction.
+- ``model_passthrough``: the passthrough's loop with the pipeline's own work added, a poll
+  batch at a time: validate against the schema, the state stage if any, preprocess, one model
+  call, produce a prediction each. No ledger, decisions, telemetry or metrics: the floor of the
+  event path for that pipeline and model, against which the worker's own cost shows.
 
 Both drain the input topic from the start in their own consumer group and stop once they have
 produced an output for ``n`` events.
 
-    python -m loadtests.baselines -c CONFIG --events N
+    python -m loadtests.baselines -c CONFIG --events N [--model]
 
-runs the passthrough as a process of its own, writing to the predictions topic: the load test
+runs the passthrough (with ``--model``, the model passthrough) as a process of its own, writing
+to the predictions topic: the load test
 starts it the way it starts a worker and times it with the same reader, so the two drains are
 measured alike (the reader's share of the cores included).
 """
@@ -24,15 +29,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from streaming.config import PipelineConfig, load_config
+from streaming.config import PipelineConfig, VersionConfig, load_config
 from streaming.kafka import settings as kafka
 from streaming.kafka.sink import produce_when_room
 from streaming.observability.latency import LatencyRecorder
 from streaming.observability.threads import named_thread
-from streaming.pipeline import load_pipeline
+from streaming.pipeline import PipelineSpec, load_pipeline
+from streaming.runtimes.base import Runtime
 from streaming.runtimes.registry import create_runtime
 from streaming.state import StateStage
 
@@ -151,10 +158,31 @@ def passthrough(
     return tally.result("passthrough (no model)")
 
 
-def naive_per_event(
-    cfg: PipelineConfig, out_topic: str, n: int, timeout_s: float = 300.0
-) -> DrainResult:
-    """The obvious hand-written loop: one message at a time through schema, features, model."""
+@dataclass
+class _ModelParts:
+    """The pipeline's schema, state stage, preprocessor and first model version, loaded."""
+
+    spec: PipelineSpec
+    model: str
+    version: VersionConfig
+    runtime: Runtime
+    pre: Any
+    stage: StateStage | None
+
+    def body(self, record: Any, score: float) -> bytes:
+        """A prediction as a hand-written loop would send it."""
+        return json.dumps(
+            {
+                "event_id": getattr(record, self.spec.id_field),
+                "score": score,
+                "ts_ms": getattr(record, self.spec.ts_field),
+                "model": self.model,
+                "version": self.version.version,
+            }
+        ).encode()
+
+
+def _model_parts(cfg: PipelineConfig) -> _ModelParts:
     spec = load_pipeline(cfg.pipeline.module)
     version = cfg.model.versions[0]
     runtime = create_runtime(
@@ -163,6 +191,68 @@ def naive_per_event(
     runtime.load()
     pre = spec.make_preprocessor(runtime.metadata.preprocessing)
     stage = StateStage(spec.state) if spec.state is not None else None
+    return _ModelParts(spec, cfg.model.name, version, runtime, pre, stage)
+
+
+def model_passthrough(
+    cfg: PipelineConfig,
+    out_topic: str,
+    n: int,
+    timeout_s: float = 300.0,
+    assigned: threading.Event | None = None,
+) -> DrainResult:
+    """The passthrough plus the pipeline's work, a poll batch at a time: validate, state,
+    preprocess, one model call, a prediction each. An event the schema refuses is skipped
+    (the load tests that use it send none)."""
+    parts = _model_parts(cfg)
+    validate = parts.spec.schema.__pydantic_validator__.validate_json
+    consumer, producer = _clients(cfg, "model-passthrough", assigned)
+    tally = _Tally()
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    try:
+        while tally.acked < n and time.monotonic() < deadline:
+            msgs = consumer.consume(num_messages=2000, timeout=0)
+            if not msgs:
+                first_msg = consumer.poll(0.05)
+                msgs = [] if first_msg is None else [first_msg]
+            if msgs:
+                tally.started()
+            kept, records = [], []
+            for m in msgs:
+                if m.error() or seen >= n:
+                    continue
+                seen += 1
+                try:
+                    records.append(validate(m.value() or b""))
+                except ValueError:
+                    continue
+                kept.append(m)
+            if records:
+                if parts.stage is None:
+                    x = parts.pre.transform(records)
+                else:
+                    x = parts.pre.transform(records, parts.stage.compute(kept, records))
+                scores = parts.runtime.predict(x).tolist()
+                ts_field = parts.spec.ts_field
+                for m, record, score in zip(kept, records, scores, strict=True):
+                    ts = getattr(record, ts_field)
+                    _produce(producer, out_topic, parts.body(record, score), m.key(), ts, tally)
+            producer.poll(0)
+            if msgs:
+                consumer.commit(asynchronous=True)
+        producer.flush(30)
+    finally:
+        consumer.close()
+    return tally.result("model passthrough (pipeline and model, nothing else)")
+
+
+def naive_per_event(
+    cfg: PipelineConfig, out_topic: str, n: int, timeout_s: float = 300.0
+) -> DrainResult:
+    """The obvious hand-written loop: one message at a time through schema, features, model."""
+    parts = _model_parts(cfg)
+    spec, runtime, pre, stage = parts.spec, parts.runtime, parts.pre, parts.stage
     consumer, producer = _clients(cfg, "naive")
     tally = _Tally()
     deadline = time.monotonic() + timeout_s
@@ -186,16 +276,7 @@ def naive_per_event(
                 x = pre.transform([record], state)
             score = float(runtime.predict(x)[0])
             ts = getattr(record, spec.ts_field)
-            body = json.dumps(
-                {
-                    "event_id": getattr(record, spec.id_field),
-                    "score": score,
-                    "ts_ms": ts,
-                    "model": cfg.model.name,
-                    "version": version.version,
-                }
-            ).encode()
-            _produce(producer, out_topic, body, m.key(), ts, tally)
+            _produce(producer, out_topic, parts.body(record, score), m.key(), ts, tally)
         producer.flush(30)
     finally:
         consumer.close()
@@ -206,14 +287,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="the passthrough (I/O ceiling) as a process")
     parser.add_argument("-c", "--config", required=True)
     parser.add_argument("--events", type=int, required=True, help="stop after this many outputs")
+    parser.add_argument(
+        "--model", action="store_true", help="the model passthrough: the pipeline's work added"
+    )
     args = parser.parse_args()
     cfg = load_config(args.config)
     assigned = threading.Event()
     results: list[DrainResult] = []
+    loop = model_passthrough if args.model else passthrough
     runner = named_thread(
-        lambda: results.append(
-            passthrough(cfg, cfg.topics.predictions, args.events, assigned=assigned)
-        ),
+        lambda: results.append(loop(cfg, cfg.topics.predictions, args.events, assigned=assigned)),
         "passthrough",
     )
     runner.start()

@@ -2,7 +2,8 @@
 (draining and at an offered rate) and p99 end-to-end at that rate.
 
     python -m loadtests.efficiency [-c CONFIG] [--events 100000] [--rate 2000] [--seconds 10]
-                                   [--pairs 5] [--threads] [--bootstrap B]
+                                   [--pairs 5] [--threads] [--baseline passthrough|model]
+                                   [--bootstrap B]
 
 Each side is a process of its own (``streaming run``, or the passthrough of
 ``loadtests.baselines``), started on topics of its own and timed by the same reader, matched by
@@ -11,6 +12,10 @@ in a drain, from its first output to its last (start-up, model load and group jo
 at the offered rate, from the first send to the last output (idle wake-ups included, which is
 the point). Pairs alternate which side goes first, so a machine that gets busier or quieter
 during a run favours neither; the medians of the per-pair ratios are the figures to quote.
+
+``--baseline model`` pairs the worker with the model passthrough instead (the passthrough plus
+the pipeline's validation, state, preprocessing and model call, a poll batch at a time:
+loadtests.baselines), so that the ratios show the worker's own cost over that pipeline's floor.
 
 ``--threads`` adds, for the runs at the offered rate, each side's CPU and context switches per
 event by thread (loadtests.thread_cpu), from the first send until every output has arrived.
@@ -43,6 +48,7 @@ from loadtests.thread_cpu import (
 from streaming.config import PipelineConfig, load_config
 
 PASSTHROUGH = ("-m", "loadtests.baselines")
+BASELINES = {"passthrough": PASSTHROUGH, "model": (*PASSTHROUGH, "--model")}
 WORKER = ("-m", "streaming", "run")
 
 
@@ -111,7 +117,7 @@ class _Session:
             raise RuntimeError("the reader got no assignment in 60 s")
 
     def start(self, command: tuple[str, ...], events: int) -> None:
-        extra = ("--events", str(events)) if command == PASSTHROUGH else ()
+        extra = ("--events", str(events)) if command != WORKER else ()
         self.proc = WorkerProc(self.path, self.workdir, 0, extra=extra, command=command)
         self.sampler = CpuSampler(self.proc.proc.pid)
         self.sampler.start()
@@ -191,12 +197,14 @@ def offered(
     return Side(cpu_us=cpu / n * 1e6, p99_ms=p99, unmatched=unmatched, threads=threads)
 
 
-def _pair(run: Callable[[tuple[str, ...]], Side], first_worker: bool) -> tuple[Side, Side]:
-    """(passthrough, worker), run in the given order."""
+def _pair(
+    run: Callable[[tuple[str, ...]], Side], first_worker: bool, baseline: tuple[str, ...]
+) -> tuple[Side, Side]:
+    """(baseline, worker), run in the given order."""
     if first_worker:
         w = run(WORKER)
-        return run(PASSTHROUGH), w
-    p = run(PASSTHROUGH)
+        return run(baseline), w
+    p = run(baseline)
     return p, run(WORKER)
 
 
@@ -222,8 +230,16 @@ def main() -> None:
     parser.add_argument(
         "--threads", action="store_true", help="CPU per event by thread at the offered rate"
     )
+    parser.add_argument(
+        "--baseline",
+        choices=sorted(BASELINES),
+        default="passthrough",
+        help="what the worker is paired with: the passthrough (the issue's targets) or the "
+        "model passthrough (the pipeline's own work added: the worker's cost over its floor)",
+    )
     parser.add_argument("--bootstrap", help="a cluster to use (default: an embedded broker)")
     args = parser.parse_args()
+    base, baseline = args.baseline, BASELINES[args.baseline]
 
     from streaming.dev.broker import EmbeddedBroker
 
@@ -231,22 +247,25 @@ def main() -> None:
     bootstrap = args.bootstrap or broker.bootstrap  # type: ignore[union-attr]
     cfg = load_config(args.config, bootstrap=bootstrap)
     drain_ratio, drain_cpu, rate_cpu, p99 = [], [], [], []
-    thread_runs: dict[str, list[dict[str, ThreadShare]]] = {"passthrough": [], "worker": []}
+    thread_runs: dict[str, list[dict[str, ThreadShare]]] = {base: [], "worker": []}
     try:
         with tempfile.TemporaryDirectory(prefix="efficiency-") as tmp:
             workdir = Path(tmp)
             print(
-                f"{args.pairs} pairs; drain {args.events:,} events; offered {args.rate:,.0f}/s "
-                f"for {args.seconds:g} s; os.getloadavg at start "
+                f"{args.pairs} pairs against the {base} baseline; drain {args.events:,} events; "
+                f"offered {args.rate:,.0f}/s for {args.seconds:g} s; os.getloadavg at start "
                 f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}",
                 flush=True,
             )
             for i in range(args.pairs):
                 first_worker = i % 2 == 1
-                pd, wd = _pair(lambda c: drain(cfg, workdir, c, args.events), first_worker)
+                pd, wd = _pair(
+                    lambda c: drain(cfg, workdir, c, args.events), first_worker, baseline
+                )
                 pr, wr = _pair(
                     lambda c: offered(cfg, workdir, c, args.rate, args.seconds, args.threads),
                     first_worker,
+                    baseline,
                 )
                 drain_ratio.append(_ratio(wd.rate, pd.rate))
                 drain_cpu.append(_ratio(wd.cpu_us, pd.cpu_us))
@@ -254,7 +273,7 @@ def main() -> None:
                 p99.append(_ratio(wr.p99_ms, pr.p99_ms))
                 lost = pd.unmatched + wd.unmatched + pr.unmatched + wr.unmatched
                 print(
-                    f"pair {i + 1} ({'worker' if first_worker else 'passthrough'} first): "
+                    f"pair {i + 1} ({'worker' if first_worker else base} first): "
                     f"drain {pd.rate:,.0f} vs {wd.rate:,.0f} ev/s = {drain_ratio[-1]:.2f}; "
                     f"cpu {pd.cpu_us:.1f} vs {wd.cpu_us:.1f} us/ev = {drain_cpu[-1]:.2f}; "
                     f"at {args.rate:,.0f}/s cpu {pr.cpu_us:.1f} vs {wr.cpu_us:.1f} us/ev = "
@@ -263,7 +282,7 @@ def main() -> None:
                     flush=True,
                 )
                 if args.threads:
-                    for name, side in (("passthrough", pr), ("worker", wr)):
+                    for name, side in ((base, pr), ("worker", wr)):
                         thread_runs[name].append(side.threads)
                         print(
                             f"  {name} at {args.rate:,.0f}/s, us/ev by thread: "
@@ -274,7 +293,7 @@ def main() -> None:
         if broker is not None:
             broker.stop()
     n = len(drain_ratio)
-    print(f"worker / passthrough over {n} pairs:")
+    print(f"worker / {base} over {n} pairs:")
     print("  " + _median_line("drain rate (target >= 0.90)", drain_ratio))
     print("  " + _median_line("cpu per event, drain (target <= 1.15)", drain_cpu))
     print("  " + _median_line(f"cpu per event at {args.rate:,.0f}/s (target <= 1.30)", rate_cpu))
