@@ -442,6 +442,14 @@ def check_efficiency_threads(ctx: Ctx) -> None:
     assert "--threads" in run(ctx, [*ctx.argv, "--help"]).stdout
 
 
+def check_efficiency_model(ctx: Ctx) -> None:
+    """--help as the plain command; the model baseline is a choice of --baseline
+    (tests/integration/test_baselines.py checks what that baseline does)."""
+    check_efficiency_plain(ctx)
+    done = run(ctx, [*ctx.argv, "--help"])
+    assert "--baseline" in done.stdout and "model" in done.stdout, done.stdout
+
+
 def check_efficiency_plain(ctx: Ctx) -> None:
     """--help as the plain command, and the config is what the README says it is: the fraud
     model behind a pipeline with no state stage and no reason codes."""
@@ -763,6 +771,13 @@ COMMANDS: dict[str, Check] = {
     ".venv/bin/python -m loadtests.efficiency -c loadtests/plain_pipeline.yaml --threads": Check(
         "--help only, as the plain command above, and --threads among its options",
         check_efficiency_threads,
+    ),
+    (
+        ".venv/bin/python -m loadtests.efficiency -c loadtests/plain_pipeline.yaml --threads "
+        "--baseline model"
+    ): Check(
+        "--help only, as the plain command above, and --baseline model among its options",
+        check_efficiency_model,
     ),
     ".venv/bin/python -m models.fraud.faulty --kind noisy|constant|flaky --out models/fraud/v9": (
         Check(
