@@ -9,15 +9,15 @@
   call, produce a prediction each. No ledger, decisions, telemetry or metrics: the floor of the
   event path for that pipeline and model, against which the worker's own cost shows.
 
-Both drain the input topic from the start in their own consumer group and stop once they have
+Each drains the input topic from the start in its own consumer group and stops once it has
 produced an output for ``n`` events.
 
     python -m loadtests.baselines -c CONFIG --events N [--model]
 
 runs the passthrough (with ``--model``, the model passthrough) as a process of its own, writing
-to the predictions topic: the load test
-starts it the way it starts a worker and times it with the same reader, so the two drains are
-measured alike (the reader's share of the cores included).
+to the predictions topic: the load test starts it the way it starts a worker and times it with
+the same reader, so the two drains are measured alike (the reader's share of the cores
+included).
 """
 
 from __future__ import annotations
