@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 
 from streaming.config import PipelineConfig, VersionConfig, load_config
 from streaming.kafka import settings as kafka
@@ -113,6 +113,39 @@ def _clients(
     return consumer, producer
 
 
+def _drain_batches(
+    consumer: Consumer,
+    producer: Producer,
+    tally: _Tally,
+    n: int,
+    timeout_s: float,
+    handle: Callable[[list[Message]], None],
+) -> None:
+    """The worker's polling (what is there now, else block for the first message), each poll
+    batch's first ``n`` good messages to ``handle``, commits after each batch; until ``n``
+    outputs are acknowledged or ``timeout_s``. Flushes the producer, closes the consumer."""
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    try:
+        while tally.acked < n and time.monotonic() < deadline:
+            msgs = consumer.consume(num_messages=2000, timeout=0)
+            if not msgs:
+                first_msg = consumer.poll(0.05)
+                msgs = [] if first_msg is None else [first_msg]
+            if msgs:
+                tally.started()
+            fresh = [m for m in msgs if not m.error()][: max(n - seen, 0)]
+            seen += len(fresh)
+            if fresh:
+                handle(fresh)
+            producer.poll(0)
+            if msgs:
+                consumer.commit(asynchronous=True)
+        producer.flush(30)
+    finally:
+        consumer.close()
+
+
 def passthrough(
     cfg: PipelineConfig,
     out_topic: str,
@@ -128,33 +161,17 @@ def passthrough(
     """
     consumer, producer = _clients(cfg, "passthrough", assigned)
     tally = _Tally(steady_from_ms)
-    deadline = time.monotonic() + timeout_s
-    seen = 0
-    try:
-        while tally.acked < n and time.monotonic() < deadline:
-            # the worker's polling: what is there now, else block for the first message
-            msgs = consumer.consume(num_messages=2000, timeout=0)
-            if not msgs:
-                first_msg = consumer.poll(0.05)
-                msgs = [] if first_msg is None else [first_msg]
-            if msgs:
-                tally.started()
-            for m in msgs:
-                if m.error() or seen >= n:
-                    continue
-                seen += 1
-                value = m.value() or b""
-                try:
-                    ts = int(json.loads(value).get("ts_ms", 0))
-                except (ValueError, AttributeError):
-                    ts = 0
-                _produce(producer, out_topic, value, m.key(), ts, tally)
-            producer.poll(0)
-            if msgs:
-                consumer.commit(asynchronous=True)
-        producer.flush(30)
-    finally:
-        consumer.close()
+
+    def relay(msgs: list[Message]) -> None:
+        for m in msgs:
+            value = m.value() or b""
+            try:
+                ts = int(json.loads(value).get("ts_ms", 0))
+            except (ValueError, AttributeError):
+                ts = 0
+            _produce(producer, out_topic, value, m.key(), ts, tally)
+
+    _drain_batches(consumer, producer, tally, n, timeout_s, relay)
     return tally.result("passthrough (no model)")
 
 
@@ -208,42 +225,28 @@ def model_passthrough(
     validate = parts.spec.schema.__pydantic_validator__.validate_json
     consumer, producer = _clients(cfg, "model-passthrough", assigned)
     tally = _Tally()
-    deadline = time.monotonic() + timeout_s
-    seen = 0
-    try:
-        while tally.acked < n and time.monotonic() < deadline:
-            msgs = consumer.consume(num_messages=2000, timeout=0)
-            if not msgs:
-                first_msg = consumer.poll(0.05)
-                msgs = [] if first_msg is None else [first_msg]
-            if msgs:
-                tally.started()
-            kept, records = [], []
-            for m in msgs:
-                if m.error() or seen >= n:
-                    continue
-                seen += 1
-                try:
-                    records.append(validate(m.value() or b""))
-                except ValueError:
-                    continue
-                kept.append(m)
-            if records:
-                if parts.stage is None:
-                    x = parts.pre.transform(records)
-                else:
-                    x = parts.pre.transform(records, parts.stage.compute(kept, records))
-                scores = parts.runtime.predict(x).tolist()
-                ts_field = parts.spec.ts_field
-                for m, record, score in zip(kept, records, scores, strict=True):
-                    ts = getattr(record, ts_field)
-                    _produce(producer, out_topic, parts.body(record, score), m.key(), ts, tally)
-            producer.poll(0)
-            if msgs:
-                consumer.commit(asynchronous=True)
-        producer.flush(30)
-    finally:
-        consumer.close()
+    ts_field = parts.spec.ts_field
+
+    def score(msgs: list[Message]) -> None:
+        kept, records = [], []
+        for m in msgs:
+            try:
+                records.append(validate(m.value() or b""))
+            except ValueError:
+                continue
+            kept.append(m)
+        if not records:
+            return
+        if parts.stage is None:
+            x = parts.pre.transform(records)
+        else:
+            x = parts.pre.transform(records, parts.stage.compute(kept, records))
+        scores = parts.runtime.predict(x).tolist()
+        for m, record, value in zip(kept, records, scores, strict=True):
+            ts = getattr(record, ts_field)
+            _produce(producer, out_topic, parts.body(record, value), m.key(), ts, tally)
+
+    _drain_batches(consumer, producer, tally, n, timeout_s, score)
     return tally.result("model passthrough (pipeline and model, nothing else)")
 
 
