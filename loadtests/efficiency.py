@@ -11,7 +11,9 @@ event id. Its CPU is read from /proc every 10 ms, so the figure covers only the 
 in a drain, from its first output to its last (start-up, model load and group join left out);
 at the offered rate, from the first send to the last output (idle wake-ups included, which is
 the point). Pairs alternate which side goes first, so a machine that gets busier or quieter
-during a run favours neither; the medians of the per-pair ratios are the figures to quote.
+during a run favours neither; the medians of the per-pair ratios are the figures to quote,
+each with the interval that holds the true median at least 90% of the time and a verdict
+against its target: met, missed, or undecided by that many pairs (loadtests.pair_verdict).
 
 ``--baseline model`` pairs the worker with the model passthrough instead (the passthrough plus
 the pipeline's validation, state, preprocessing and model call, a poll batch at a time:
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import os
-import statistics
 import tempfile
 import threading
 import time
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtests.load import Ledger, Reader, Sender, WorkerProc, prepare
+from loadtests.pair_verdict import target_line
 from loadtests.thread_cpu import (
     ThreadSampler,
     ThreadShare,
@@ -213,13 +215,6 @@ def _ratio(a: float, b: float) -> float:
     return a / b if a > 0 and b > 0 else float("nan")
 
 
-def _median_line(name: str, values: list[float]) -> str:
-    ok = [v for v in values if v == v]
-    if not ok:
-        return f"{name}: n/a (runs too short to measure)"
-    return f"{name}: median {statistics.median(ok):.2f} (min {min(ok):.2f}, max {max(ok):.2f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", default="pipelines/fraud/pipeline.yaml")
@@ -294,10 +289,13 @@ def main() -> None:
             broker.stop()
     n = len(drain_ratio)
     print(f"worker / {base} over {n} pairs:")
-    print("  " + _median_line("drain rate (target >= 0.90)", drain_ratio))
-    print("  " + _median_line("cpu per event, drain (target <= 1.15)", drain_cpu))
-    print("  " + _median_line(f"cpu per event at {args.rate:,.0f}/s (target <= 1.30)", rate_cpu))
-    print("  " + _median_line(f"p99 at {args.rate:,.0f}/s (target <= 1.00)", p99))
+    for name, ratios, target, higher_is_better in (
+        ("drain rate", drain_ratio, 0.90, True),
+        ("cpu per event, drain", drain_cpu, 1.15, False),
+        (f"cpu per event at {args.rate:,.0f}/s", rate_cpu, 1.30, False),
+        (f"p99 at {args.rate:,.0f}/s", p99, 1.00, False),
+    ):
+        print("  " + target_line(name, ratios, target, higher_is_better))
     if args.threads and n:
         print(f"cpu per event at {args.rate:,.0f}/s by thread, medians (us):")
         for name, runs in thread_runs.items():

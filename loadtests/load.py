@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Producer, TopicPartition
 
 from streaming.config import PipelineConfig
 from streaming.kafka import settings as kafka
@@ -70,6 +70,10 @@ class Ledger:
 
     sent: dict[str, float] = field(default_factory=dict)
     arrived: dict[str, float] = field(default_factory=dict)
+    produced: dict[str, float] = field(default_factory=dict)
+    """When each event's first output was produced: its record's timestamp (CreateTime, which
+    the worker's producer sets at produce, or the broker's LogAppendTime if the topic says
+    so). What a drain read after the fact is timed by."""
     duplicates: int = 0
     by_value: dict[bytes, str] = field(default_factory=dict)
     """Invalid events' bytes -> id (dead letters carry the original bytes, not an id)."""
@@ -180,6 +184,7 @@ class Reader(threading.Thread):
                     self.ready.set()
                 now = time.time()
                 ids = []
+                stamps = []
                 for m in msgs:
                     if m.error():
                         continue
@@ -201,12 +206,16 @@ class Reader(threading.Thread):
                             except (ValueError, KeyError, TypeError):
                                 continue
                         ids.append(event_id)
+                    kind, ms = m.timestamp()
+                    stamps.append(None if kind == TIMESTAMP_NOT_AVAILABLE else ms / 1000.0)
                 with ledger.lock:
-                    for event_id in ids:
+                    for event_id, stamp in zip(ids, stamps, strict=True):
                         if event_id in ledger.arrived:
                             ledger.duplicates += 1
                         else:
                             ledger.arrived[event_id] = now
+                            if stamp is not None:
+                                ledger.produced[event_id] = stamp
                 self.outputs += len(ids)
         finally:
             self.consumer.close()
@@ -219,6 +228,27 @@ class Reader(threading.Thread):
                     return True
             time.sleep(0.05)
         return False
+
+
+class CommitPoint:
+    """How many input events a worker group is done with, read without joining the group:
+    its committed offsets summed over the input's partitions. On topics of a run's own
+    (offsets from 0) that is a count, and the worker commits an offset only once the event's
+    outputs are acknowledged, so it counts events whose outputs are durable."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        # a consumer of the workers' group that never subscribes: it asks, it never joins
+        self._consumer = Consumer(kafka.reader_settings(cfg.kafka, cfg.kafka.group))
+        self._partitions = [
+            TopicPartition(cfg.topics.input, p) for p in range(cfg.topics.partitions)
+        ]
+
+    def events(self) -> int:
+        got = self._consumer.committed(self._partitions, timeout=10)
+        return sum(tp.offset for tp in got if tp.offset >= 0)
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def _assigned_members(log: str) -> int:
@@ -273,6 +303,9 @@ class WorkerProc:
                 )
             time.sleep(0.1)
         raise LoadTestError(f"a worker got no partitions within {timeout:.0f} s: {self.log_path}")
+
+    def exited(self) -> bool:
+        return self.proc.poll() is not None
 
     def rss_mb(self) -> float | None:
         try:
