@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.load import Ledger, Reader, Sender, WorkerProc, prepare
+from loadtests.load import Ledger, Reader, Sender, WorkerProc, prepare, remove_run_topics
 from loadtests.pair_verdict import target_line
 from loadtests.thread_cpu import (
     ThreadSampler,
@@ -132,6 +132,7 @@ class _Session:
             self.proc.stop()
         self.reader.stop.set()
         self.reader.join(10)
+        remove_run_topics(self.cfg)
 
 
 def drain(cfg: PipelineConfig, workdir: Path, command: tuple[str, ...], events: int) -> Side:

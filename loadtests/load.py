@@ -34,13 +34,16 @@ class LoadTestError(RuntimeError):
     """The load test cannot run; the message says what to fix."""
 
 
+_GROUP_SUFFIX = "-workers"
+
+
 def prepare(cfg: PipelineConfig, workdir: Path, tag: str) -> tuple[PipelineConfig, Path]:
     """A copy of the pipeline with topics and group of its own (nothing of earlier runs is
     read), its topics created, and the config file the workers are started with."""
     run = f"loadtest-{tag}-{uuid.uuid4().hex[:6]}"
     t = cfg.topics
     changes = {
-        "kafka.group": f"{run}-workers",
+        "kafka.group": f"{run}{_GROUP_SUFFIX}",
         "topics.input": f"{run}.{t.input}",
         "topics.predictions": f"{run}.{t.predictions}",
         "topics.dead_letters": f"{run}.{t.dead_letters}",
@@ -228,6 +231,21 @@ class Reader(threading.Thread):
                     return True
             time.sleep(0.05)
         return False
+
+
+def remove_run_topics(cfg: PipelineConfig) -> None:
+    """Delete the topics ``prepare`` made for this run (every name under its prefix): a
+    benchmark of many runs would otherwise leave each run's events in the broker, and the
+    embedded broker, which keeps everything in memory, spent 9 us of CPU per event on its
+    first drain and 19 on its tenth. A cluster that refuses is told about, not fatal."""
+    prefix = cfg.kafka.group.removesuffix(_GROUP_SUFFIX) + "."
+    admin = kafka.admin_client(kafka.admin_settings(cfg.kafka))
+    try:
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        for future in admin.delete_topics(names, operation_timeout=10).values():
+            future.result()
+    except Exception as exc:  # noqa: BLE001 - left topics cost space, never the result
+        print(f"could not delete this run's topics ({prefix}*): {exc}", file=sys.stderr)
 
 
 class CommitPoint:

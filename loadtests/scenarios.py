@@ -23,6 +23,7 @@ from loadtests.load import (
     Sender,
     WorkerProc,
     prepare,
+    remove_run_topics,
 )
 from streaming.config import PipelineConfig
 
@@ -112,6 +113,7 @@ class _Run:
         codes = [w.stop() for w in self.workers]
         self.reader.stop.set()
         self.reader.join(10)
+        remove_run_topics(self.cfg)
         batches = [
             (r.get("batch_size_mean", 0), r.get("batches", 0)) for r in self.reader.telemetry
         ]
