@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from loadtests.report import HEADROOM, MIN_INTERVALS, fmt
 from tests.kafka_helpers import ROOT
@@ -37,8 +38,14 @@ def loadtest(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[st
     )
 
 
+def _loadtest_topics(bootstrap: str) -> set[str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return {t for t in admin.list_topics(timeout=10).topics if t.startswith("loadtest-")}
+
+
 def test_every_scenario_short_with_report(broker, models_built, tmp_path: Path, measured):
     out = tmp_path / "report"
+    before = _loadtest_topics(broker.bootstrap)
     done = loadtest(
         "--bootstrap",
         broker.bootstrap,
@@ -63,6 +70,8 @@ def test_every_scenario_short_with_report(broker, models_built, tmp_path: Path, 
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "scenario scale-out" in done.stdout  # progress lines while it runs
+    # every run deleted the topics it made (a benchmark of many runs would fill the broker)
+    assert _loadtest_topics(broker.bootstrap) == before
     report = (out / "report.md").read_text()
     for section in (
         "## Baselines",

@@ -679,7 +679,7 @@ COMMANDS: dict[str, Check] = {
         f"{FRESH}, a free metrics port instead of 9401: /readyz 200, SIGTERM, exit 0",
         check_run,
     ),
-    ".venv/bin/python -m loadtests.pool_bench --events 100000 --processes 2 --pairs 3": Check(
+    ".venv/bin/python -m loadtests.pool_bench --events 500000 --processes 2 --pairs 5": Check(
         "--help only: the pool's drains run in tests/integration/test_pool.py, the pairing in "
         "drain_ratio's bounded run",
         help_lists("--events", "--processes", "--pairs"),
