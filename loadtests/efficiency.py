@@ -6,9 +6,11 @@
                                    [--bootstrap B]
 
 Each side is a process of its own (``streaming run``, or the passthrough of
-``loadtests.baselines``), started on topics of its own and timed by the same reader, matched by
-event id. Its CPU is read from /proc every 10 ms, so the figure covers only the work measured:
-in a drain, from its first output to its last (start-up, model load and group join left out);
+``loadtests.baselines``), started on topics of its own, its outputs read and matched by event
+id: a drain's once it is over (timed by the outputs' own timestamps), a rate run's as they
+arrive (the latency is the point there). Its CPU is read from /proc every 10 ms, so the figure
+covers only the work measured: in a drain, from its first output to its last (start-up, model
+load and group join left out);
 at the offered rate, from the first send to the last output (idle wake-ups included, which is
 the point). Pairs alternate which side goes first, so a machine that gets busier or quieter
 during a run favours neither; the medians of the per-pair ratios are the figures to quote,
@@ -37,7 +39,15 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.load import Ledger, Reader, Sender, WorkerProc, prepare, remove_run_topics
+from loadtests.load import (
+    Ledger,
+    Reader,
+    Sender,
+    WorkerProc,
+    prepare,
+    remove_run_topics,
+    wait_drained,
+)
 from loadtests.pair_verdict import target_line
 from loadtests.thread_cpu import (
     ThreadSampler,
@@ -136,25 +146,29 @@ class _Session:
 
 
 def drain(cfg: PipelineConfig, workdir: Path, command: tuple[str, ...], events: int) -> Side:
-    """A backlog of ``events``: rate and CPU per event from the first output to the last."""
+    """A backlog of ``events``: rate and CPU per event from the first output to the last,
+    timed by the outputs' own timestamps and read only once the drain is over (as the load
+    test's drains are: a reader beside it would take the CPU being measured)."""
     s = _Session(cfg, workdir, "eff-drain", seed=1)
     try:
         s.sender.send(events, None)
-        s.start_reader()
         s.start(command, events)
         assigned = time.time()
-        s.reader.wait_matched(events, timeout=max(120.0, events / 500))
+        assert s.proc is not None
+        wait_drained(s.cfg, [s.proc], events, max(120.0, events / 500), by_exit=command != WORKER)
+        s.start_reader()
+        s.reader.wait_matched(events, timeout=max(60.0, events / 10_000))
         with s.ledger.lock:
-            arrived = list(s.ledger.arrived.values())
+            produced = list(s.ledger.produced.values())
         unmatched = s.ledger.unmatched()
     finally:
         s.close()
     assert s.sampler is not None
-    if not arrived:
+    if not produced:
         return Side(unmatched=unmatched)
-    first, last = min(arrived), max(arrived)
+    first, last = min(produced), max(produced)
     if last - first < 0.05:
-        # every output in one or two reads (a short backlog): time from the assignment
+        # every output produced within a few ms (a short backlog): time from the assignment
         first = assigned
     span = max(last - first, 1e-3)
     cpu = s.sampler.at(last) - s.sampler.at(first)

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,6 +268,42 @@ class CommitPoint:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def wait_drained(
+    cfg: PipelineConfig,
+    workers: list[WorkerProc],
+    events: int,
+    timeout: float,
+    by_exit: bool,
+    progress: Callable[[str], None] = lambda _text: None,
+) -> bool:
+    """Until ``workers`` are done with ``events`` input events, reading none of their outputs
+    meanwhile (a reader beside a drain takes the CPU being measured): a baseline that exits
+    when done (``by_exit``) by its exit, workers by their group's commit point. False on
+    timeout, or when a worker exits first."""
+    deadline = time.monotonic() + timeout
+    said = time.monotonic()
+    point = None if by_exit else CommitPoint(cfg)
+    try:
+        while time.monotonic() < deadline:
+            if point is None:
+                if all(w.exited() for w in workers):
+                    return True
+            else:
+                done = point.events()
+                if done >= events:
+                    return True
+                if any(w.exited() for w in workers):
+                    return False
+                if time.monotonic() - said >= 5.0:
+                    progress(f"{done:,} of {events:,} events done (the group's commits)")
+                    said = time.monotonic()
+            time.sleep(0.1)
+        return False
+    finally:
+        if point is not None:
+            point.close()
 
 
 def _assigned_members(log: str) -> int:

@@ -90,4 +90,6 @@ def target_line(
     if target is None:
         return f"{line} over {len(ok)} pairs"
     decided = verdict(iv, target, higher_is_better)
-    return f"{line}: " + (f"undecided by {len(ok)} pairs" if decided == "undecided" else decided)
+    if decided == "undecided":
+        decided = f"undecided by {len(ok)} pair{'' if len(ok) == 1 else 's'}"
+    return f"{line}: {decided}"

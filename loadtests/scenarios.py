@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from loadtests.load import (
-    CommitPoint,
     Ledger,
     LoadTestError,
     Reader,
@@ -24,6 +23,7 @@ from loadtests.load import (
     WorkerProc,
     prepare,
     remove_run_topics,
+    wait_drained,
 )
 from streaming.config import PipelineConfig
 
@@ -83,31 +83,8 @@ class _Run:
         return self.reader.wait_matched(self.sender.sent, timeout)
 
     def wait_drained(self, events: int, timeout: float, by_exit: bool, progress: Progress) -> bool:
-        """Until the workers are done with ``events`` input events, reading no output
-        meanwhile: a baseline that exits when done (``by_exit``) by its exit, workers by
-        their group's commit point. False on timeout or when a worker exits early."""
-        deadline = time.monotonic() + timeout
-        said = time.monotonic()
-        point = None if by_exit else CommitPoint(self.cfg)
-        try:
-            while time.monotonic() < deadline:
-                if by_exit:
-                    if all(w.exited() for w in self.workers):
-                        return True
-                else:
-                    done = point.events()  # type: ignore[union-attr]
-                    if done >= events:
-                        return True
-                    if any(w.exited() for w in self.workers):
-                        return False
-                    if time.monotonic() - said >= 5.0:
-                        progress(f"{done:,} of {events:,} events done (the group's commits)")
-                        said = time.monotonic()
-                time.sleep(0.1)
-            return False
-        finally:
-            if point is not None:
-                point.close()
+        """Until the workers are done with ``events`` input events (load.wait_drained)."""
+        return wait_drained(self.cfg, self.workers, events, timeout, by_exit, progress)
 
     def close(self) -> dict[str, Any]:
         codes = [w.stop() for w in self.workers]
