@@ -1,6 +1,6 @@
 """Drain throughput of a pool of N processes against one process, in alternating pairs.
 
-    python -m loadtests.pool_bench [--events 100000] [--processes 2] [--pairs 3]
+    python -m loadtests.pool_bench [--events 500000] [--processes 2] [--pairs 5]
 
 One embedded broker; each run drains a fresh backlog of its own (own topics, own group) with
 `streaming run --processes P`, timed from its first output to its last by the outputs' own
@@ -68,9 +68,10 @@ def pool_rows(cfg: PipelineConfig, events: int, max_processes: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", default="pipelines/fraud/pipeline.yaml")
-    parser.add_argument("--events", type=int, default=100_000)
+    # 100,000 drain in about 1.5 s, where a pool's start (imports, model load, rebalance) weighs
+    parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--processes", type=int, default=2, help="the pool's size (N)")
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=5, help="5 is the fewest that can decide")
     args = parser.parse_args()
     started = time.monotonic()
 
