@@ -44,6 +44,7 @@ from loadtests.load import (
     Reader,
     Sender,
     WorkerProc,
+    output_span,
     prepare,
     remove_run_topics,
     wait_drained,
@@ -166,10 +167,7 @@ def drain(cfg: PipelineConfig, workdir: Path, command: tuple[str, ...], events: 
     assert s.sampler is not None
     if not produced:
         return Side(unmatched=unmatched)
-    first, last = min(produced), max(produced)
-    if last - first < 0.05:
-        # every output produced within a few ms (a short backlog): time from the assignment
-        first = assigned
+    first, last = output_span(produced, assigned)
     span = max(last - first, 1e-3)
     cpu = s.sampler.at(last) - s.sampler.at(first)
     return Side(rate=events / span, cpu_us=cpu / events * 1e6, unmatched=unmatched)

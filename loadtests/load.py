@@ -249,6 +249,17 @@ def remove_run_topics(cfg: PipelineConfig) -> None:
         print(f"could not delete this run's topics ({prefix}*): {exc}", file=sys.stderr)
 
 
+def output_span(produced: list[float], assigned: float) -> tuple[float, float]:
+    """A drain's first and last output times (``produced``, not empty). When every output
+    came within 50 ms (a short backlog) first to last is no measure, so the first is the
+    workers' assignment instead: a lower bound on the rate (it was 4,000,000,000 ev/s in the
+    short suite run)."""
+    first, last = min(produced), max(produced)
+    if last - first < 0.05:
+        first = assigned
+    return first, last
+
+
 class CommitPoint:
     """How many input events a worker group is done with, read without joining the group:
     its committed offsets summed over the input's partitions. On topics of a run's own

@@ -21,6 +21,7 @@ from loadtests.load import (
     Reader,
     Sender,
     WorkerProc,
+    output_span,
     prepare,
     remove_run_topics,
     wait_drained,
@@ -81,10 +82,6 @@ class _Run:
 
     def matched(self, timeout: float) -> bool:
         return self.reader.wait_matched(self.sender.sent, timeout)
-
-    def wait_drained(self, events: int, timeout: float, by_exit: bool, progress: Progress) -> bool:
-        """Until the workers are done with ``events`` input events (load.wait_drained)."""
-        return wait_drained(self.cfg, self.workers, events, timeout, by_exit, progress)
 
     def close(self) -> dict[str, Any]:
         codes = [w.stop() for w in self.workers]
@@ -170,8 +167,13 @@ def _drain(
         started = time.time()
         run.add_workers(workers, members, **process)
         assigned = time.time()
-        drained = run.wait_drained(
-            events, max(120.0, events / 500), by_exit="command" in process, progress=progress
+        drained = wait_drained(
+            run.cfg,
+            run.workers,
+            events,
+            max(120.0, events / 500),
+            by_exit="command" in process,
+            progress=progress,
         )
         run.start_reader()
         ok = run.matched(timeout=max(60.0, events / 10_000)) and drained
@@ -181,20 +183,14 @@ def _drain(
         counts = run.close()
     if counts["matched"] and not stamps:
         raise LoadTestError(f"the {name} run's outputs carry no timestamps to time it by")
-    done = max(stamps, default=time.time())
-    first = min(stamps, default=done)
-    if first < started - 0.05:
+    if stamps and min(stamps) < started - 0.05:
         raise LoadTestError(
             f"an output of the {name} run carries a time from before its workers started "
-            f"({started - first:.2f} s): the drain is timed by when outputs were produced "
+            f"({started - min(stamps):.2f} s): the drain is timed by when outputs were produced "
             "(their records' timestamps), so outputs must not be stamped with event time"
         )
-    span = done - first
-    if span < 0.05:
-        # Every output was produced within a few ms (a short backlog): first to last is no
-        # measure, so time from the assignment instead (a lower bound on the rate; it was
-        # 4,000,000,000 ev/s in the short suite run).
-        span = max(done - assigned, 1e-3)
+    first, done = output_span(stamps, assigned) if stamps else (assigned, time.time())
+    span = max(done - first, 1e-3)
     return {
         "scenario": name,
         "events": events,
