@@ -17,7 +17,7 @@ help:  ## list the targets
 # path (streaming/state/_state_c.c), the explainer's integrated gradients
 # (streaming/explain/_relu_ig.c) and reason codes (streaming/explain/_top_codes.c), and the
 # prediction encoder (streaming/engine/_encode.c): a changed source rebuilds them.
-$(STAMP): pyproject.toml setup.py $(wildcard streaming/*/*.c) streaming/_buffers.h
+$(STAMP): pyproject.toml setup.py $(wildcard streaming/*/*.c) $(wildcard streaming/*/*.h) streaming/_buffers.h
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"

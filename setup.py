@@ -21,7 +21,7 @@ def c_extension(module: str) -> Extension:
         module,
         [module.replace(".", "/") + ".c"],
         include_dirs=["streaming"],
-        depends=["streaming/_buffers.h"],
+        depends=["streaming/_buffers.h", "streaming/formats/_flat_batch.h"],
         extra_compile_args=["-O2", "-Wall"],
         optional=True,
     )
@@ -30,6 +30,7 @@ def c_extension(module: str) -> Extension:
 setup(
     ext_modules=[
         c_extension("streaming.formats._avro_flat"),
+        c_extension("streaming.formats._json_flat"),
         c_extension("streaming.state._state_c"),
         c_extension("streaming.engine._encode"),
         c_extension("streaming.explain._relu_ig"),

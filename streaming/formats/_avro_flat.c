@@ -46,6 +46,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "_flat_batch.h"
+
 enum { OP_NULL, OP_BOOLEAN, OP_LONG, OP_FLOAT, OP_DOUBLE, OP_STRING, OP_BYTES, OP_ENUM,
        OP_LITERAL, OP_UNION };
 
@@ -269,20 +271,11 @@ static int passes(PyObject *value, PyObject *check) {
     return ok;
 }
 
-static int set_slot(PyObject *descr, PyObject *obj, PyObject *value) {
-    descrsetfunc set = Py_TYPE(descr)->tp_descr_set;
-    if (set == NULL) {
-        PyErr_SetString(PyExc_TypeError, "a slot setter is not a data descriptor");
-        return -1;
-    }
-    return set(descr, obj, value);
-}
-
 #define MAX_FIELDS 256
 
 static PyObject *flat_read_model(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     PyObject *values[MAX_FIELDS];
-    PyObject *checks, *plan, *names, *order, *model = NULL, *dict = NULL, *set = NULL;
+    PyObject *checks, *plan, *names, *order, *model = NULL, *dict = NULL;
     Py_ssize_t i, count;
     if (nargs != 5 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[1]) ||
         !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) != 9 || !PyBytes_Check(args[4])) {
@@ -304,141 +297,65 @@ static PyObject *flat_read_model(PyObject *module, PyObject *const *args, Py_ssi
     if (read_fields(args[4], args[3], args[0], values) < 0) return NULL;
     for (i = 0; i < count; i++) {
         int ok = passes(values[i], PyTuple_GET_ITEM(checks, i));
-        if (ok < 0) goto fail;
+        if (ok < 0) goto done;
         if (!ok) {
             defer();
-            goto fail;
+            goto done;
         }
     }
     dict = PyDict_New();
-    if (dict == NULL) goto fail;
+    if (dict == NULL) goto done;
     for (i = 0; i < PyTuple_GET_SIZE(names); i++) {
         Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(order, i));
-        if (at == -1 && PyErr_Occurred()) goto fail;
+        if (at == -1 && PyErr_Occurred()) goto done;
         if (at < 0 || at >= count) {
             PyErr_SetString(PyExc_IndexError, "a field's place is out of range");
-            goto fail;
+            goto done;
         }
-        if (PyDict_SetItem(dict, PyTuple_GET_ITEM(names, i), values[at]) < 0) goto fail;
+        if (PyDict_SetItem(dict, PyTuple_GET_ITEM(names, i), values[at]) < 0) goto done;
     }
-    set = PySet_New(PyTuple_GET_ITEM(plan, 3));
-    if (set == NULL) goto fail;
-    model = PyObject_CallOneArg(PyTuple_GET_ITEM(plan, 4), PyTuple_GET_ITEM(plan, 0));
-    if (model == NULL || set_slot(PyTuple_GET_ITEM(plan, 5), model, dict) < 0 ||
-        set_slot(PyTuple_GET_ITEM(plan, 6), model, set) < 0 ||
-        set_slot(PyTuple_GET_ITEM(plan, 7), model, Py_None) < 0 ||
-        set_slot(PyTuple_GET_ITEM(plan, 8), model, Py_None) < 0)
-        goto fail;
-    for (i = 0; i < count; i++) Py_DECREF(values[i]);
-    Py_DECREF(dict);
-    Py_DECREF(set);
-    return model;
-fail:
-    Py_XDECREF(model);
+    model = new_model(plan, dict);
+done:
     Py_XDECREF(dict);
-    Py_XDECREF(set);
     for (i = 0; i < count; i++) Py_DECREF(values[i]);
-    return NULL;
+    return model;
 }
 
-/* messages[i].value() as bytes, or NULL (no error set) where it is not bytes; -1 on an error
- * that is not an Exception (which the caller must pass on). */
-static int message_value(PyObject *msg, PyObject *name, PyObject **out) {
-    PyObject *args[1] = {msg};
-    PyObject *value =
-        PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    *out = NULL;
-    if (value == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
-        PyErr_Clear();
-        return 0;
-    }
-    if (!PyBytes_CheckExact(value)) {
-        Py_DECREF(value);
-        return 0;
-    }
-    *out = value;
-    return 0;
-}
+typedef struct {
+    Py_ssize_t limit;
+    PyObject *readers; /* schema id -> model reader */
+    PyObject *reader;  /* readers[last_id] (a new reference), or NULL where it has none */
+    long long last_id;
+} Framed;
 
-static int append_index(PyObject *list, Py_ssize_t i) {
-    PyObject *n = PyLong_FromSsize_t(i);
-    if (n == NULL) return -1;
-    int rc = PyList_Append(list, n);
-    Py_DECREF(n);
-    return rc;
+static int read_framed(void *ctx, PyObject *value, PyObject **record) {
+    Framed *f = (Framed *)ctx;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(value);
+    Py_ssize_t size = PyBytes_GET_SIZE(value);
+    if (size < 5 || size > f->limit || b[0] != 0) return 0;
+    long long id = ((long long)b[1] << 24) | (b[2] << 16) | (b[3] << 8) | b[4];
+    if (id != f->last_id) {
+        PyObject *key = PyLong_FromLongLong(id);
+        if (key == NULL) return -1;
+        Py_CLEAR(f->reader);
+        f->reader = PyDict_GetItemWithError(f->readers, key);
+        Py_DECREF(key);
+        if (f->reader == NULL && PyErr_Occurred()) return -1;
+        Py_XINCREF(f->reader);
+        f->last_id = id;
+    }
+    return f->reader == NULL ? 0 : call_reader(f->reader, value, record);
 }
 
 static PyObject *flat_read_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    static PyObject *value_name = NULL;
     if (nargs != 3 || !PyDict_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "read_batch(messages, limit: int, readers: dict)");
         return NULL;
     }
-    if (value_name == NULL && (value_name = PyUnicode_InternFromString("value")) == NULL)
-        return NULL;
-    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
-    if (limit == -1 && PyErr_Occurred()) return NULL;
-    PyObject *seq = PySequence_Fast(args[0], "read_batch: messages must be a sequence");
-    if (seq == NULL) return NULL;
-    PyObject *readers = args[2], *indexes = PyList_New(0), *records = PyList_New(0),
-             *rest = PyList_New(0), *result = NULL;
-    PyObject *reader = NULL; /* readers[last_id], or NULL where it has none */
-    long long last_id = -1;
-    if (indexes == NULL || records == NULL || rest == NULL) goto done;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *value, *record = NULL;
-        if (message_value(PySequence_Fast_GET_ITEM(seq, i), value_name, &value) < 0) goto done;
-        if (value != NULL) {
-            const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(value);
-            Py_ssize_t size = PyBytes_GET_SIZE(value);
-            if (size >= 5 && size <= limit && b[0] == 0) {
-                long long id = ((long long)b[1] << 24) | (b[2] << 16) | (b[3] << 8) | b[4];
-                if (id != last_id) {
-                    PyObject *key = PyLong_FromLongLong(id);
-                    if (key == NULL) {
-                        Py_DECREF(value);
-                        goto done;
-                    }
-                    Py_CLEAR(reader);
-                    reader = PyDict_GetItemWithError(readers, key);
-                    Py_DECREF(key);
-                    if (reader == NULL && PyErr_Occurred()) {
-                        Py_DECREF(value);
-                        goto done;
-                    }
-                    Py_XINCREF(reader);
-                    last_id = id;
-                }
-                if (reader != NULL) {
-                    record = PyObject_CallOneArg(reader, value);
-                    if (record == NULL) {
-                        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-                            Py_DECREF(value);
-                            goto done;
-                        }
-                        PyErr_Clear(); /* not certain: the caller's loop says what it is */
-                    }
-                }
-            }
-            Py_DECREF(value);
-        }
-        if (record != NULL) {
-            int rc = PyList_Append(records, record);
-            Py_DECREF(record);
-            if (rc < 0 || append_index(indexes, i) < 0) goto done;
-        } else if (append_index(rest, i) < 0) {
-            goto done;
-        }
-    }
-    result = PyTuple_Pack(3, indexes, records, rest);
-done:
-    Py_XDECREF(reader);
-    Py_DECREF(seq);
-    Py_XDECREF(indexes);
-    Py_XDECREF(records);
-    Py_XDECREF(rest);
+    Framed framed = {PyLong_AsSsize_t(args[1]), args[2], NULL, -1};
+    if (framed.limit == -1 && PyErr_Occurred()) return NULL;
+    PyObject *result = read_values(args[0], read_framed, &framed);
+    Py_XDECREF(framed.reader);
     return result;
 }
 

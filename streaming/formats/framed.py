@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema
 from pydantic import BaseModel, ValidationError
 
-from streaming.engine.decode import explain_validation_error, too_large
+from streaming.engine.decode import explain_validation_error, merge_runs, too_large
 from streaming.engine.types import STAGE_DECODE, Rejection, SourceMessage
 from streaming.formats.avro_compiled import C_READER
 from streaming.formats.framing import HEADER_BYTES, FramingError, frame, schema_id_of
@@ -70,11 +70,7 @@ class FramedDecoder:
         if not rest:
             return good_idx, records, []
         more_idx, more, bad = self._each(messages, rest)
-        if not more_idx:
-            return good_idx, records, bad
-        # two ascending runs: the sort merges them in one pass
-        merged = sorted(zip(good_idx + more_idx, records + more, strict=True), key=_first)
-        return [i for i, _ in merged], [r for _, r in merged], bad
+        return (*merge_runs(good_idx, records, more_idx, more), bad)
 
     def _each(
         self, messages: Sequence[SourceMessage], indexes: Sequence[int]
@@ -167,7 +163,3 @@ class FramedDecoder:
         """One framed value (its payload starts at framing.HEADER_BYTES) -> a dict to
         validate, or a Rejection."""
         raise NotImplementedError
-
-
-def _first(pair: tuple[int, BaseModel]) -> int:
-    return pair[0]

@@ -12,7 +12,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import fastavro
 import pytest
@@ -24,9 +24,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -40,25 +37,8 @@ from streaming.formats.avro_compiled import C_READER, compile_model_reader
 from streaming.formats.framing import frame
 from streaming.formats.model_checks import field_checks
 from streaming.formats.registry import SchemaSource, registry_client
+from tests.fast_readers import Kinds, identical
 from tests.registry_helpers import registry_url
-
-
-class Kinds(BaseModel):
-    """One field of each kind of check, with its edges."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    s: str = Field(min_length=1, max_length=5)
-    t: str
-    i: StrictInt = Field(ge=-10, le=10)
-    n: int = Field(gt=-(2**40), lt=2**40)
-    d: Annotated[StrictFloat, Field(allow_inf_nan=False)] = Field(ge=0.5, le=100)
-    g: float = Field(gt=0, allow_inf_nan=False)
-    h: float
-    b: StrictBool
-    c: Literal["x", "yy", "zzz"]
-    e: Literal["RED", "GREEN"]
-
 
 # The writer's order is not the model's: the record is built in the model's.
 _KINDS_AVRO = {
@@ -138,21 +118,6 @@ def _the_old_way(value: bytes) -> BaseModel | None:
         return None
 
 
-def _identical(a: BaseModel, b: BaseModel) -> bool:
-    """The same instance state: values of the same types (repr: nan, -0.0) in the same field
-    order, and the same fields set, extras and private attributes (model == ignores some)."""
-    if type(a) is not type(b) or list(a.__dict__) != list(b.__dict__):
-        return False
-    for x, y in zip(a.__dict__.values(), b.__dict__.values(), strict=True):
-        if type(x) is not type(y) or repr(x) != repr(y):
-            return False
-    return (
-        a.__pydantic_fields_set__ == b.__pydantic_fields_set__
-        and a.__pydantic_extra__ == b.__pydantic_extra__
-        and a.__pydantic_private__ == b.__pydantic_private__
-    )
-
-
 def _damage(value: bytes, data: st.DataObject) -> bytes:
     how = data.draw(st.sampled_from(["cut", "add", "flip", "none", "none", "none"]))
     if how == "cut":
@@ -199,7 +164,7 @@ def test_a_model_reader_builds_validate_pythons_model_or_leaves_the_value(
     except Exception:  # noqa: BLE001 - leaving the value to the old way is always allowed
         assert want is None or damaged != value, "a valid record was not answered"
         return
-    assert want is not None and _identical(got, want)
+    assert want is not None and identical(got, want)
 
 
 _BASE = {"e": "RED", "t": "", "n": 0, "s": "a", "d": 1.0, "i": 0, "g": 1.0, "h": 0.0, "b": True}
@@ -235,7 +200,7 @@ def test_each_check_at_its_edges(native: bool) -> None:
                 assert want is None, (name, edge)
                 left += 1
                 continue
-            assert want is not None and _identical(got, want), (name, edge)
+            assert want is not None and identical(got, want), (name, edge)
             answered += 1
     assert answered > 20 and left > 20  # both ways taken, not one for all
 
@@ -251,7 +216,7 @@ def test_the_fraud_model_has_a_model_reader_and_it_agrees(native: bool) -> None:
         out = io.BytesIO()
         fastavro.schemaless_writer(out, avsc, event)
         got = read(frame(7, out.getvalue()))
-        assert _identical(got, validate(event))
+        assert identical(got, validate(event))
 
 
 class _Upper(BaseModel):
@@ -424,7 +389,7 @@ def test_a_poll_batch_in_one_c_call_decodes_as_the_loop_does(registry: str) -> N
         good, records, bad = batch.decode(mixed)
         want_good, want_records, want_bad = loop.decode(mixed)
     assert good == want_good and bad == want_bad
-    assert all(_identical(a, b) for a, b in zip(records, want_records, strict=True))
+    assert all(identical(a, b) for a, b in zip(records, want_records, strict=True))
     assert len(bad) > 60 and len(good) > 250
     assert seen == sorted(i for i, _ in bad)  # the loop saw the values C was not certain of only
 
