@@ -14,7 +14,7 @@
  * (any Exception) is left in rest for the caller's loop, which validates it with pydantic and
  * so gives the record or the dead letter it always gave. indexes and rest are ascending.
  *
- * No state; the GIL is held throughout (about a microsecond a value).
+ * No state; the GIL is held throughout (about 2 us a value, 0.65 of it msgspec's).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

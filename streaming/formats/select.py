@@ -7,6 +7,7 @@ if not), and imports its decoder only then.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -17,6 +18,8 @@ from streaming.engine.decode import Decoder
 from streaming.engine.types import Rejection, SourceMessage
 from streaming.errors import StartupError
 from streaming.pipeline import PipelineSpec
+
+log = logging.getLogger("streaming.worker")
 
 
 class BatchDecoder(Protocol):
@@ -36,7 +39,15 @@ def make_decoder(
     fmt = config.pipeline.format
     limit = config.pipeline.max_event_bytes
     if fmt == "json":
-        return Decoder(pipeline.schema, limit)
+        decoder = Decoder(pipeline.schema, limit)
+        log.info(
+            "JSON events read by %s",
+            "msgspec (what it refuses: pydantic)"
+            if decoder.fast
+            else "pydantic (the schema has more than plain field checks, or msgspec's C "
+            "loop is not built)",
+        )
+        return decoder
     from streaming.formats.registry import SchemaSource, check_reachable, registry_client
 
     registry = config.schema_registry
