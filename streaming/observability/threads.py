@@ -43,10 +43,26 @@ def named_thread(
     target: Callable[..., Any], name: str, args: tuple[Any, ...] = (), daemon: bool = True
 ) -> threading.Thread:
     """A ``threading.Thread`` (not started) that names itself in the OS before it runs
-    ``target``."""
+    ``target``; once its ``start`` returns, the OS shows the name (not only soon after)."""
+    return _NamedThread(target, name, args, daemon)
 
-    def run(*a: Any) -> None:
-        name_os_thread(name)
-        target(*a)
 
-    return threading.Thread(target=run, args=args, name=name, daemon=daemon)
+class _NamedThread(threading.Thread):
+    def __init__(
+        self, target: Callable[..., Any], name: str, args: tuple[Any, ...], daemon: bool
+    ) -> None:
+        super().__init__(name=name, daemon=daemon)
+        self._run_target = target
+        self._run_args = args
+        self._named = threading.Event()
+
+    def start(self) -> None:
+        super().start()
+        self._named.wait()
+
+    def run(self) -> None:
+        try:
+            name_os_thread(self.name)
+        finally:
+            self._named.set()
+        self._run_target(*self._run_args)
