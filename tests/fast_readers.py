@@ -3,9 +3,20 @@ model with one field of each kind of check they do, and whether two records are 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import uuid
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 
 class Kinds(BaseModel):
@@ -38,3 +49,60 @@ def identical(a: BaseModel, b: BaseModel) -> bool:
         and a.__pydantic_extra__ == b.__pydantic_extra__
         and a.__pydantic_private__ == b.__pydantic_private__
     )
+
+
+class Upper(BaseModel):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _up(cls, v: str) -> str:
+        return v.upper()
+
+
+class _Checked(BaseModel):
+    name: str
+
+    @model_validator(mode="after")
+    def _never_empty(self) -> _Checked:
+        return self
+
+
+class _Private(BaseModel):
+    name: str
+    _seen: int = PrivateAttr(default=0)
+
+
+class _Inner(BaseModel):
+    name: str
+
+
+def models_pydantic_must_validate() -> list[type[BaseModel]]:
+    """Each has something the checks do not express: a validator, a default, an alias, a
+    pattern, None allowed, a multiple, kept extras, a coercing config, private attributes, a
+    nested model, an int field with a float bound, a float bound no float equals, a Literal
+    that is not all strs."""
+
+    def one(annotation: Any, default: Any = ..., **config: Any) -> type[BaseModel]:
+        namespace = {"__annotations__": {"name": annotation}, "name": default}
+        if config:
+            namespace["model_config"] = ConfigDict(**config)
+        return type(f"M{uuid.uuid4().hex[:6]}", (BaseModel,), namespace)
+
+    return [
+        Upper,
+        _Checked,
+        _Private,
+        one(str, "x"),
+        one(str, Field(validation_alias="nom")),
+        one(str, Field(pattern="^a")),
+        one(str | None),
+        one(int, Field(multiple_of=2)),
+        one(str, extra="allow"),
+        one(str, str_strip_whitespace=True),
+        one(str, strict=True),
+        one(_Inner),
+        one(int, Field(ge=1.0)),
+        one(Literal["a", 1]),
+        one(float, Field(ge=2**53 + 1)),
+    ]

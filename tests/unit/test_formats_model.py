@@ -12,7 +12,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import fastavro
 import pytest
@@ -21,12 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import (
     BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
     ValidationError,
-    field_validator,
-    model_validator,
 )
 
 from pipelines.fraud import PIPELINE
@@ -37,7 +32,7 @@ from streaming.formats.avro_compiled import C_READER, compile_model_reader
 from streaming.formats.framing import frame
 from streaming.formats.model_checks import field_checks
 from streaming.formats.registry import SchemaSource, registry_client
-from tests.fast_readers import Kinds, identical
+from tests.fast_readers import Kinds, Upper, identical, models_pydantic_must_validate
 from tests.registry_helpers import registry_url
 
 # The writer's order is not the model's: the record is built in the model's.
@@ -219,71 +214,14 @@ def test_the_fraud_model_has_a_model_reader_and_it_agrees(native: bool) -> None:
         assert identical(got, validate(event))
 
 
-class _Upper(BaseModel):
-    name: str
-
-    @field_validator("name")
-    @classmethod
-    def _up(cls, v: str) -> str:
-        return v.upper()
-
-
-class _Checked(BaseModel):
-    name: str
-
-    @model_validator(mode="after")
-    def _never_empty(self) -> _Checked:
-        return self
-
-
-class _Private(BaseModel):
-    name: str
-    _seen: int = PrivateAttr(default=0)
-
-
-class _Inner(BaseModel):
-    name: str
-
-
-def _models_pydantic_must_validate() -> list[type[BaseModel]]:
-    """Each has something the checks do not express: a validator, a default, an alias, a
-    pattern, None allowed, a multiple, kept extras, a coercing config, private attributes, a
-    nested model, an int field with a float bound, a float bound no float equals, a Literal
-    that is not all strs."""
-
-    def one(annotation: Any, default: Any = ..., **config: Any) -> type[BaseModel]:
-        namespace = {"__annotations__": {"name": annotation}, "name": default}
-        if config:
-            namespace["model_config"] = ConfigDict(**config)
-        return type(f"M{uuid.uuid4().hex[:6]}", (BaseModel,), namespace)
-
-    return [
-        _Upper,
-        _Checked,
-        _Private,
-        one(str, "x"),
-        one(str, Field(validation_alias="nom")),
-        one(str, Field(pattern="^a")),
-        one(str | None),
-        one(int, Field(multiple_of=2)),
-        one(str, extra="allow"),
-        one(str, str_strip_whitespace=True),
-        one(str, strict=True),
-        one(_Inner),
-        one(int, Field(ge=1.0)),
-        one(Literal["a", 1]),
-        one(float, Field(ge=2**53 + 1)),
-    ]
-
-
 def test_models_with_more_than_plain_checks_get_no_model_reader() -> None:
     assert field_checks(Transaction) is not None and field_checks(Kinds) is not None
-    for model in _models_pydantic_must_validate():
+    for model in models_pydantic_must_validate():
         assert field_checks(model) is None, model.model_fields
     string_field = fastavro.parse_schema(
         {"type": "record", "name": "R", "fields": [{"name": "name", "type": "string"}]}
     )
-    assert compile_model_reader(string_field, _Upper) is None
+    assert compile_model_reader(string_field, Upper) is None
     # the writer's fields must be the model's, each of a type the check takes as it is
     for kinds in (["string", "string"], ["bytes"], [["null", "string"]]):
         fields = [{"name": f"f{i}", "type": k} for i, k in enumerate(kinds)]
@@ -320,9 +258,9 @@ def test_a_custom_validator_still_runs_in_the_decoder(registry: str) -> None:
             f"{subject}-b", Schema(Path(PIPELINE.avro_schema or "").read_text(), "AVRO")
         )
         source = SchemaSource(worker_client, registry)
-        upper = AvroDecoder(_Upper, 65_536, source, None)
+        upper = AvroDecoder(Upper, 65_536, source, None)
         good, records, bad = upper.decode([_Msg(frame(upper_id, _body(schema, {"name": "abc"})))])
-        assert good == [0] and bad == [] and records[0] == _Upper(name="ABC")
+        assert good == [0] and bad == [] and records[0] == Upper(name="ABC")
         assert upper._fast == {}
         fraud = AvroDecoder(Transaction, 65_536, source, avsc)
         good, records, bad = fraud.decode([_Msg(frame(fraud_id, _body(avsc, event)))] * 2)
