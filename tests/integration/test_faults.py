@@ -4,6 +4,7 @@ timed out, its rows dead-lettered, and /healthz fails while the worker goes on."
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import signal
@@ -247,7 +248,7 @@ class _Prober:
             for path, seen in (("/healthz", self.healthz), ("/readyz", self.readyz)):
                 try:
                     status, body = http_get(self.port, path)
-                except OSError:
+                except (OSError, http.client.HTTPException):  # the worker exiting mid-reply
                     continue
                 seen.append((time.time(), status, body))
 
