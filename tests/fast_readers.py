@@ -4,8 +4,10 @@ model with one field of each kind of check they do, and whether two records are 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
+from hypothesis import strategies as st
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -106,3 +108,19 @@ def models_pydantic_must_validate() -> list[type[BaseModel]]:
         one(Literal["a", 1]),
         one(float, Field(ge=2**53 + 1)),
     ]
+
+
+def records_near(
+    valid: Mapping[str, st.SearchStrategy[Any]], other: Mapping[str, st.SearchStrategy[Any]]
+) -> st.SearchStrategy[dict[str, Any]]:
+    """A valid record (``valid``: each field's valid values), or one with one or two fields
+    next to or outside their checks (``other``)."""
+
+    @st.composite
+    def near(draw: st.DrawFn) -> dict[str, Any]:
+        record = draw(st.fixed_dictionaries(dict(valid)))
+        for name in draw(st.sets(st.sampled_from(sorted(other)), max_size=2)):
+            record[name] = draw(other[name])
+        return record
+
+    return near()
