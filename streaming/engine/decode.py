@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -71,11 +71,7 @@ class Decoder:
         """Return (indexes of valid messages, their records, (index, rejection) of the rest)."""
         if self._fast is None:
             return self._each(messages, range(len(messages)))
-        good_idx, records, rest = self._fast(messages, self._max)
-        if not rest:
-            return good_idx, records, []
-        more_idx, more, bad = self._each(messages, rest)
-        return (*merge_runs(good_idx, records, more_idx, more), bad)
+        return with_the_rest(self._fast(messages, self._max), messages, self._each)
 
     def _each(
         self, messages: Sequence[SourceMessage], indexes: Iterable[int]
@@ -108,16 +104,26 @@ class Decoder:
         return good_idx, records, bad
 
 
-def merge_runs(
-    idx: list[int], records: list[BaseModel], more_idx: list[int], more: list[BaseModel]
-) -> tuple[list[int], list[BaseModel]]:
-    """Two ascending runs of (index, record) as one, in index order: a fast reader's records
-    and those the slow way validated of what it left."""
+Decoded = tuple[list[int], list[BaseModel], list[tuple[int, Rejection]]]
+"""(indexes of valid messages, their records, (index, rejection) of the rest)."""
+
+
+def with_the_rest(
+    read: tuple[list[int], list[BaseModel], list[int]],
+    messages: Sequence[SourceMessage],
+    each: Callable[[Sequence[SourceMessage], list[int]], Decoded],
+) -> Decoded:
+    """A fast reader's (indexes, records, rest) completed by ``each``, the slow way, for the
+    messages it left: the records of both in index order."""
+    idx, records, rest = read
+    if not rest:
+        return idx, records, []
+    more_idx, more, bad = each(messages, rest)
     if not more_idx:
-        return idx, records
+        return idx, records, bad
     # two ascending runs: the sort merges them in one pass
     merged = sorted(zip(idx + more_idx, records + more, strict=True), key=_first)
-    return [i for i, _ in merged], [r for _, r in merged]
+    return [i for i, _ in merged], [r for _, r in merged], bad
 
 
 def _first(pair: tuple[int, BaseModel]) -> int:

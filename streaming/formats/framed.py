@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema
 from pydantic import BaseModel, ValidationError
 
-from streaming.engine.decode import explain_validation_error, merge_runs, too_large
+from streaming.engine.decode import explain_validation_error, too_large, with_the_rest
 from streaming.engine.types import STAGE_DECODE, Rejection, SourceMessage
 from streaming.formats.avro_compiled import C_READER
 from streaming.formats.framing import HEADER_BYTES, FramingError, frame, schema_id_of
@@ -66,11 +66,8 @@ class FramedDecoder:
         """Return (indexes of valid messages, their records, (index, rejection) of the rest)."""
         if self._batch is None or not self._fast_ids:
             return self._each(messages, range(len(messages)))
-        good_idx, records, rest = self._batch(messages, self._max, self._fast_ids)
-        if not rest:
-            return good_idx, records, []
-        more_idx, more, bad = self._each(messages, rest)
-        return (*merge_runs(good_idx, records, more_idx, more), bad)
+        read = self._batch(messages, self._max, self._fast_ids)
+        return with_the_rest(read, messages, self._each)
 
     def _each(
         self, messages: Sequence[SourceMessage], indexes: Sequence[int]
