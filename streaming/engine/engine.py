@@ -218,7 +218,7 @@ class Engine:
         queue for inference. Blocks while a lane is full: backpressure on the caller."""
         if not messages:
             return
-        self._inline.submitting()
+        self._inline.submitting(len(messages))
         try:
             self._submit(messages)
         finally:

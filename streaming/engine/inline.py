@@ -8,9 +8,11 @@ import time
 from streaming.config import PipelineConfig
 
 AFTER_WAIT_S = 0.001
-"""A poll batch is scored on the feeding thread (if small) only when the feeding thread waited
-at least this long since its last submit: draining a backlog, polls follow each other at once,
-and a small batch there (a fetch that came short) is better pipelined behind the next one."""
+"""A poll that came at least this long after the feeding thread's last submit returned waited
+for its events: it starts a new burst. Draining a backlog, polls follow each other at once and
+the burst grows past ``max_rows``; a small chunk there (a fetch that came short) is better
+pipelined behind the next one. At a low rate one fetch often reaches the feeding thread as a
+few polls back to back (librdkafka queues each partition's part on its own): one small burst."""
 
 
 def inline_scoring_allowed(cfg: PipelineConfig) -> bool:
@@ -31,15 +33,16 @@ def inline_scoring_allowed(cfg: PipelineConfig) -> bool:
 
 
 class InlinePolicy:
-    """The feeding thread's choice per chunk (that thread's alone): small, and the poll waited
-    for its events. Off until ``start``."""
+    """The feeding thread's choice per chunk (that thread's alone): small, in a small burst of
+    polls (the events polled since the thread last waited, the chunk's included). Off until
+    ``start``."""
 
     def __init__(self) -> None:
         self.max_rows = 0
         self._submitted = 0.0
         """When the last submit returned (monotonic)."""
-        self._waited = False
-        """The current submit came at least AFTER_WAIT_S after the last one returned."""
+        self._burst = 0
+        """Events polled since the feeding thread last waited for a poll, this one's included."""
         self.clock = time.monotonic
         """Tests stop it to submit back to back whatever the machine's speed."""
 
@@ -47,11 +50,13 @@ class InlinePolicy:
         if inline_scoring_allowed(cfg):
             self.max_rows = min(cfg.worker.inline_max_rows, cfg.batching.max_batch_size)
 
-    def submitting(self) -> None:
-        self._waited = self.clock() - self._submitted >= AFTER_WAIT_S
+    def submitting(self, events: int) -> None:
+        if self.clock() - self._submitted >= AFTER_WAIT_S:
+            self._burst = 0
+        self._burst += events
 
     def submitted(self) -> None:
         self._submitted = self.clock()
 
     def wants(self, rows: int) -> bool:
-        return rows <= self.max_rows and self._waited
+        return rows <= self.max_rows and self._burst <= self.max_rows

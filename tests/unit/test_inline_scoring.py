@@ -88,6 +88,37 @@ def test_small_chunks_are_scored_by_the_feeding_thread_and_large_ones_by_the_lan
     assert ids == sent  # and in order (one key's events share one order with all the others)
 
 
+def test_a_small_fetch_polled_in_parts_back_to_back_is_scored_by_the_feeding_thread(
+    models_built,
+) -> None:
+    """At a low rate librdkafka often hands one fetch over as a few polls, a partition's part
+    each, one right after the other: still a burst of a few events, scored inline; a burst
+    that grows past inline_max_rows goes to the lane from the chunk that takes it past."""
+    # telemetry not due within the test: the inference thread stays asleep, its turn free
+    cfg = load_config(BASE).with_overrides(**{"worker.telemetry_interval_s": 600})
+    run = _Run(cfg)
+    feeder = threading.current_thread().name
+    try:
+        msgs = _messages(cfg, 205)
+        run.feed(msgs[:5], 5, gap_s=0.003)  # the interval's first score wakes the inference
+        time.sleep(0.2)  # thread (to time its telemetry): let it fall asleep again
+        now = [0.0]
+        run.engine._inline.clock = lambda: now[0]  # back to back: no time passes in a burst
+        for start in range(5, 85, 20):  # four fetches of 20 events, in four polls of 5
+            now[0] += 0.010  # the feeding thread waited 10 ms for this fetch
+            run.feed(msgs[start : start + 20], 5)
+        assert dict(run.rows_by_thread) == {feeder: 85}
+        now[0] += 0.010
+        run.feed(msgs[85:], 30)  # one fetch of 120 in four polls of 30
+        assert run.rows_by_thread[feeder] == 85 + 60  # bursts of 30 and 60: inline
+        assert run.rows_by_thread["infer-v2"] == 60  # 90 and 120: past 64, the lane
+        preds = run.outputs(cfg.topics.predictions)
+    finally:
+        run.engine.close()
+    ids = [p["event_id"] for p in preds]
+    assert ids == [json.loads(m.value())["event_id"] for m in msgs]  # type: ignore[arg-type]
+
+
 def test_telemetry_is_sent_when_only_the_feeding_thread_scored(models_built) -> None:
     cfg = load_config(BASE).with_overrides(**{"worker.telemetry_interval_s": 0.2})
     run = _Run(cfg)
