@@ -11,8 +11,6 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
-
 from streaming.commit.delivery import ChunkDelivery
 from streaming.config import PipelineConfig
 from streaming.engine.types import Rejection
@@ -39,20 +37,29 @@ class Outcomes:
         self._delivery_errors = metrics.delivery_errors.labels(pipeline, "?")
 
     def predictions(
-        self, version: ModelVersion, delivery: ChunkDelivery, latencies_ms: np.ndarray | None
+        self, version: ModelVersion, delivery: ChunkDelivery, acked_ms: float | None
     ) -> None:
-        """All predictions of a chunk are durable (their offsets are acked already)."""
-        if latencies_ms is None:
+        """All predictions of a chunk are durable (their offsets are acked already), the last
+        at ``acked_ms`` (epoch ms; None: a delivery failed)."""
+        if acked_ms is None:
             self.failed(delivery.describe(), delivery.error, self._predictions_topic)
             return
         stats = self._stats
         stats.predictions += delivery.size
         stats.last_output = time.monotonic()
-        samples = Samples(latencies_ms)
+        ts_ms = delivery.ts_ms
+        samples = Samples.since(acked_ms, ts_ms)
         stats.end_to_end_ms.add(samples)
-        if stats.steady_from_ms is not None:
-            steady = latencies_ms[np.asarray(delivery.ts_ms) >= stats.steady_from_ms]
-            stats.steady_end_to_end_ms.record_many(steady)
+        steady_from = stats.steady_from_ms
+        if steady_from is not None:
+            steady = (
+                ts_ms
+                if min(ts_ms, default=steady_from) >= steady_from
+                else [t for t in ts_ms if t >= steady_from]
+            )
+            stats.steady_end_to_end_ms.add(
+                samples if steady is ts_ms else Samples.since(acked_ms, steady)
+            )
         version.end_to_end_ms.add(samples)
         version.predictions_metric.inc(delivery.size)
 

@@ -115,6 +115,7 @@ class PrimaryOutput:
             partial(self._refused, c, rows),
             sent,
         )
+        report = delivery.report
         produce = self._sink.produce
         topic = self.topic
         made = c.new_traceparents
@@ -125,12 +126,12 @@ class PrimaryOutput:
                 tp = made[i]
                 if tp is not None:  # inline: this runs for every prediction while tracing
                     h = [*h, (TRACEPARENT, tp)] if h else [(TRACEPARENT, tp)]
-                produce(topic, payloads[i], keys[i], h, delivery)
+                produce(topic, payloads[i], keys[i], h, report)
         elif fitted.changed:
             for i in rows:
-                produce(topic, payloads[i], keys[i], fitted.headers(headers, i), delivery)
+                produce(topic, payloads[i], keys[i], fitted.headers(headers, i), report)
         else:
-            self._sink.produce_rows(topic, rows, payloads, keys, headers, delivery)
+            self._sink.produce_rows(topic, rows, payloads, keys, headers, report)
 
     def _acked(
         self,
@@ -138,11 +139,12 @@ class PrimaryOutput:
         c: Chunk,
         rows: range | list[int],
         delivery: ChunkDelivery,
-        latencies_ms: np.ndarray | None,
+        acked_ms: float | None,
     ) -> None:
         """Delivery thread, tracing on: account as usual, then let the tracer pick rows."""
-        self._outcomes.predictions(version, delivery, latencies_ms)
-        if latencies_ms is not None and self._tracer is not None:
+        self._outcomes.predictions(version, delivery, acked_ms)
+        if acked_ms is not None and self._tracer is not None:
+            latencies_ms = acked_ms - np.asarray(delivery.ts_ms, dtype=np.float64)
             self._tracer.predictions(c, rows, latencies_ms)
 
     def _too_large(self, payload: bytes, key: bytes | None) -> Rejection:

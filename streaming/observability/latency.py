@@ -6,7 +6,10 @@ Prometheus collector) copy the counts, so recording takes no lock.
 A chunk's latencies are bucketed once (:class:`Samples`) and added to every recorder that
 wants them (the worker's and the version's): at low rates a chunk holds a handful of rows, and
 numpy's fixed cost per call (a 996-bin bincount, seven ufuncs) was most of the delivery
-thread's work per chunk, so small chunks are bucketed in plain Python instead.
+thread's work per chunk, so small chunks are bucketed in plain Python instead. At a low rate
+each chunk also finds the caches cold (the thread slept since the last one): there a numpy
+call costs 10-20 us of CPU where it takes 1-2 back to back, and plain Python far less, so a
+small chunk's latencies are not even put in an array (:meth:`Samples.since`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ _BUCKETS = int(math.log(3_600_000 / _LOW_MS) / math.log(_RATIO)) + 2
 _LOG_RATIO = math.log(_RATIO)
 # upper edge of each bucket, in ms: bucket i holds (edge[i-1], edge[i]]
 UPPER_EDGES_MS = _LOW_MS * _RATIO ** np.arange(_BUCKETS, dtype=np.float64)
-_SMALL = 16
-"""Up to this many samples are bucketed in Python: cheaper than numpy's fixed cost."""
+_SMALL = 64
+"""Up to this many samples are bucketed in Python: cheaper than numpy's fixed cost (back to
+back about even at 64; at a low rate's pace, with cold caches, Python costs half)."""
 
 
 def _bucket(ms: float) -> int:
@@ -38,22 +42,37 @@ class Samples:
 
     def __init__(self, ms: np.ndarray) -> None:
         n = int(ms.size)
+        self.bins: dict[int, int] | np.ndarray
+        """Samples per bucket: a dict of the buckets used (a few samples), or every bucket's
+        count (many)."""
+        if n <= _SMALL:
+            self._bucket_few(ms.tolist())
+            return
         self.count = n
-        self.bins: list[int] | np.ndarray
-        """Bucket indexes (a few samples) or counts per bucket (many)."""
-        if n == 0:
-            self.bins, self.sum_ms, self.max_ms = [], 0.0, 0.0
-        elif n <= _SMALL:
-            values = ms.tolist()
-            self.bins = [_bucket(v) for v in values]
-            self.sum_ms = math.fsum(values)
-            self.max_ms = max(values)
-        else:
-            clipped = np.maximum(ms, _LOW_MS)
-            idx = np.minimum(np.ceil(np.log(clipped / _LOW_MS) / _LOG_RATIO), _BUCKETS - 1)
-            self.bins = np.bincount(idx.astype(np.int64), minlength=_BUCKETS)
-            self.sum_ms = float(ms.sum())
-            self.max_ms = float(ms.max())
+        clipped = np.maximum(ms, _LOW_MS)
+        idx = np.minimum(np.ceil(np.log(clipped / _LOW_MS) / _LOG_RATIO), _BUCKETS - 1)
+        self.bins = np.bincount(idx.astype(np.int64), minlength=_BUCKETS)
+        self.sum_ms = float(ms.sum())
+        self.max_ms = float(ms.max())
+
+    @classmethod
+    def since(cls, now_ms: float, ts_ms: list[int]) -> Samples:
+        """The latencies from each event time in ``ts_ms`` to ``now_ms``."""
+        if len(ts_ms) <= _SMALL:
+            samples = cls.__new__(cls)
+            samples._bucket_few([now_ms - t for t in ts_ms])
+            return samples
+        return cls(now_ms - np.asarray(ts_ms, dtype=np.float64))
+
+    def _bucket_few(self, values: list[float]) -> None:
+        self.count = len(values)
+        bins: dict[int, int] = {}
+        for v in values:
+            b = _bucket(v)
+            bins[b] = bins.get(b, 0) + 1
+        self.bins = bins
+        self.sum_ms = math.fsum(values) if values else 0.0
+        self.max_ms = max(values, default=0.0)
 
 
 class LatencyRecorder:
@@ -81,8 +100,10 @@ class LatencyRecorder:
         if not samples.count:
             return
         bins = samples.bins
-        if isinstance(bins, list):
-            np.add.at(self._counts, bins, 1)
+        if isinstance(bins, dict):
+            counts = self._counts
+            for b, n in bins.items():
+                counts[b] += n
         else:
             self._counts += bins
         self.count += samples.count

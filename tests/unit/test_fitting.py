@@ -117,9 +117,9 @@ def test_a_refused_prediction_is_handed_over_and_the_rest_acked() -> None:
         lambda positions, errs: refused.append((positions, len(errs))),
         payloads,
     )
-    delivery(None, _Msg(b"a"))  # type: ignore[arg-type]
-    delivery(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), _Msg(b"b"))  # type: ignore[arg-type]
-    delivery(None, _Msg(b"c"))  # type: ignore[arg-type]
+    delivery.report(None, _Msg(b"a"))  # type: ignore[arg-type]
+    delivery.report(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), _Msg(b"b"))  # type: ignore[arg-type]
+    delivery.report(None, _Msg(b"c"))  # type: ignore[arg-type]
     assert refused == [([1], 1)] and done == [2]
     assert tracker.commit_points() == [("in", 0, 1)]  # offset 1 waits for its dead letter
     ledger.ack(1)
