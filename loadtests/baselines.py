@@ -199,7 +199,7 @@ class _ModelParts:
         ).encode()
 
 
-def _model_parts(cfg: PipelineConfig) -> _ModelParts:
+def model_parts(cfg: PipelineConfig) -> _ModelParts:
     spec = load_pipeline(cfg.pipeline.module)
     version = cfg.model.versions[0]
     runtime = create_runtime(
@@ -221,7 +221,7 @@ def model_passthrough(
     """The passthrough plus the pipeline's work, a poll batch at a time: validate, state,
     preprocess, one model call, a prediction each. An event the schema refuses is skipped
     (the load tests that use it send none)."""
-    parts = _model_parts(cfg)
+    parts = model_parts(cfg)
     validate = parts.spec.schema.__pydantic_validator__.validate_json
     consumer, producer = _clients(cfg, "model-passthrough", assigned)
     tally = _Tally()
@@ -254,7 +254,7 @@ def naive_per_event(
     cfg: PipelineConfig, out_topic: str, n: int, timeout_s: float = 300.0
 ) -> DrainResult:
     """The obvious hand-written loop: one message at a time through schema, features, model."""
-    parts = _model_parts(cfg)
+    parts = model_parts(cfg)
     spec, runtime, pre, stage = parts.spec, parts.runtime, parts.pre, parts.stage
     consumer, producer = _clients(cfg, "naive")
     tally = _Tally()

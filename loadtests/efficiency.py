@@ -3,7 +3,7 @@
 
     python -m loadtests.efficiency [-c CONFIG] [--events 100000] [--rate 2000] [--seconds 10]
                                    [--pairs 5] [--threads] [--baseline passthrough|model]
-                                   [--bootstrap B]
+                                   [--subject worker|model] [--bootstrap B]
 
 Each side is a process of its own (``streaming run``, or the passthrough of
 ``loadtests.baselines``), started on topics of its own, its outputs read and matched by event
@@ -20,6 +20,8 @@ against its target: met, missed, or undecided by that many pairs (loadtests.pair
 ``--baseline model`` pairs the worker with the model passthrough instead (the passthrough plus
 the pipeline's validation, state, preprocessing and model call, a poll batch at a time:
 loadtests.baselines), so that the ratios show the worker's own cost over that pipeline's floor.
+``--subject model`` measures that floor itself against the passthrough, under the same
+targets: how close any worker running this pipeline and model could come to them here.
 
 ``--threads`` adds, for the runs at the offered rate, each side's CPU and context switches per
 event by thread (loadtests.thread_cpu), from the first send until every output has arrived.
@@ -213,14 +215,17 @@ def offered(
 
 
 def _pair(
-    run: Callable[[tuple[str, ...]], Side], first_worker: bool, baseline: tuple[str, ...]
+    run: Callable[[tuple[str, ...]], Side],
+    first_worker: bool,
+    baseline: tuple[str, ...],
+    subject: tuple[str, ...] = WORKER,
 ) -> tuple[Side, Side]:
-    """(baseline, worker), run in the given order."""
+    """(baseline, subject), run in the given order."""
     if first_worker:
-        w = run(WORKER)
+        w = run(subject)
         return run(baseline), w
     p = run(baseline)
-    return p, run(WORKER)
+    return p, run(subject)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -245,9 +250,20 @@ def main() -> None:
         help="what the worker is paired with: the passthrough (the issue's targets) or the "
         "model passthrough (the pipeline's own work added: the worker's cost over its floor)",
     )
+    parser.add_argument(
+        "--subject",
+        choices=("worker", "model"),
+        default="worker",
+        help="what is measured against the baseline: the worker, or the model passthrough "
+        "(with the default baseline: the pipeline's own floor against the issue's targets)",
+    )
     parser.add_argument("--bootstrap", help="a cluster to use (default: an embedded broker)")
     args = parser.parse_args()
     base, baseline = args.baseline, BASELINES[args.baseline]
+    who = args.subject
+    subject = WORKER if who == "worker" else BASELINES["model"]
+    if subject == baseline:
+        parser.error("--subject model needs --baseline passthrough: a side against itself")
 
     from streaming.dev.broker import EmbeddedBroker
 
@@ -255,12 +271,13 @@ def main() -> None:
     bootstrap = args.bootstrap or broker.bootstrap  # type: ignore[union-attr]
     cfg = load_config(args.config, bootstrap=bootstrap)
     drain_ratio, drain_cpu, rate_cpu, p99 = [], [], [], []
-    thread_runs: dict[str, list[dict[str, ThreadShare]]] = {base: [], "worker": []}
+    thread_runs: dict[str, list[dict[str, ThreadShare]]] = {base: [], who: []}
     try:
         with tempfile.TemporaryDirectory(prefix="efficiency-") as tmp:
             workdir = Path(tmp)
             print(
-                f"{args.pairs} pairs against the {base} baseline; drain {args.events:,} events; "
+                f"{args.pairs} pairs, {who} against the {base} baseline; "
+                f"drain {args.events:,} events; "
                 f"offered {args.rate:,.0f}/s for {args.seconds:g} s; os.getloadavg at start "
                 f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}",
                 flush=True,
@@ -268,12 +285,13 @@ def main() -> None:
             for i in range(args.pairs):
                 first_worker = i % 2 == 1
                 pd, wd = _pair(
-                    lambda c: drain(cfg, workdir, c, args.events), first_worker, baseline
+                    lambda c: drain(cfg, workdir, c, args.events), first_worker, baseline, subject
                 )
                 pr, wr = _pair(
                     lambda c: offered(cfg, workdir, c, args.rate, args.seconds, args.threads),
                     first_worker,
                     baseline,
+                    subject,
                 )
                 drain_ratio.append(_ratio(wd.rate, pd.rate))
                 drain_cpu.append(_ratio(wd.cpu_us, pd.cpu_us))
@@ -281,7 +299,7 @@ def main() -> None:
                 p99.append(_ratio(wr.p99_ms, pr.p99_ms))
                 lost = pd.unmatched + wd.unmatched + pr.unmatched + wr.unmatched
                 print(
-                    f"pair {i + 1} ({'worker' if first_worker else base} first): "
+                    f"pair {i + 1} ({who if first_worker else base} first): "
                     f"drain {pd.rate:,.0f} vs {wd.rate:,.0f} ev/s = {drain_ratio[-1]:.2f}; "
                     f"cpu {pd.cpu_us:.1f} vs {wd.cpu_us:.1f} us/ev = {drain_cpu[-1]:.2f}; "
                     f"at {args.rate:,.0f}/s cpu {pr.cpu_us:.1f} vs {wr.cpu_us:.1f} us/ev = "
@@ -290,7 +308,7 @@ def main() -> None:
                     flush=True,
                 )
                 if args.threads:
-                    for name, side in ((base, pr), ("worker", wr)):
+                    for name, side in ((base, pr), (who, wr)):
                         thread_runs[name].append(side.threads)
                         print(
                             f"  {name} at {args.rate:,.0f}/s, us/ev by thread: "
@@ -301,7 +319,7 @@ def main() -> None:
         if broker is not None:
             broker.stop()
     n = len(drain_ratio)
-    print(f"worker / {base} over {n} pairs:")
+    print(f"{who} / {base} over {n} pairs:")
     for name, ratios, target, higher_is_better in (
         ("drain rate", drain_ratio, 0.90, True),
         ("cpu per event, drain", drain_cpu, 1.15, False),

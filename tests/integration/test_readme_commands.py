@@ -450,6 +450,24 @@ def check_efficiency_model(ctx: Ctx) -> None:
     assert "--baseline" in done.stdout and "model" in done.stdout, done.stdout
 
 
+def check_efficiency_floor(ctx: Ctx) -> None:
+    """--help as the plain command, --subject model among its options, and the model
+    passthrough refused as the measure of itself (before any broker starts)."""
+    check_efficiency_plain(ctx)
+    assert "--subject" in run(ctx, [*ctx.argv, "--help"]).stdout
+    argv = [*ctx.argv, "--baseline", "model", "--pairs", "1"]
+    done = subprocess.run(
+        argv, cwd=ROOT, env=_env(ctx.bootstrap), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "--subject model needs --baseline passthrough" in done.stderr
+
+
+def check_paced_calls(ctx: Ctx) -> None:
+    done = run(ctx, [*ctx.argv, "--calls", "20"], timeout=120)
+    lines = [line for line in done.stdout.splitlines() if line.endswith("x)")]
+    assert len(lines) == 6 and "the model call" in done.stdout, done.stdout
+
+
 def check_efficiency_plain(ctx: Ctx) -> None:
     """--help as the plain command, and the config is what the README says it is: the fraud
     model behind a pipeline with no state stage and no reason codes."""
@@ -778,6 +796,18 @@ COMMANDS: dict[str, Check] = {
     ): Check(
         "--help only, as the plain command above, and --baseline model among its options",
         check_efficiency_model,
+    ),
+    (
+        ".venv/bin/python -m loadtests.efficiency -c loadtests/plain_pipeline.yaml --threads "
+        "--subject model"
+    ): Check(
+        "--help only, as the plain command above, with --subject among its options; "
+        "--baseline model with it fails at once with the fix",
+        check_efficiency_floor,
+    ),
+    ".venv/bin/python -m loadtests.paced_calls": Check(
+        "bounded: --calls 20: every step's three figures printed",
+        check_paced_calls,
     ),
     ".venv/bin/python -m models.fraud.faulty --kind noisy|constant|flaky --out models/fraud/v9": (
         Check(
