@@ -220,10 +220,12 @@ class Worker:
         assert source and engine and committer and control
         offsets = engine.offsets
         in_flight = self.metrics.in_flight.labels(self.config.name)
-        poll_timeout = cfg.poll_timeout_ms / 1000.0
+        busy_wait = cfg.poll_timeout_ms / 1000.0
+        idle_wait = max(cfg.idle_poll_timeout_ms / 1000.0, busy_wait)
         while not self._stop.is_set() and not self.faults:
             source.backpressure(offsets.in_flight, cfg.max_in_flight)
-            messages = source.poll(cfg.poll_batch, poll_timeout)
+            wait = busy_wait if offsets.in_flight or source.paused else idle_wait
+            messages = source.poll(cfg.poll_batch, wait)
             now = self._turned_at = time.monotonic()
             control.turn(now)
             if messages:

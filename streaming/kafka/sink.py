@@ -50,16 +50,38 @@ def _pause() -> None:
     time.sleep(0.002)
 
 
+_POLL_S = 0.05
+"""How long the delivery thread's poll waits for a report; one that served nothing with nothing
+outstanding means the producer is idle, and the thread parks."""
+_PARKED_S = 1.0
+"""The longest a parked delivery thread sleeps: a bound, not a timer it relies on (every
+``produce`` wakes it)."""
+
+
 class KafkaSink:
     """Produces records and runs their delivery callbacks on its delivery thread."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], parked_s: float = _PARKED_S) -> None:
         self._producer = Producer(settings)
+        self._parked_s = parked_s
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._parked = False
+        """Set by the delivery thread while it sleeps on ``_wake``: a produce then wakes it."""
         self._thread = named_thread(self._poll_loop, "delivery")
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def parked(self) -> bool:
+        """The delivery thread sleeps, nothing outstanding, until a record is produced."""
+        return self._parked
+
+    @property
+    def delivery_thread_id(self) -> int | None:
+        """The delivery thread's id in the OS (its /proc/self/task entry), once started."""
+        return self._thread.native_id
 
     def produce(
         self,
@@ -73,8 +95,10 @@ class KafkaSink:
         # The delivery thread frees the queue; polling here too would run callbacks on two
         # threads at once.
         produce_when_room(
-            self._producer, topic, value, key, headers, on_delivery, _pause, partition
+            self._producer, topic, value, key, headers, on_delivery, self._room, partition
         )
+        if self._parked:
+            self._wake.set()
 
     def produce_rows(
         self,
@@ -96,20 +120,40 @@ class KafkaSink:
                     produce(topic, values[i], keys[i], -1, on_delivery, None, 0, headers[i] or None)
                     break
                 except BufferError:
-                    _pause()
+                    self._room()
+        if self._parked:
+            self._wake.set()
 
     def partition_producer(self) -> tuple[Callable[..., Any], Callable[[], None]]:
         """The producer's own ``produce(topic, value, key, partition, on_delivery)`` (all
         positional: 0.2 us a record less than the keyword) and the wait for room in its queue:
         for a caller with a loop of its own over many records (the state changelog's, in C; no
         Python frame per record). On BufferError it waits and tries again, as
-        ``produce_when_room`` does."""
-        return self._producer.produce, _pause
+        ``produce_when_room`` does. A record it queues does not wake a parked delivery thread:
+        the caller ends with ``produce`` (the changelog's partition record), or the reports
+        wait up to ``parked_s``."""
+        return self._producer.produce, self._room
+
+    def _room(self) -> None:
+        """Wait for the delivery thread to free room in the producer's queue, waking it first
+        if it sleeps (it would not see a full queue of records that were never reported)."""
+        if self._parked:
+            self._wake.set()
+        _pause()
 
     def _poll_loop(self) -> None:
-        poll = self._producer.poll
-        while not self._stop.is_set():
-            poll(0.05)
+        """Serve delivery reports as they arrive; while the producer is idle, sleep until a
+        produce wakes the thread instead of waking on a timer (20 times a second before)."""
+        producer, stop, wake = self._producer, self._stop, self._wake
+        poll = producer.poll
+        while not stop.is_set():
+            if poll(_POLL_S) or len(producer):
+                continue
+            self._parked = True
+            if not len(producer):  # a record produced before the flag was up finds it here
+                wake.wait(self._parked_s)
+            self._parked = False
+            wake.clear()
 
     # ---------------------------------------------------------- transactions (exactly-once)
 
@@ -140,6 +184,7 @@ class KafkaSink:
         the worker). With records left it stays open: librdkafka's close() would wait for them.
         """
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
         left = int(self._producer.flush(max(0.0, timeout)))

@@ -1,10 +1,12 @@
 """The Kafka sink's batch path (``produce_rows``, how a chunk's predictions go out) on the real
 broker: the rows chosen, in order, with their keys and headers, one report each, and a full
-producer queue waited out rather than a record dropped."""
+producer queue waited out rather than a record dropped. Its delivery thread sleeps while the
+producer is idle, and every way of producing wakes it."""
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +63,67 @@ def test_a_full_queue_is_waited_out_not_dropped(broker: EmbeddedBroker, tmp_path
     # room for 8 records: produce_rows meets BufferError many times over and must wait for the
     # delivery thread to free the queue
     sink = KafkaSink(
-        {**producer_settings(cfg.kafka, "sink-full"), "queue.buffering.max.messages": 8}
+        {**producer_settings(cfg.kafka, "sink-full"), "queue.buffering.max.messages": 8},
+        parked_s=600.0,
     )
     sink.start()
+    _wait_parked(sink)  # the full queue must wake it: nothing else would for 600 s
     sink.produce_rows(topic, range(n), values, [None] * n, [None] * n, reports)
     assert sink.close(30.0) == 0
     got = read_topic(cfg, topic, n)
     assert [r.value for r in got] == values
     assert reports.count == n and reports.errors == []
+
+
+def _wait_parked(sink: KafkaSink) -> None:
+    deadline = time.monotonic() + 30
+    while not sink.parked:
+        assert time.monotonic() < deadline, "the idle delivery thread never went to sleep"
+        time.sleep(0.01)
+
+
+def _wait_reports(reports: _Reports, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while reports.count < n:
+        assert time.monotonic() < deadline, f"{reports.count} of {n} reports after 30 s"
+        time.sleep(0.01)
+
+
+def _voluntary_switches(thread_id: int) -> int:
+    status = Path(f"/proc/self/task/{thread_id}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("voluntary_ctxt_switches"))
+    return int(line.split()[1])
+
+
+def test_an_idle_delivery_thread_sleeps_until_a_record_wakes_it(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Idle, the thread does not wake on a timer (it did 20 times a second); a record produced
+    either way wakes it and is reported, and close wakes it to stop. Its sleep is bounded at
+    600 s here, so nothing but those wakes can pass this test."""
+    _, cfg = write_config(tmp_path, broker.bootstrap, **{"topics.partitions": 1})  # one order
+    create_topics(cfg)
+    topic = cfg.topics.predictions
+    reports = _Reports()
+    sink = KafkaSink(producer_settings(cfg.kafka, "sink-idle"), parked_s=600.0)
+    sink.start()
+    thread_id = sink.delivery_thread_id
+    assert thread_id is not None
+    _wait_parked(sink)
+    before = _voluntary_switches(thread_id)
+    time.sleep(1.0)
+    assert _voluntary_switches(thread_id) - before <= 2
+
+    sink.produce(topic, b"one", None, None, reports)
+    _wait_reports(reports, 1)
+    _wait_parked(sink)
+    sink.produce_rows(topic, [0, 1], [b"two", b"three"], [None, None], [None, None], reports)
+    _wait_reports(reports, 3)
+    assert reports.errors == []
+
+    _wait_parked(sink)
+    closing = threading.Thread(target=sink.close, args=(30.0,))
+    closing.start()
+    closing.join(60)
+    assert not closing.is_alive(), "close waited for the parked thread's bound"
+    assert [r.value for r in read_topic(cfg, topic, 3)] == [b"one", b"two", b"three"]

@@ -468,6 +468,13 @@ def check_paced_calls(ctx: Ctx) -> None:
     assert len(lines) == 6 and "the model call" in done.stdout, done.stdout
 
 
+def check_idle_cpu(ctx: Ctx) -> None:
+    done = run(ctx, [*ctx.argv, "--seconds", "1", "--rounds", "1"], timeout=180)
+    for side in ("worker", "passthrough"):
+        assert f"round 1 {side}: " in done.stdout, done.stdout
+        assert f"{side}: median " in done.stdout, done.stdout
+
+
 def check_efficiency_plain(ctx: Ctx) -> None:
     """--help as the plain command, and the config is what the README says it is: the fraud
     model behind a pipeline with no state stage and no reason codes."""
@@ -804,6 +811,10 @@ COMMANDS: dict[str, Check] = {
         "--help only, as the plain command above, with --subject among its options; "
         "--baseline model with it fails at once with the fix",
         check_efficiency_floor,
+    ),
+    ".venv/bin/python -m loadtests.idle_cpu": Check(
+        "bounded: --seconds 1 --rounds 1: both sides measured and their medians printed",
+        check_idle_cpu,
     ),
     ".venv/bin/python -m loadtests.paced_calls": Check(
         "bounded: --calls 20: every step's three figures printed",
