@@ -97,8 +97,7 @@ class KafkaSink:
         produce_when_room(
             self._producer, topic, value, key, headers, on_delivery, self._room, partition
         )
-        if self._parked:
-            self._wake.set()
+        self._rouse()
 
     def produce_rows(
         self,
@@ -121,8 +120,7 @@ class KafkaSink:
                     break
                 except BufferError:
                     self._room()
-        if self._parked:
-            self._wake.set()
+        self._rouse()
 
     def partition_producer(self) -> tuple[Callable[..., Any], Callable[[], None]]:
         """The producer's own ``produce(topic, value, key, partition, on_delivery)`` (all
@@ -134,11 +132,15 @@ class KafkaSink:
         wait up to ``parked_s``."""
         return self._producer.produce, self._room
 
+    def _rouse(self) -> None:
+        """Wake the delivery thread if it is parked: records were queued."""
+        if self._parked:
+            self._wake.set()
+
     def _room(self) -> None:
         """Wait for the delivery thread to free room in the producer's queue, waking it first
         if it sleeps (it would not see a full queue of records that were never reported)."""
-        if self._parked:
-            self._wake.set()
+        self._rouse()
         _pause()
 
     def _poll_loop(self) -> None:
