@@ -20,7 +20,7 @@ from pathlib import Path
 
 from loadtests.efficiency import PASSTHROUGH, WORKER
 from loadtests.load import WorkerProc, prepare, remove_run_topics
-from loadtests.thread_cpu import ThreadTimes, snapshot
+from loadtests.thread_cpu import ThreadShare, per_event, snapshot
 from streaming.config import PipelineConfig, load_config
 
 SETTLE_S = 3.0
@@ -30,9 +30,9 @@ not idleness."""
 
 def idle_per_second(
     cfg: PipelineConfig, workdir: Path, command: tuple[str, ...], seconds: float
-) -> dict[str, tuple[float, float]]:
-    """Per thread name: (CPU milliseconds, voluntary context switches) per second while the
-    process started by ``command`` sits idle for ``seconds``."""
+) -> dict[str, ThreadShare]:
+    """Per thread name, CPU microseconds and context switches per second while the process
+    started by ``command`` sits idle for ``seconds``."""
     run_cfg, path = prepare(cfg, workdir, "idle")
     extra = () if command == WORKER else ("--events", str(10**9))
     proc = WorkerProc(path, workdir, 0, extra=extra, command=command)
@@ -45,26 +45,21 @@ def idle_per_second(
     finally:
         proc.stop()
         remove_run_topics(run_cfg)
-    out: dict[str, tuple[float, float]] = {}
-    for tid, now in after.items():
-        then = before.get(tid, ThreadTimes(now.name, 0.0, 0, 0))
-        cpu, wakes = out.get(now.name, (0.0, 0.0))
-        out[now.name] = (
-            cpu + (now.cpu_s - then.cpu_s) * 1000 / elapsed,
-            wakes + (now.voluntary - then.voluntary) / elapsed,
-        )
-    return out
+    return per_event(before, after, elapsed)  # "per event" of one a second: per second
 
 
-def describe(threads: dict[str, tuple[float, float]]) -> str:
+def describe(threads: dict[str, ThreadShare]) -> str:
     """Total, then each thread that used CPU or woke, largest first."""
-    total = sum(cpu for cpu, _ in threads.values())
     parts = [
-        f"{name} {cpu:.2f} ms ({wakes:.0f} wakes)"
-        for name, (cpu, wakes) in sorted(threads.items(), key=lambda kv: -kv[1][0])
-        if cpu or wakes >= 0.5
+        f"{name} {s.cpu_us / 1000:.2f} ms ({s.voluntary:.0f} wakes)"
+        for name, s in threads.items()
+        if s.cpu_us or s.voluntary >= 0.5
     ]
-    return f"{total:.2f} ms of CPU per second: " + ", ".join(parts)
+    return f"{_total_ms(threads):.2f} ms of CPU per second: " + ", ".join(parts)
+
+
+def _total_ms(threads: dict[str, ThreadShare]) -> float:
+    return sum(s.cpu_us for s in threads.values()) / 1000
 
 
 def main() -> None:
@@ -90,7 +85,7 @@ def main() -> None:
             for i in range(args.rounds):
                 for name in sides if i % 2 == 0 else reversed(sides):
                     threads = idle_per_second(cfg, Path(tmp), sides[name], args.seconds)
-                    totals[name].append(sum(cpu for cpu, _ in threads.values()))
+                    totals[name].append(_total_ms(threads))
                     print(f"round {i + 1} {name}: {describe(threads)}", flush=True)
     finally:
         if broker is not None:

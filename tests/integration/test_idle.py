@@ -9,10 +9,10 @@ import json
 import signal
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from loadtests.thread_cpu import per_event, snapshot
 from streaming.dev.produce import produce_events
 from streaming.kafka.topics import create_topics
 from tests.kafka_helpers import read_topic, start_worker, write_config
@@ -20,24 +20,6 @@ from tests.kafka_helpers import read_topic, start_worker, write_config
 pytestmark = pytest.mark.integration
 
 MEASURED_S = 2.0
-
-
-def _wakes_by_name(pid: int) -> tuple[Counter[str], Counter[str]]:
-    """Voluntary context switches of the threads of ``pid`` summed by thread name, and how many
-    threads have each name; the process's first thread (the feeding loop) is ``main``."""
-    out: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            comm = (task / "comm").read_text().strip()
-            status = (task / "status").read_text()
-        except OSError:  # a thread that ended in between
-            continue
-        name = "main" if int(task.name) == pid else comm
-        line = next(x for x in status.splitlines() if x.startswith("voluntary_ctxt_switches"))
-        out[name] += int(line.split()[1])
-        threads[name] += 1
-    return out, threads
 
 
 def test_an_idle_worker_sleeps_and_still_scores_what_comes(broker, models_built, tmp_path):
@@ -49,13 +31,14 @@ def test_an_idle_worker_sleeps_and_still_scores_what_comes(broker, models_built,
         # scored and acked: every delivery thread has had work, and then nothing is in flight
         read_topic(cfg, cfg.topics.predictions, 50)
         time.sleep(1.0)  # past the last commit and the delivery threads' last 50 ms poll
-        before, _ = _wakes_by_name(worker.proc.pid)
+        before = snapshot(worker.proc.pid)
         time.sleep(MEASURED_S)
-        after, threads = _wakes_by_name(worker.proc.pid)
-        woke = after - before
+        after = snapshot(worker.proc.pid)
+        woke = per_event(before, after, MEASURED_S)  # switches per second, by thread name
+        threads = Counter(t.name for t in after.values())
         # a thread each: the predictions' producer and the state changelog's own
         assert threads["delivery"] == 2, threads
-        per_thread = {n: woke[n] / threads[n] / MEASURED_S for n in ("main", "delivery")}
+        per_thread = {n: woke[n].voluntary / threads[n] for n in ("main", "delivery")}
         # 20 a second each with the 50 ms timers; 5 polls a second, and parked threads that
         # check in once a second, now
         assert per_thread["main"] <= 10, (per_thread, woke)

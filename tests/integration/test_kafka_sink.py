@@ -5,11 +5,13 @@ producer is idle, and every way of producing wakes it."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from loadtests.thread_cpu import snapshot
 from streaming.dev.broker import EmbeddedBroker
 from streaming.kafka.settings import producer_settings
 from streaming.kafka.sink import KafkaSink
@@ -90,9 +92,7 @@ def _wait_reports(reports: _Reports, n: int) -> None:
 
 
 def _voluntary_switches(thread_id: int) -> int:
-    status = Path(f"/proc/self/task/{thread_id}/status").read_text()
-    line = next(x for x in status.splitlines() if x.startswith("voluntary_ctxt_switches"))
-    return int(line.split()[1])
+    return snapshot(os.getpid())[thread_id].voluntary
 
 
 def test_an_idle_delivery_thread_sleeps_until_a_record_wakes_it(
